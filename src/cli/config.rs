@@ -1,0 +1,23 @@
+use super::ConfigArg;
+use crate::error::ExitKind;
+use clap::Subcommand;
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the config and print it resolved, with secrets redacted.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+}
+
+pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitKind> {
+    match cmd {
+        ConfigCommand::Check { config } => {
+            let cfg = config.load()?;
+            println!("# {}: valid", config.config.display());
+            println!("{}", cfg.to_redacted_toml());
+            Ok(ExitKind::Success)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+use super::{select_targets, ConfigArg};
+use crate::catalog::{list_target, Layout};
+use crate::error::ExitKind;
+use crate::report::human_bytes;
+use clap::Args;
+use serde::Serialize;
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Only this target.
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// One JSON document on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct Row<'a> {
+    target: &'a str,
+    id: &'a str,
+    started_at: String,
+    finished_at: String,
+    format: &'a str,
+    compression: String,
+    raw_bytes: u64,
+    stored_bytes: u64,
+    manifest_key: &'a str,
+    objects: &'a [crate::catalog::ObjectRecord],
+}
+
+pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
+    let config = args.config.load()?;
+    let names: Vec<String> = args.target.into_iter().collect();
+    let targets = select_targets(&config, &names)?;
+    let storage = crate::storage::from_config(&config.storage)?;
+    let layout = Layout::new(config.storage.prefix());
+    let mut listings = Vec::new();
+    for t in targets {
+        let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
+        for (key, why) in &listing.damaged {
+            tracing::warn!(target_name = t.name(), key = %key, "incomplete or damaged backup ignored: {why}");
+        }
+        if !listing.orphans.is_empty() {
+            tracing::warn!(target_name = t.name(), count = listing.orphans.len(), "objects without a manifest (from interrupted runs) ignored");
+        }
+        listings.push((t.name().to_string(), listing));
+    }
+    let rows: Vec<Row> = listings
+        .iter()
+        .flat_map(|(name, l)| {
+            l.backups.iter().map(move |b| Row {
+                target: name,
+                id: &b.manifest.id.0,
+                started_at: b.manifest.started_at.to_rfc3339(),
+                finished_at: b.manifest.finished_at.to_rfc3339(),
+                format: &b.manifest.format,
+                compression: format!("{:?}", b.manifest.compression.algorithm).to_lowercase(),
+                raw_bytes: b.manifest.raw_bytes(),
+                stored_bytes: b.manifest.stored_bytes(),
+                manifest_key: &b.manifest_key,
+                objects: &b.manifest.objects,
+            })
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+    } else if rows.is_empty() {
+        println!("no backups");
+    } else {
+        println!(
+            "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+            "TARGET", "ID", "STARTED (UTC)", "FORMAT", "CODEC", "STORED", "RAW"
+        );
+        for r in &rows {
+            println!(
+                "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+                r.target,
+                r.id,
+                &r.started_at[..19.min(r.started_at.len())].replace('T', " "),
+                r.format,
+                r.compression,
+                human_bytes(r.stored_bytes),
+                human_bytes(r.raw_bytes)
+            );
+        }
+    }
+    Ok(ExitKind::Success)
+}

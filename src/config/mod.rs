@@ -1,0 +1,316 @@
+//! Typed configuration: TOML file, `${VAR}` expansion, `*_file` secrets,
+//! validation. Every error names the file and the key, and a config that
+//! fails here means nothing is attempted (exit code 2).
+
+mod expand;
+mod secret;
+#[macro_use]
+mod tagged;
+
+pub use expand::expand_str;
+pub use secret::{Secret, REDACTED};
+
+use crate::error::usage;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub compression: CompressionConfig,
+    pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StorageConfig {
+    Local(LocalStorageConfig),
+}
+
+impl StorageConfig {
+    pub fn prefix(&self) -> &str {
+        match self {
+            StorageConfig::Local(l) => &l.prefix,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalStorageConfig {
+    /// Directory that holds the backups; relative paths are taken from the
+    /// working directory.
+    pub path: PathBuf,
+    #[serde(default)]
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Algorithm {
+    Zstd,
+    Gzip,
+    None,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompressionConfig {
+    #[serde(default = "default_algorithm")]
+    pub algorithm: Algorithm,
+    /// zstd 1–19, gzip 1–9; unset means the codec's usual default.
+    #[serde(default)]
+    pub level: Option<i32>,
+    /// 0 means every core.
+    #[serde(default)]
+    pub threads: usize,
+}
+
+fn default_algorithm() -> Algorithm {
+    Algorithm::Zstd
+}
+
+impl Default for CompressionConfig {
+    fn default() -> Self {
+        CompressionConfig {
+            algorithm: Algorithm::Zstd,
+            level: None,
+            threads: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Postgres(PostgresTarget),
+}
+
+impl TargetConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            TargetConfig::Postgres(p) => &p.name,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PgFormat {
+    Custom,
+    Plain,
+}
+
+impl PgFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PgFormat::Custom => "custom",
+            PgFormat::Plain => "plain",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresTarget {
+    pub name: String,
+    #[serde(default = "default_pg_host")]
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    #[serde(default = "default_pg_user")]
+    pub user: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    pub database: String,
+    #[serde(default = "default_pg_format")]
+    pub format: PgFormat,
+    #[serde(default)]
+    pub globals: bool,
+    /// Empty means: choose the pg_dump that matches the server.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_dump_path: Option<PathBuf>,
+    /// libpq `sslmode` (disable, prefer, require, verify-ca, verify-full).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslmode: Option<String>,
+}
+
+tagged_enum!(StorageConfig, "storage type", { "local" => Local });
+tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres });
+
+fn default_pg_host() -> String {
+    "localhost".into()
+}
+fn default_pg_port() -> u16 {
+    5432
+}
+fn default_pg_user() -> String {
+    "postgres".into()
+}
+fn default_pg_format() -> PgFormat {
+    PgFormat::Custom
+}
+
+const SSLMODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+impl Config {
+    /// Read, expand, parse and validate a config file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("{}: cannot read config: {e}", path.display())))?;
+        Config::parse(&text, path)
+    }
+
+    /// Parse config text; `origin` names the file in errors and anchors
+    /// relative `*_file` paths.
+    pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Config> {
+        let file = origin.display();
+        let mut tree: toml::Value =
+            toml::from_str(text).map_err(|e| usage(format!("{file}: {e}")))?;
+        let mut errors = Vec::new();
+        expand::expand_tree(&mut tree, &mut Vec::new(), &mut errors);
+        if !errors.is_empty() {
+            return Err(usage(format!("{file}: {}", errors.join("; "))));
+        }
+        let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            usage(format!("{file}: {}", tagged::join_path(&e.path().to_string(), &e.inner().to_string())))
+        })?;
+        config
+            .resolve_and_validate(origin)
+            .map_err(|msg| usage(format!("{file}: {msg}")))?;
+        Ok(config)
+    }
+
+    fn resolve_and_validate(&mut self, origin: &Path) -> Result<(), String> {
+        let base = origin.parent().unwrap_or(Path::new("."));
+        match &self.storage {
+            StorageConfig::Local(l) => {
+                if l.path.as_os_str().is_empty() {
+                    return Err("storage.path: must not be empty".into());
+                }
+                validate_prefix(&l.prefix).map_err(|e| format!("storage.prefix: {e}"))?;
+            }
+        }
+        let c = &self.compression;
+        if let Some(level) = c.level {
+            let (lo, hi) = match c.algorithm {
+                Algorithm::Zstd => (1, 19),
+                Algorithm::Gzip => (1, 9),
+                Algorithm::None => (0, 0),
+            };
+            if c.algorithm == Algorithm::None || !(lo..=hi).contains(&level) {
+                return Err(if c.algorithm == Algorithm::None {
+                    "compression.level: not allowed with algorithm = \"none\"".into()
+                } else {
+                    format!("compression.level: {level} is out of range {lo}..={hi} for this algorithm")
+                });
+            }
+        }
+        if self.targets.is_empty() {
+            return Err("targets: at least one [[targets]] entry is required".into());
+        }
+        let mut seen = HashSet::new();
+        for (i, target) in self.targets.iter_mut().enumerate() {
+            let name = target.name().to_string();
+            let at = format!("targets[{i}]");
+            validate_target_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
+            if !seen.insert(name.clone()) {
+                return Err(format!("{at}.name: duplicate target name `{name}`"));
+            }
+            match target {
+                TargetConfig::Postgres(pg) => {
+                    if pg.database.is_empty() {
+                        return Err(format!("{at}.database: must not be empty"));
+                    }
+                    if pg.host.is_empty() {
+                        return Err(format!("{at}.host: must not be empty"));
+                    }
+                    if let Some(mode) = &pg.sslmode {
+                        if !SSLMODES.contains(&mode.as_str()) {
+                            return Err(format!(
+                                "{at}.sslmode: `{mode}` is not one of {}",
+                                SSLMODES.join(", ")
+                            ));
+                        }
+                    }
+                    if pg.pg_dump_path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                        pg.pg_dump_path = None;
+                    }
+                    if pg.password.is_some() && pg.password_file.is_some() {
+                        return Err(format!(
+                            "{at}: set either password or password_file, not both"
+                        ));
+                    }
+                    if let Some(file) = &pg.password_file {
+                        let resolved = base.join(file);
+                        let value = read_secret_file(&resolved)
+                            .map_err(|e| format!("{at}.password_file: {e}"))?;
+                        pg.password = Some(value);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn target(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name() == name)
+    }
+
+    /// The resolved config as TOML, secrets replaced by `<redacted>`.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
+    }
+}
+
+/// Read a secret file; one trailing newline is dropped (what `echo` and
+/// Kubernetes Secret files usually add).
+pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let mut value = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if value.ends_with('\n') {
+        value.pop();
+        if value.ends_with('\r') {
+            value.pop();
+        }
+    }
+    Ok(Secret::new(value))
+}
+
+pub fn validate_target_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1 to 63 characters".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        || name.starts_with('-')
+    {
+        return Err(format!(
+            "`{name}` may hold only a-z, 0-9 and '-', and not start with '-'"
+        ));
+    }
+    Ok(())
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Ok(());
+    }
+    crate::storage::validate_key(prefix.trim_matches('/')).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,72 @@
+//! Deserializing `type = "…"`-tagged tables with precise error paths.
+//!
+//! serde's internally tagged enums buffer the table and lose the key path of
+//! an error inside it ("invalid type" with no key). Here the table is split
+//! by hand: the tag picks the variant struct, which is deserialized with
+//! serde_path_to_error, and the inner path travels in the message (after a
+//! `@`) for [`join_path`] to put back together.
+
+/// Join the outer path and an error message that may carry an inner path.
+pub fn join_path(outer: &str, message: &str) -> String {
+    let outer = if outer == "." { "" } else { outer };
+    match message.strip_prefix('@').and_then(|m| m.split_once(": ")) {
+        Some((inner, rest)) if outer.is_empty() => format!("{inner}: {rest}"),
+        Some((inner, rest)) => format!("{outer}.{inner}: {rest}"),
+        None if outer.is_empty() => message.to_string(),
+        None => format!("{outer}: {message}"),
+    }
+}
+
+/// Deserialize one variant's struct from a table, tag removed.
+pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(table: toml::Table) -> Result<T, E> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+        let path = e.path().to_string();
+        if path == "." {
+            E::custom(e.inner())
+        } else {
+            E::custom(format!("@{path}: {}", e.inner()))
+        }
+    })
+}
+
+/// Split the tag off a table: (tag, rest).
+pub fn split_tag<E: serde::de::Error>(mut table: toml::Table, what: &str) -> Result<(String, toml::Table), E> {
+    match table.remove("type") {
+        Some(toml::Value::String(tag)) => Ok((tag, table)),
+        Some(_) => Err(E::custom(format!("@type: {what} must be a string"))),
+        None => Err(E::custom(format!("missing `type` ({what})"))),
+    }
+}
+
+macro_rules! tagged_enum {
+    ($enum:ident, $what:literal, { $($tag:literal => $variant:ident),+ $(,)? }) => {
+        impl<'de> serde::Deserialize<'de> for $enum {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                use serde::de::Error;
+                let table = toml::Table::deserialize(d)?;
+                let (tag, rest) = $crate::config::tagged::split_tag::<D::Error>(table, $what)?;
+                match tag.as_str() {
+                    $($tag => Ok($enum::$variant($crate::config::tagged::variant(rest)?)),)+
+                    other => Err(D::Error::custom(format!(
+                        "@type: unknown {} `{other}` (expected one of: {})",
+                        $what,
+                        [$($tag),+].join(", ")
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_path;
+
+    #[test]
+    fn paths_are_joined_with_dots() {
+        assert_eq!(join_path("targets[0]", "@port: bad"), "targets[0].port: bad");
+        assert_eq!(join_path(".", "@type: bad"), "type: bad");
+        assert_eq!(join_path("storage", "missing field `path`"), "storage: missing field `path`");
+        assert_eq!(join_path(".", "oops"), "oops");
+    }
+}

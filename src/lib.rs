@@ -1,0 +1,22 @@
+//! backstop: scheduled database backups that are proven restorable.
+//!
+//! The flow of one run is described in `shared/DESIGN.md`; the modules follow
+//! it: a [`source`] produces a dump stream, the [`pipeline`] compresses
+//! ([`codec`]), hashes and uploads it to a [`storage`], the [`catalog`] knows
+//! the key layout and manifests, and [`restore`] goes the other way.
+
+pub mod catalog;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod logging;
+pub mod pipeline;
+pub mod process;
+pub mod report;
+pub mod restore;
+pub mod signals;
+pub mod source;
+pub mod storage;
+
+pub const TOOL_VERSION: &str = concat!("backstop ", env!("CARGO_PKG_VERSION"));

@@ -1,0 +1,427 @@
+//! One target's backup: source → compress → hash → upload → manifest.
+//!
+//! The CPU-bound part (reading the dump and compressing it) runs on its own
+//! thread; compressed chunks cross a bounded channel to the async side, which
+//! hashes them and hands them to the storage. The channel bound is what keeps
+//! memory flat however large the database is.
+//!
+//! Fail closed: the object is committed only when the dump process exited 0,
+//! the compressor finished and every compressed byte reached the upload; the
+//! manifest is written only after every object committed.
+
+use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord};
+use crate::codec::{Codec, FinishWrite};
+use crate::process::{Finished, KillHandle};
+use crate::report::{human_bytes, Stage, Status, TargetReport};
+use crate::source::{DumpStream, Source};
+use crate::storage::{put_bytes, Storage, Upload};
+use bytes::{Bytes, BytesMut};
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// Size of the chunks handed to storage.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks in flight between the compressor and the storage.
+pub const CHANNEL_CHUNKS: usize = 4;
+const READ_BUFFER: usize = 256 << 10;
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+pub struct BackupJob<'a> {
+    pub target: &'a str,
+    pub source: &'a dyn Source,
+    pub storage: &'a dyn Storage,
+    pub layout: &'a Layout,
+    pub codec: Codec,
+    pub cancel: CancellationToken,
+}
+
+/// Why a stage failed, with the child's stderr tail when there is one.
+#[derive(Debug)]
+pub struct StageError {
+    pub stage: Stage,
+    pub message: String,
+    pub stderr_tail: Vec<String>,
+}
+
+impl StageError {
+    fn new(stage: Stage, message: impl Into<String>) -> Self {
+        StageError {
+            stage,
+            message: message.into(),
+            stderr_tail: Vec::new(),
+        }
+    }
+}
+
+struct Done {
+    id: BackupId,
+    manifest_key: String,
+    manifest: Manifest,
+}
+
+pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
+    let started_at = Utc::now();
+    let clock = Instant::now();
+    let result = if job.cancel.is_cancelled() {
+        Err(StageError::new(Stage::Interrupted, "interrupted before the backup started"))
+    } else {
+        backup(&job).await
+    };
+    let finished_at = Utc::now();
+    let duration_seconds = clock.elapsed().as_secs_f64();
+    match result {
+        Ok(done) => {
+            let report = TargetReport {
+                target: job.target.to_string(),
+                status: Status::Success,
+                stage: None,
+                error: None,
+                stderr_tail: Vec::new(),
+                backup_id: Some(done.id.0.clone()),
+                manifest_key: Some(done.manifest_key.clone()),
+                raw_bytes: done.manifest.raw_bytes(),
+                stored_bytes: done.manifest.stored_bytes(),
+                started_at,
+                finished_at,
+                duration_seconds,
+            };
+            tracing::info!(
+                target_name = job.target,
+                backup = %done.id,
+                stored_bytes = report.stored_bytes,
+                raw_bytes = report.raw_bytes,
+                seconds = duration_seconds,
+                "backup complete"
+            );
+            report
+        }
+        Err(e) => {
+            tracing::error!(target_name = job.target, stage = ?e.stage, "backup failed: {}", e.message);
+            TargetReport {
+                target: job.target.to_string(),
+                status: Status::Failed,
+                stage: Some(e.stage),
+                error: Some(e.message),
+                stderr_tail: e.stderr_tail,
+                backup_id: None,
+                manifest_key: None,
+                raw_bytes: 0,
+                stored_bytes: 0,
+                started_at,
+                finished_at,
+                duration_seconds,
+            }
+        }
+    }
+}
+
+async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
+    let info = job.source.info();
+    tracing::info!(target_name = job.target, source = info.kind, database = %info.database, endpoint = %info.endpoint, "starting backup");
+    let plan = job
+        .source
+        .plan()
+        .await
+        .map_err(|e| StageError::new(Stage::Connect, format!("{e:#}")))?;
+    tracing::info!(
+        target_name = job.target,
+        server_version = %plan.server_version,
+        tool = %plan.tool,
+        tool_version = %plan.tool_version,
+        "dump tool chosen"
+    );
+    let started_at = Utc::now();
+    let id = BackupId::new(job.target, started_at);
+    let mut objects: Vec<ObjectRecord> = Vec::new();
+    for stream in &plan.streams {
+        let ext = match job.codec.extension() {
+            Some(c) => format!("{}.{c}", stream.extension),
+            None => stream.extension.to_string(),
+        };
+        let key = job.layout.object_key(job.target, started_at, &ext);
+        match stream_object(job, stream, &key).await {
+            Ok(record) => objects.push(record),
+            Err(e) => {
+                remove_committed(job, &objects).await;
+                return Err(e);
+            }
+        }
+    }
+    let manifest = Manifest {
+        manifest_version: 1,
+        id: id.clone(),
+        target: job.target.to_string(),
+        source_type: info.kind.to_string(),
+        database: info.database,
+        server_version: plan.server_version,
+        dump_tool: plan.tool,
+        dump_tool_version: plan.tool_version,
+        format: plan.format.to_string(),
+        compression: CompressionRecord {
+            algorithm: job.codec.algorithm,
+            level: job.codec.level,
+        },
+        encryption_recipients: Vec::new(),
+        objects,
+        started_at,
+        finished_at: Utc::now(),
+        tool_version: crate::TOOL_VERSION.to_string(),
+    };
+    let manifest_key = job.layout.manifest_key(job.target, started_at);
+    let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    if job.cancel.is_cancelled() {
+        remove_committed(job, &manifest.objects).await;
+        return Err(StageError::new(Stage::Interrupted, "interrupted before the manifest was written"));
+    }
+    if let Err(e) = put_bytes(job.storage, &manifest_key, Bytes::from(body)).await {
+        remove_committed(job, &manifest.objects).await;
+        return Err(StageError::new(Stage::Manifest, format!("writing manifest {manifest_key}: {e:#}")));
+    }
+    Ok(Done {
+        id,
+        manifest_key,
+        manifest,
+    })
+}
+
+/// Objects of a backup that failed later have no manifest: remove them now
+/// rather than leave orphans for prune.
+async fn remove_committed(job: &BackupJob<'_>, objects: &[ObjectRecord]) {
+    for o in objects {
+        if let Err(e) = job.storage.delete(&o.key).await {
+            tracing::warn!(target_name = job.target, key = %o.key, "could not remove object of the failed backup: {e:#}");
+        }
+    }
+}
+
+/// What the compressor thread reports when it ends.
+struct WorkerOutcome {
+    result: std::io::Result<()>,
+    finished: std::io::Result<Finished>,
+}
+
+async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> Result<ObjectRecord, StageError> {
+    let upload = job
+        .storage
+        .create(key)
+        .await
+        .map_err(|e| StageError::new(Stage::Upload, format!("creating {key} in {}: {e:#}", job.storage.describe())))?;
+    let mut running = stream
+        .command
+        .spawn(Stdio::null(), Stdio::piped(), job.target)
+        .map_err(|e| StageError::new(Stage::Dump, e.to_string()))?;
+    let stdout = running.child.stdout.take().expect("stdout was piped");
+    let kill = running.kill_handle();
+    let raw = Arc::new(AtomicU64::new(0));
+    let sink_bytes = Arc::new(AtomicU64::new(0));
+    let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+    let (done_tx, done_rx) = oneshot::channel();
+    let codec = job.codec;
+    let (raw_w, sink_w) = (Arc::clone(&raw), Arc::clone(&sink_bytes));
+    std::thread::Builder::new()
+        .name(format!("compress-{}", stream.role))
+        .spawn(move || {
+            let result = compress(stdout, codec, tx, &raw_w, &sink_w);
+            if result.is_err() {
+                running.kill();
+            }
+            let finished = running.wait();
+            let _ = done_tx.send(WorkerOutcome { result, finished });
+        })
+        .map_err(|e| StageError::new(Stage::Compress, format!("cannot start compressor thread: {e}")))?;
+
+    let flow = forward(job, stream, upload, rx, kill, &raw).await;
+    let outcome = done_rx
+        .await
+        .map_err(|_| StageError::new(Stage::Compress, "compressor thread panicked"))?;
+    let (mut upload, stored, sha256, flow_error) = match flow {
+        Ok((upload, stored, sha)) => (upload, stored, sha, None),
+        Err((upload, e)) => (upload, 0, String::new(), Some(e)),
+    };
+    let finished = outcome
+        .finished
+        .map_err(|e| StageError::new(Stage::Dump, format!("waiting for {}: {e}", stream.command.name())));
+    let failure = if let Some(e) = flow_error {
+        Some(e)
+    } else {
+        match &finished {
+            Err(_) => None,
+            Ok(f) if !f.success() => Some(StageError {
+                stage: Stage::Dump,
+                message: f.describe_with_last_line(),
+                stderr_tail: f.stderr_tail.clone(),
+            }),
+            Ok(_) => match &outcome.result {
+                Err(e) => Some(StageError::new(Stage::Compress, format!("compressing {}: {e}", stream.role))),
+                Ok(()) if stored != sink_bytes.load(Ordering::SeqCst) => Some(StageError::new(
+                    Stage::Compress,
+                    format!(
+                        "compressed stream incomplete: {} bytes produced, {stored} forwarded",
+                        sink_bytes.load(Ordering::SeqCst)
+                    ),
+                )),
+                Ok(()) => None,
+            },
+        }
+    };
+    let failure = match (failure, finished) {
+        (Some(e), _) => Some(e),
+        (None, Err(e)) => Some(e),
+        (None, Ok(_)) => None,
+    };
+    if let Some(e) = failure {
+        if let Some(u) = upload.take() {
+            if let Err(abort_err) = u.abort().await {
+                tracing::warn!(target_name = job.target, key, "aborting upload failed: {abort_err:#}");
+            }
+        }
+        return Err(e);
+    }
+    let upload = upload.expect("upload present on success");
+    let receipt = upload
+        .commit()
+        .await
+        .map_err(|e| StageError::new(Stage::Upload, format!("committing {key} to {}: {e:#}", job.storage.describe())))?;
+    Ok(ObjectRecord {
+        role: stream.role.to_string(),
+        key: receipt.key,
+        raw_bytes: raw.load(Ordering::SeqCst),
+        stored_bytes: stored,
+        sha256,
+    })
+}
+
+type FlowOk = (Option<Box<dyn Upload>>, u64, String);
+type FlowErr = (Option<Box<dyn Upload>>, StageError);
+
+/// Move compressed chunks from the channel into the upload, hashing them.
+async fn forward(
+    job: &BackupJob<'_>,
+    stream: &DumpStream,
+    mut upload: Box<dyn Upload>,
+    mut rx: mpsc::Receiver<Bytes>,
+    kill: KillHandle,
+    raw: &AtomicU64,
+) -> Result<FlowOk, FlowErr> {
+    let mut hasher = Sha256::new();
+    let mut stored: u64 = 0;
+    let clock = Instant::now();
+    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    loop {
+        tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => {
+                kill.kill();
+                return Err((Some(upload), StageError::new(Stage::Interrupted, format!("interrupted while dumping {}", stream.role))));
+            }
+            chunk = rx.recv() => match chunk {
+                Some(chunk) => {
+                    hasher.update(&chunk);
+                    stored += chunk.len() as u64;
+                    if let Err(e) = upload.write(chunk).await {
+                        kill.kill();
+                        return Err((Some(upload), StageError::new(Stage::Upload, format!("writing to {}: {e:#}", job.storage.describe()))));
+                    }
+                }
+                None => break,
+            },
+            _ = progress.tick() => {
+                let raw_now = raw.load(Ordering::Relaxed);
+                let secs = clock.elapsed().as_secs_f64();
+                tracing::info!(
+                    target_name = job.target,
+                    role = stream.role,
+                    raw_bytes = raw_now,
+                    stored_bytes = stored,
+                    "progress: {} dumped, {} stored, {}/s",
+                    human_bytes(raw_now),
+                    human_bytes(stored),
+                    human_bytes((raw_now as f64 / secs) as u64)
+                );
+            }
+        }
+    }
+    Ok((Some(upload), stored, hex::encode(hasher.finalize())))
+}
+
+/// Read the dump, compress it, and send chunks down the channel.
+fn compress(
+    mut stdout: impl Read,
+    codec: Codec,
+    tx: mpsc::Sender<Bytes>,
+    raw: &AtomicU64,
+    sink_bytes: &Arc<AtomicU64>,
+) -> std::io::Result<()> {
+    let sink = ChunkSink {
+        tx,
+        buf: BytesMut::with_capacity(CHUNK_BYTES),
+        written: Arc::clone(sink_bytes),
+    };
+    let mut encoder: Box<dyn FinishWrite> = codec.encoder(sink)?;
+    let mut buf = vec![0u8; READ_BUFFER];
+    let pumped = loop {
+        let n = match stdout.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        };
+        raw.fetch_add(n as u64, Ordering::Relaxed);
+        if let Err(e) = encoder.write_all(&buf[..n]) {
+            break Err(e);
+        }
+    };
+    match pumped {
+        Ok(()) => encoder.finish(),
+        Err(e) => {
+            // Shut the codec's threads down; its own error adds nothing.
+            let _ = encoder.finish();
+            Err(e)
+        }
+    }
+}
+
+/// The compressor's output: cuts the stream into chunks for the channel.
+/// `written` counts bytes accepted, so the receiver can prove it got them all.
+struct ChunkSink {
+    tx: mpsc::Sender<Bytes>,
+    buf: BytesMut,
+    written: Arc<AtomicU64>,
+}
+
+impl ChunkSink {
+    fn send_buffered(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunk = self.buf.split().freeze();
+        self.buf.reserve(CHUNK_BYTES);
+        self.tx
+            .blocking_send(chunk)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
+    }
+}
+
+impl Write for ChunkSink {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let room = CHUNK_BYTES - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        self.written.fetch_add(n as u64, Ordering::SeqCst);
+        if self.buf.len() >= CHUNK_BYTES {
+            self.send_buffered()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffered()
+    }
+}

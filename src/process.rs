@@ -1,0 +1,216 @@
+//! Child processes (pg_dump, pg_restore, psql): spawning without secrets in
+//! argv, keeping the tail of stderr for reports, and killing the whole
+//! process group so a wrapper script cannot leave its pg_dump running.
+
+use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::config::Secret;
+
+/// How many stderr lines a report keeps.
+pub const STDERR_TAIL_LINES: usize = 30;
+const STDERR_LINE_MAX: usize = 1000;
+
+/// A command to run; the environment may carry secrets, the arguments never.
+#[derive(Debug, Clone)]
+pub struct ChildCommand {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    pub env: Vec<(String, Secret)>,
+}
+
+impl ChildCommand {
+    pub fn new(program: impl Into<PathBuf>) -> Self {
+        ChildCommand {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<OsString>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.push((k.to_string(), Secret::new(v)));
+        self
+    }
+
+    /// The program's file name, for messages ("pg_dump").
+    pub fn name(&self) -> String {
+        self.program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.program.display().to_string())
+    }
+
+    /// Start it with the given stdin/stdout; stderr is always captured.
+    pub fn spawn(&self, stdin: Stdio, stdout: Stdio, log_label: &str) -> std::io::Result<Running> {
+        let mut cmd = Command::new(&self.program);
+        cmd.args(&self.args)
+            .stdin(stdin)
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            // Own process group: signals to backstop's terminal do not reach
+            // it behind our back, and we can kill wrappers and their children.
+            .process_group(0);
+        for (k, v) in &self.env {
+            cmd.env(k, v.expose());
+        }
+        let mut child = cmd.spawn().map_err(|e| {
+            std::io::Error::new(e.kind(), format!("cannot start {}: {e}", self.program.display()))
+        })?;
+        let stderr = child.stderr.take().expect("stderr was piped");
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let tail_writer = Arc::clone(&tail);
+        let label = log_label.to_string();
+        let program = self.name();
+        let stderr_thread = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).split(b'\n') {
+                let Ok(line) = line else { break };
+                let mut text = String::from_utf8_lossy(&line).into_owned();
+                if text.len() > STDERR_LINE_MAX {
+                    let mut cut = STDERR_LINE_MAX;
+                    while !text.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    text.truncate(cut);
+                    text.push('…');
+                }
+                tracing::info!(target: "backstop::child", child = %program, target_name = %label, "{text}");
+                let mut t = tail_writer.lock().expect("stderr tail lock");
+                if t.len() == STDERR_TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(text);
+            }
+        });
+        Ok(Running {
+            pid: child.id() as i32,
+            child,
+            name: self.name(),
+            tail,
+            stderr_thread: Some(stderr_thread),
+        })
+    }
+}
+
+pub struct Running {
+    pid: i32,
+    pub child: Child,
+    name: String,
+    tail: Arc<Mutex<VecDeque<String>>>,
+    stderr_thread: Option<JoinHandle<()>>,
+}
+
+/// Lets another thread kill a running child's process group.
+#[derive(Debug, Clone, Copy)]
+pub struct KillHandle(i32);
+
+impl KillHandle {
+    pub fn kill(&self) {
+        // SAFETY: kill(2) with a negative pid signals the process group we
+        // created at spawn; a stale group id at worst gets ESRCH.
+        unsafe {
+            libc::kill(-self.0, libc::SIGKILL);
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub name: String,
+    pub status: ExitStatus,
+    pub stderr_tail: Vec<String>,
+}
+
+impl Finished {
+    pub fn success(&self) -> bool {
+        self.status.success()
+    }
+
+    /// "pg_dump exited 1" / "pg_dump was killed by signal 9".
+    pub fn describe(&self) -> String {
+        match (self.status.code(), self.status.signal()) {
+            (Some(code), _) => format!("{} exited {code}", self.name),
+            (None, Some(sig)) => format!("{} was killed by signal {sig}", self.name),
+            _ => format!("{} ended abnormally", self.name),
+        }
+    }
+
+    /// `describe()` plus the last stderr line, for one-line errors.
+    pub fn describe_with_last_line(&self) -> String {
+        match self.stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
+            Some(line) => format!("{}: {}", self.describe(), line.trim()),
+            None => self.describe(),
+        }
+    }
+}
+
+impl Running {
+    pub fn kill_handle(&self) -> KillHandle {
+        KillHandle(self.pid)
+    }
+
+    pub fn kill(&self) {
+        self.kill_handle().kill();
+    }
+
+    /// Wait for exit and for stderr to drain.
+    pub fn wait(mut self) -> std::io::Result<Finished> {
+        let status = self.child.wait()?;
+        if let Some(t) = self.stderr_thread.take() {
+            let _ = t.join();
+        }
+        let tail = self.tail.lock().expect("stderr tail lock").iter().cloned().collect();
+        Ok(Finished {
+            name: self.name.clone(),
+            status,
+            stderr_tail: tail,
+        })
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // A Running dropped without wait() means something went wrong on our
+        // side: never leave the child behind.
+        if self.stderr_thread.is_some() {
+            self.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Run a command to completion, capturing stdout (small outputs only:
+/// version strings, query results).
+pub fn run_capture(cmd: &ChildCommand, stdin_data: Option<&str>) -> std::io::Result<(Finished, String)> {
+    use std::io::{Read, Write};
+    let running = cmd.spawn(
+        if stdin_data.is_some() { Stdio::piped() } else { Stdio::null() },
+        Stdio::piped(),
+        "",
+    )?;
+    let mut running = running;
+    if let Some(data) = stdin_data {
+        let mut stdin = running.child.stdin.take().expect("stdin was piped");
+        stdin.write_all(data.as_bytes())?;
+    }
+    let mut out = String::new();
+    running
+        .child
+        .stdout
+        .take()
+        .expect("stdout was piped")
+        .read_to_string(&mut out)?;
+    let finished = running.wait()?;
+    Ok((finished, out))
+}

@@ -1,0 +1,146 @@
+//! What a run did, per target: the basis for the exit code, the summary
+//! printed at the end and (later) notifications.
+
+use crate::error::ExitKind;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Success,
+    Failed,
+}
+
+/// Where a target's backup stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    /// Connecting, asking the server's version, choosing the tools.
+    Connect,
+    /// The dump process failed.
+    Dump,
+    /// Compression (or a later codec stage) failed.
+    Compress,
+    /// Writing or committing to storage failed.
+    Upload,
+    /// Writing the manifest failed.
+    Manifest,
+    /// SIGTERM/SIGINT arrived.
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetReport {
+    pub target: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stderr_tail: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backup_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    pub raw_bytes: u64,
+    pub stored_bytes: u64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+}
+
+impl TargetReport {
+    /// Raw (uncompressed) throughput in bytes per second.
+    pub fn throughput(&self) -> f64 {
+        if self.duration_seconds > 0.0 {
+            self.raw_bytes as f64 / self.duration_seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub event: &'static str,
+    pub tool_version: String,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+    pub targets: Vec<TargetReport>,
+}
+
+impl RunReport {
+    pub fn exit_kind(&self) -> ExitKind {
+        if self.targets.iter().all(|t| t.status == Status::Success) {
+            ExitKind::Success
+        } else {
+            ExitKind::Failed
+        }
+    }
+
+    /// A plain-text table for people.
+    pub fn render_human(&self) -> String {
+        let mut out = String::from("summary:\n");
+        for t in &self.targets {
+            match t.status {
+                Status::Success => out.push_str(&format!(
+                    "  {:<20} ok      {:>10} stored ({} raw) in {:.1}s, {}/s  {}\n",
+                    t.target,
+                    human_bytes(t.stored_bytes),
+                    human_bytes(t.raw_bytes),
+                    t.duration_seconds,
+                    human_bytes(t.throughput() as u64),
+                    t.backup_id.as_deref().unwrap_or("")
+                )),
+                Status::Failed => out.push_str(&format!(
+                    "  {:<20} FAILED  at {} after {:.1}s: {}\n",
+                    t.target,
+                    t.stage
+                        .map(|s| format!("{s:?}").to_lowercase())
+                        .unwrap_or_else(|| "?".into()),
+                    t.duration_seconds,
+                    t.error.as_deref().unwrap_or("")
+                )),
+            }
+        }
+        out
+    }
+}
+
+pub fn hostname() -> String {
+    std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    })
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn bytes_are_shown_in_binary_units() {
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(5 * 1024 * 1024 * 1024), "5.0 GiB");
+    }
+}

@@ -1,0 +1,118 @@
+//! PostgreSQL through pg_dump (and pg_dumpall for globals), with the client
+//! chosen to match the server's major version.
+
+use super::pgtools::{self, PgConn, PgTools};
+use super::{DumpPlan, DumpStream, Source, SourceInfo};
+use crate::config::{PgFormat, PostgresTarget};
+use crate::process::ChildCommand;
+use anyhow::Context;
+use async_trait::async_trait;
+use std::path::PathBuf;
+
+#[derive(Clone)]
+pub struct PostgresSource {
+    pub conn: PgConn,
+    pub format: PgFormat,
+    pub globals: bool,
+    pub pg_dump_path: Option<PathBuf>,
+}
+
+impl PostgresSource {
+    pub fn from_config(t: &PostgresTarget) -> Self {
+        PostgresSource {
+            conn: conn_of(t),
+            format: t.format,
+            globals: t.globals,
+            pg_dump_path: t.pg_dump_path.clone(),
+        }
+    }
+
+    fn plan_blocking(&self) -> anyhow::Result<DumpPlan> {
+        let found = pgtools::discover();
+        let (server, server_text) = self.conn.server_version(&found)?;
+        let (pg_dump, tools): (PathBuf, Option<&PgTools>) = match &self.pg_dump_path {
+            Some(path) => (path.clone(), None),
+            None => {
+                let t = pgtools::select(&found, server, &format!("the server at {}", self.conn.endpoint()))?;
+                (t.tool("pg_dump"), Some(t))
+            }
+        };
+        let tool_version = pgtools::tool_version(&pg_dump)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let (format_arg, extension) = match self.format {
+            PgFormat::Custom => ("--format=custom", "dump"),
+            PgFormat::Plain => ("--format=plain", "sql"),
+        };
+        let mut dump = ChildCommand::new(&pg_dump).arg(format_arg).arg("--no-password");
+        if self.format == PgFormat::Custom {
+            // We compress; pg_dump's own compression would only cost CPU.
+            dump = dump.arg("--compress=0");
+        }
+        let mut streams = vec![DumpStream {
+            role: "database",
+            extension,
+            command: self.conn.apply(dump),
+        }];
+        if self.globals {
+            let pg_dumpall = match tools {
+                Some(t) => t.require("pg_dumpall")?,
+                None => {
+                    let sibling = pg_dump.with_file_name("pg_dumpall");
+                    if sibling.is_file() {
+                        sibling
+                    } else {
+                        pgtools::select(&found, server, "the server")?.require("pg_dumpall")?
+                    }
+                }
+            };
+            streams.push(DumpStream {
+                role: "globals",
+                extension: "globals.sql",
+                command: self.conn.apply(
+                    ChildCommand::new(pg_dumpall)
+                        .arg("--globals-only")
+                        .arg("--no-password")
+                        .arg("--dbname")
+                        .arg(&self.conn.database),
+                ),
+            });
+        }
+        Ok(DumpPlan {
+            server_version: server_text,
+            tool: "pg_dump".into(),
+            tool_version,
+            format: self.format.as_str(),
+            streams,
+        })
+    }
+}
+
+pub fn conn_of(t: &PostgresTarget) -> PgConn {
+    PgConn {
+        host: t.host.clone(),
+        port: t.port,
+        user: t.user.clone(),
+        password: t.password.clone(),
+        database: t.database.clone(),
+        sslmode: t.sslmode.clone(),
+    }
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo {
+            kind: "postgres",
+            database: self.conn.database.clone(),
+            endpoint: format!("{}:{}", self.conn.host, self.conn.port),
+        }
+    }
+
+    async fn plan(&self) -> anyhow::Result<DumpPlan> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.plan_blocking())
+            .await
+            .context("source planning task")?
+    }
+}

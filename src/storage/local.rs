@@ -1,0 +1,286 @@
+//! A directory on a local or mounted filesystem.
+//!
+//! Uploads go to a hidden temp file in the destination directory (same
+//! filesystem, so the final step is a rename), are fsynced, then moved into
+//! place with a no-replace rename and the directory is fsynced: after a crash
+//! either the whole object is there or nothing under its key is.
+
+use super::{
+    validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+const TEMP_MARKER: &str = ".backstop-tmp-";
+
+pub struct LocalStorage {
+    root: PathBuf,
+}
+
+impl LocalStorage {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalStorage { root: root.into() }
+    }
+
+    fn path_of(&self, key: &str) -> StorageResult<PathBuf> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+}
+
+fn io_err(key: &str, what: &str, e: std::io::Error) -> StorageError {
+    if e.kind() == std::io::ErrorKind::NotFound && what == "open" {
+        return StorageError::NotFound {
+            key: key.to_string(),
+        };
+    }
+    StorageError::other(format!("local storage: {what} {key}"), e)
+}
+
+#[async_trait]
+impl Storage for LocalStorage {
+    fn describe(&self) -> String {
+        format!("local:{}", self.root.display())
+    }
+
+    async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
+        let path = self.path_of(key)?;
+        let dir = path.parent().expect("key has a parent: the root").to_path_buf();
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| io_err(key, "create directory for", e))?;
+        let name = path.file_name().expect("validated key").to_string_lossy();
+        let temp = dir.join(format!("{TEMP_MARKER}{}-{name}", unique_suffix()));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&temp)
+            .await
+            .map_err(|e| io_err(key, "create temp file for", e))?;
+        Ok(Box::new(LocalUpload {
+            key: key.to_string(),
+            final_path: path,
+            temp: Some(temp),
+            file: Some(file),
+            size: 0,
+        }))
+    }
+
+    async fn open(&self, key: &str) -> StorageResult<ByteStream> {
+        let path = self.path_of(key)?;
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| io_err(key, "open", e))?;
+        let key = key.to_string();
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 1 << 20)
+            .map(move |r| r.map_err(|e| io_err(&key, "read", e)));
+        Ok(Box::pin(stream))
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        let root = self.root.clone();
+        let prefix = prefix.to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            if root.exists() {
+                walk(&root, &root, &prefix, &mut out)
+                    .map_err(|e| StorageError::other(format!("local storage: list {}", root.display()), e))?;
+            }
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StorageError::other("local storage: list", e))?
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        let path = self.path_of(key)?;
+        match tokio::fs::remove_file(&path).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StorageError::NotFound {
+                    key: key.to_string(),
+                })
+            }
+            Err(e) => return Err(io_err(key, "delete", e)),
+        }
+        // Tidy the date directories that retention empties; a directory that
+        // still holds anything makes remove_dir fail, which ends the climb.
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+}
+
+fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(TEMP_MARKER) {
+            continue;
+        }
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .expect("walk stays under root")
+            .to_string_lossy()
+            .replace(std::path::MAIN_SEPARATOR, "/");
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            // Only descend where keys under the prefix can be.
+            let as_dir = format!("{rel}/");
+            if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
+                walk(root, &path, prefix, out)?;
+            }
+        } else if meta.is_file() && rel.starts_with(prefix) {
+            out.push(ObjectMeta {
+                key: rel,
+                size: meta.len(),
+                modified: meta.modified()?.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}-{nanos:x}-{n}", std::process::id())
+}
+
+struct LocalUpload {
+    key: String,
+    final_path: PathBuf,
+    temp: Option<PathBuf>,
+    file: Option<tokio::fs::File>,
+    size: u64,
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        let file = self.file.as_mut().expect("upload is open until commit/abort");
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| io_err(&self.key, "write", e))?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<Receipt> {
+        let mut file = self.file.take().expect("upload is open until commit/abort");
+        let temp = self.temp.clone().expect("temp exists until commit/abort");
+        let key = self.key.clone();
+        let result = async {
+            file.flush().await.map_err(|e| io_err(&key, "flush", e))?;
+            file.sync_all().await.map_err(|e| io_err(&key, "fsync", e))?;
+            drop(file);
+            let (temp, dest) = (temp.clone(), self.final_path.clone());
+            let k = key.clone();
+            tokio::task::spawn_blocking(move || rename_no_replace(&temp, &dest, &k))
+                .await
+                .map_err(|e| StorageError::other(&key, e))??;
+            if let Some(dir) = self.final_path.parent() {
+                fsync_dir(dir).map_err(|e| io_err(&key, "fsync directory of", e))?;
+            }
+            Ok::<_, StorageError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                self.temp = None;
+                Ok(Receipt {
+                    key: self.key.clone(),
+                    size: self.size,
+                })
+            }
+            // Drop removes the temp file.
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn abort(mut self: Box<Self>) -> StorageResult<()> {
+        self.file.take();
+        if let Some(temp) = self.temp.take() {
+            match tokio::fs::remove_file(&temp).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&self.key, "remove temp file of", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalUpload {
+    fn drop(&mut self) {
+        if let Some(temp) = self.temp.take() {
+            let _ = std::fs::remove_file(temp);
+        }
+    }
+}
+
+/// Move `temp` to `dest` unless `dest` exists. `renameat2(RENAME_NOREPLACE)`
+/// where the filesystem has it; elsewhere link + unlink, which is just as
+/// atomic about never replacing an existing object.
+fn rename_no_replace(temp: &Path, dest: &Path, key: &str) -> StorageResult<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::ffi::CString;
+        use std::os::unix::ffi::OsStrExt;
+        let from = CString::new(temp.as_os_str().as_bytes()).expect("no NUL in path");
+        let to = CString::new(dest.as_os_str().as_bytes()).expect("no NUL in path");
+        // SAFETY: both pointers are valid NUL-terminated strings for the call.
+        let rc = unsafe {
+            libc::renameat2(
+                libc::AT_FDCWD,
+                from.as_ptr(),
+                libc::AT_FDCWD,
+                to.as_ptr(),
+                libc::RENAME_NOREPLACE,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let err = std::io::Error::last_os_error();
+        match err.raw_os_error() {
+            Some(libc::EEXIST) => {
+                return Err(StorageError::AlreadyExists {
+                    key: key.to_string(),
+                })
+            }
+            Some(libc::EINVAL) | Some(libc::ENOSYS) => {} // filesystem lacks it
+            _ => return Err(io_err(key, "rename into place", err)),
+        }
+    }
+    match std::fs::hard_link(temp, dest) {
+        Ok(()) => {
+            let _ = std::fs::remove_file(temp);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists {
+            key: key.to_string(),
+        }),
+        Err(e) => Err(io_err(key, "link into place", e)),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}

@@ -1,0 +1,152 @@
+//! Where backups live. Every backend implements [`Storage`] and passes the
+//! same conformance suite (`tests/storage_conformance.rs`).
+//!
+//! The contract every backend keeps:
+//! - an [`Upload`] is invisible to `list`/`open` until `commit` returns;
+//! - `abort` (or dropping an upload) removes whatever was started;
+//! - `commit` onto an existing key fails with [`StorageError::AlreadyExists`]
+//!   and never replaces what is there;
+//! - a missing key gives [`StorageError::NotFound`].
+
+pub mod local;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures::Stream;
+use std::pin::Pin;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    #[error("{key}: already exists; refusing to overwrite")]
+    AlreadyExists { key: String },
+    #[error("invalid key `{key}`: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl StorageError {
+    pub fn other(context: impl std::fmt::Display, err: impl std::fmt::Display) -> Self {
+        StorageError::Other(anyhow::anyhow!("{context}: {err}"))
+    }
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The bytes of a stored object, in order.
+pub type ByteStream = Pin<Box<dyn Stream<Item = StorageResult<Bytes>> + Send>>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    pub key: String,
+    pub size: u64,
+    pub modified: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub key: String,
+    pub size: u64,
+}
+
+#[async_trait]
+pub trait Upload: Send {
+    /// Append bytes. Backends may buffer up to a bounded amount.
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()>;
+    /// Make the object visible under its key, atomically.
+    async fn commit(self: Box<Self>) -> StorageResult<Receipt>;
+    /// Discard everything written; the key stays untouched.
+    async fn abort(self: Box<Self>) -> StorageResult<()>;
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync {
+    /// Where this storage points, for logs and errors (never a secret).
+    fn describe(&self) -> String;
+    async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>>;
+    async fn open(&self, key: &str) -> StorageResult<ByteStream>;
+    /// Every committed object whose key starts with `prefix`.
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+}
+
+/// Write a whole small object (a manifest) in one go.
+pub async fn put_bytes(storage: &dyn Storage, key: &str, data: Bytes) -> StorageResult<Receipt> {
+    let mut upload = storage.create(key).await?;
+    if let Err(e) = upload.write(data).await {
+        let _ = upload.abort().await;
+        return Err(e);
+    }
+    upload.commit().await
+}
+
+/// Read a whole small object (a manifest) into memory, refusing large ones.
+pub async fn get_bytes(storage: &dyn Storage, key: &str, limit: usize) -> StorageResult<Vec<u8>> {
+    use futures::StreamExt;
+    let mut stream = storage.open(key).await?;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        out.extend_from_slice(&chunk?);
+        if out.len() > limit {
+            return Err(StorageError::other(key, format!("larger than {limit} bytes")));
+        }
+    }
+    Ok(out)
+}
+
+/// Keys are relative, `/`-separated, made of `[A-Za-z0-9._-]` segments that
+/// are neither empty nor `.`/`..`: safe as file paths and object names alike.
+pub fn validate_key(key: &str) -> StorageResult<()> {
+    let bad = |reason: &str| {
+        Err(StorageError::InvalidKey {
+            key: key.to_string(),
+            reason: reason.to_string(),
+        })
+    };
+    if key.is_empty() {
+        return bad("empty");
+    }
+    if key.len() > 1000 {
+        return bad("longer than 1000 bytes");
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return bad("empty path segment (leading, trailing or double '/')");
+        }
+        if segment == "." || segment == ".." {
+            return bad("'.' and '..' segments are not allowed");
+        }
+        if !segment
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return bad("only A-Z, a-z, 0-9, '.', '_', '-' and '/' are allowed");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_key;
+
+    #[test]
+    fn keys_that_could_escape_or_confuse_are_rejected() {
+        for bad in ["", "/abs", "a//b", "a/", "../x", "a/./b", "sp ace", "a\\b", "ü"] {
+            assert!(validate_key(bad).is_err(), "{bad:?} should be rejected");
+        }
+        for good in ["a", "prod/2026-01-02/prod-20260102T030405Z.dump.zst", "A.b_c-d/e"] {
+            assert!(validate_key(good).is_ok(), "{good:?} should be accepted");
+        }
+    }
+}
+
+/// The storage a config names.
+pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<dyn Storage>> {
+    match config {
+        crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
+    }
+}
