@@ -27,7 +27,9 @@ impl BackupId {
     /// The timestamp encoded in the id.
     pub fn time(&self) -> Option<DateTime<Utc>> {
         let stamp = self.0.rsplit_once('-')?.1;
-        NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT).ok().map(|n| n.and_utc())
+        NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT)
+            .ok()
+            .map(|n| n.and_utc())
     }
 }
 
@@ -149,7 +151,11 @@ pub struct Listing {
 }
 
 /// List one target's backups from the storage alone.
-pub async fn list_target(storage: &dyn Storage, layout: &Layout, target: &str) -> anyhow::Result<Listing> {
+pub async fn list_target(
+    storage: &dyn Storage,
+    layout: &Layout,
+    target: &str,
+) -> anyhow::Result<Listing> {
     let prefix = layout.target_prefix(target);
     let objects = storage
         .list(&prefix)
@@ -175,10 +181,13 @@ pub async fn list_target(storage: &dyn Storage, layout: &Layout, target: &str) -
             Err(e) => listing.damaged.push((meta.key.clone(), format!("{e:#}"))),
         }
     }
-    listing.orphans = objects.into_iter().filter(|o| !claimed.contains(&o.key)).collect();
-    listing
-        .backups
-        .sort_by(|a, b| (a.manifest.started_at, &a.manifest.id).cmp(&(b.manifest.started_at, &b.manifest.id)));
+    listing.orphans = objects
+        .into_iter()
+        .filter(|o| !claimed.contains(&o.key))
+        .collect();
+    listing.backups.sort_by(|a, b| {
+        (a.manifest.started_at, &a.manifest.id).cmp(&(b.manifest.started_at, &b.manifest.id))
+    });
     Ok(listing)
 }
 

@@ -43,7 +43,10 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 /// The exit code an error maps to: usage errors anywhere in the chain give 2,
 /// everything else 1.
 pub fn exit_kind_of(err: &anyhow::Error) -> ExitKind {
-    if err.chain().any(|e| e.downcast_ref::<UsageError>().is_some()) {
+    if err
+        .chain()
+        .any(|e| e.downcast_ref::<UsageError>().is_some())
+    {
         ExitKind::Usage
     } else {
         ExitKind::Failed

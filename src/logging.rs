@@ -32,7 +32,11 @@ pub fn init(format: LogFormat, level: &str) {
         .with_writer(std::io::stderr)
         .with_target(false);
     match format.resolve() {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         _ => builder.with_ansi(std::io::stderr().is_terminal()).init(),
     }
 }

@@ -4,6 +4,7 @@ use clap::Parser;
 
 fn main() {
     let cli = Cli::parse();
+    let json_logs = cli.log_format.resolve() == backstop::logging::LogFormat::Json;
     backstop::logging::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -20,10 +21,11 @@ fn main() {
         Ok(kind) => kind,
         Err(err) => {
             let kind = exit_kind_of(&err);
-            tracing::error!("{err:#}");
-            // Errors also go to stderr plainly, for whoever runs it by hand
-            // with logs routed elsewhere.
-            eprintln!("backstop: error: {err:#}");
+            if json_logs {
+                tracing::error!(exit_code = kind.code(), "{err:#}");
+            } else {
+                eprintln!("backstop: error: {err:#}");
+            }
             kind
         }
     };

@@ -70,7 +70,10 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
     let started_at = Utc::now();
     let clock = Instant::now();
     let result = if job.cancel.is_cancelled() {
-        Err(StageError::new(Stage::Interrupted, "interrupted before the backup started"))
+        Err(StageError::new(
+            Stage::Interrupted,
+            "interrupted before the backup started",
+        ))
     } else {
         backup(&job).await
     };
@@ -175,14 +178,21 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         tool_version: crate::TOOL_VERSION.to_string(),
     };
     let manifest_key = job.layout.manifest_key(job.target, started_at);
-    let body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    body.push(b'\n');
     if job.cancel.is_cancelled() {
         remove_committed(job, &manifest.objects).await;
-        return Err(StageError::new(Stage::Interrupted, "interrupted before the manifest was written"));
+        return Err(StageError::new(
+            Stage::Interrupted,
+            "interrupted before the manifest was written",
+        ));
     }
     if let Err(e) = put_bytes(job.storage, &manifest_key, Bytes::from(body)).await {
         remove_committed(job, &manifest.objects).await;
-        return Err(StageError::new(Stage::Manifest, format!("writing manifest {manifest_key}: {e:#}")));
+        return Err(StageError::new(
+            Stage::Manifest,
+            format!("writing manifest {manifest_key}: {e:#}"),
+        ));
     }
     Ok(Done {
         id,
@@ -207,12 +217,17 @@ struct WorkerOutcome {
     finished: std::io::Result<Finished>,
 }
 
-async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> Result<ObjectRecord, StageError> {
-    let upload = job
-        .storage
-        .create(key)
-        .await
-        .map_err(|e| StageError::new(Stage::Upload, format!("creating {key} in {}: {e:#}", job.storage.describe())))?;
+async fn stream_object(
+    job: &BackupJob<'_>,
+    stream: &DumpStream,
+    key: &str,
+) -> Result<ObjectRecord, StageError> {
+    let upload = job.storage.create(key).await.map_err(|e| {
+        StageError::new(
+            Stage::Upload,
+            format!("creating {key} in {}: {e:#}", job.storage.describe()),
+        )
+    })?;
     let mut running = stream
         .command
         .spawn(Stdio::null(), Stdio::piped(), job.target)
@@ -235,7 +250,12 @@ async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> R
             let finished = running.wait();
             let _ = done_tx.send(WorkerOutcome { result, finished });
         })
-        .map_err(|e| StageError::new(Stage::Compress, format!("cannot start compressor thread: {e}")))?;
+        .map_err(|e| {
+            StageError::new(
+                Stage::Compress,
+                format!("cannot start compressor thread: {e}"),
+            )
+        })?;
 
     let flow = forward(job, stream, upload, rx, kill, &raw).await;
     let outcome = done_rx
@@ -245,9 +265,12 @@ async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> R
         Ok((upload, stored, sha)) => (upload, stored, sha, None),
         Err((upload, e)) => (upload, 0, String::new(), Some(e)),
     };
-    let finished = outcome
-        .finished
-        .map_err(|e| StageError::new(Stage::Dump, format!("waiting for {}: {e}", stream.command.name())));
+    let finished = outcome.finished.map_err(|e| {
+        StageError::new(
+            Stage::Dump,
+            format!("waiting for {}: {e}", stream.command.name()),
+        )
+    });
     let failure = if let Some(e) = flow_error {
         Some(e)
     } else {
@@ -259,7 +282,10 @@ async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> R
                 stderr_tail: f.stderr_tail.clone(),
             }),
             Ok(_) => match &outcome.result {
-                Err(e) => Some(StageError::new(Stage::Compress, format!("compressing {}: {e}", stream.role))),
+                Err(e) => Some(StageError::new(
+                    Stage::Compress,
+                    format!("compressing {}: {e}", stream.role),
+                )),
                 Ok(()) if stored != sink_bytes.load(Ordering::SeqCst) => Some(StageError::new(
                     Stage::Compress,
                     format!(
@@ -279,16 +305,22 @@ async fn stream_object(job: &BackupJob<'_>, stream: &DumpStream, key: &str) -> R
     if let Some(e) = failure {
         if let Some(u) = upload.take() {
             if let Err(abort_err) = u.abort().await {
-                tracing::warn!(target_name = job.target, key, "aborting upload failed: {abort_err:#}");
+                tracing::warn!(
+                    target_name = job.target,
+                    key,
+                    "aborting upload failed: {abort_err:#}"
+                );
             }
         }
         return Err(e);
     }
     let upload = upload.expect("upload present on success");
-    let receipt = upload
-        .commit()
-        .await
-        .map_err(|e| StageError::new(Stage::Upload, format!("committing {key} to {}: {e:#}", job.storage.describe())))?;
+    let receipt = upload.commit().await.map_err(|e| {
+        StageError::new(
+            Stage::Upload,
+            format!("committing {key} to {}: {e:#}", job.storage.describe()),
+        )
+    })?;
     Ok(ObjectRecord {
         role: stream.role.to_string(),
         key: receipt.key,
@@ -313,7 +345,8 @@ async fn forward(
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
     let clock = Instant::now();
-    let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let mut progress =
+        tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             biased;

@@ -66,7 +66,10 @@ impl ChildCommand {
             cmd.env(k, v.expose());
         }
         let mut child = cmd.spawn().map_err(|e| {
-            std::io::Error::new(e.kind(), format!("cannot start {}: {e}", self.program.display()))
+            std::io::Error::new(
+                e.kind(),
+                format!("cannot start {}: {e}", self.program.display()),
+            )
         })?;
         let stderr = child.stderr.take().expect("stderr was piped");
         let tail = Arc::new(Mutex::new(VecDeque::new()));
@@ -170,7 +173,13 @@ impl Running {
         if let Some(t) = self.stderr_thread.take() {
             let _ = t.join();
         }
-        let tail = self.tail.lock().expect("stderr tail lock").iter().cloned().collect();
+        let tail = self
+            .tail
+            .lock()
+            .expect("stderr tail lock")
+            .iter()
+            .cloned()
+            .collect();
         Ok(Finished {
             name: self.name.clone(),
             status,
@@ -192,10 +201,17 @@ impl Drop for Running {
 
 /// Run a command to completion, capturing stdout (small outputs only:
 /// version strings, query results).
-pub fn run_capture(cmd: &ChildCommand, stdin_data: Option<&str>) -> std::io::Result<(Finished, String)> {
+pub fn run_capture(
+    cmd: &ChildCommand,
+    stdin_data: Option<&str>,
+) -> std::io::Result<(Finished, String)> {
     use std::io::{Read, Write};
     let running = cmd.spawn(
-        if stdin_data.is_some() { Stdio::piped() } else { Stdio::null() },
+        if stdin_data.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        },
         Stdio::piped(),
         "",
     )?;

@@ -53,11 +53,12 @@ pub async fn choose_backup(
 ) -> anyhow::Result<Backup> {
     let listing = list_target(storage, layout, target).await?;
     match id {
-        None | Some("latest") => listing
-            .backups
-            .last()
-            .cloned()
-            .ok_or_else(|| usage(format!("target `{target}` has no complete backup in {}", storage.describe()))),
+        None | Some("latest") => listing.backups.last().cloned().ok_or_else(|| {
+            usage(format!(
+                "target `{target}` has no complete backup in {}",
+                storage.describe()
+            ))
+        }),
         Some(id) => listing
             .backups
             .iter()
@@ -84,11 +85,18 @@ fn literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-pub async fn restore(storage: &dyn Storage, layout: &Layout, req: RestoreRequest) -> anyhow::Result<RestoreOutcome> {
+pub async fn restore(
+    storage: &dyn Storage,
+    layout: &Layout,
+    req: RestoreRequest,
+) -> anyhow::Result<RestoreOutcome> {
     let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
     let m = &backup.manifest;
     if m.source_type != "postgres" {
-        bail!(usage(format!("backup {} is a {} backup; restore supports postgres", m.id, m.source_type)));
+        bail!(usage(format!(
+            "backup {} is a {} backup; restore supports postgres",
+            m.id, m.source_type
+        )));
     }
     let object = m
         .object("database")
@@ -105,7 +113,11 @@ pub async fn restore(storage: &dyn Storage, layout: &Layout, req: RestoreRequest
         .await
         .context("restore preparation task")??;
 
-    let tool = if format == "custom" { "pg_restore" } else { "psql" };
+    let tool = if format == "custom" {
+        "pg_restore"
+    } else {
+        "psql"
+    };
     let program = prepared.tools.require(tool)?;
     let mut cmd = crate::process::ChildCommand::new(program);
     cmd = if format == "custom" {
@@ -131,7 +143,16 @@ pub async fn restore(storage: &dyn Storage, layout: &Layout, req: RestoreRequest
     };
     let cmd = req.into.apply(cmd);
 
-    let result = stream_into(storage, &object.key, &object.sha256, object.stored_bytes, m.compression.algorithm, &cmd, &req.cancel).await;
+    let result = stream_into(
+        storage,
+        &object.key,
+        &object.sha256,
+        object.stored_bytes,
+        m.compression.algorithm,
+        &cmd,
+        &req.cancel,
+    )
+    .await;
     match result {
         Ok(bytes) => {
             tracing::info!(backup = %m.id, database = %req.into.database, bytes, "restore complete");
@@ -151,11 +172,19 @@ pub async fn restore(storage: &dyn Storage, layout: &Layout, req: RestoreRequest
                 })
                 .await;
                 match dropped {
-                    Ok(Ok(_)) => tracing::info!(database = %req.into.database, "dropped the database this restore created"),
-                    _ => tracing::warn!(database = %req.into.database, "could not drop the database this restore created"),
+                    Ok(Ok(_)) => {
+                        tracing::info!(database = %req.into.database, "dropped the database this restore created")
+                    }
+                    _ => {
+                        tracing::warn!(database = %req.into.database, "could not drop the database this restore created")
+                    }
                 }
             }
-            Err(e.context(format!("restoring backup {} into {}", m.id, req.into.endpoint())))
+            Err(e.context(format!(
+                "restoring backup {} into {}",
+                m.id,
+                req.into.endpoint()
+            )))
         }
     }
 }
@@ -165,21 +194,37 @@ struct Prepared {
     created: bool,
 }
 
-fn prepare(into: &PgConn, dumped_with: Option<PgVersion>, create: bool) -> anyhow::Result<Prepared> {
+fn prepare(
+    into: &PgConn,
+    dumped_with: Option<PgVersion>,
+    create: bool,
+) -> anyhow::Result<Prepared> {
     let found = pgtools::discover();
     // The server is asked through its maintenance database when we are to
     // create the target; otherwise through the target itself.
-    let probe = if create { into.with_database("postgres") } else { into.clone() };
+    let probe = if create {
+        into.with_database("postgres")
+    } else {
+        into.clone()
+    };
     let (server, _) = probe.server_version(&found)?;
     // pg_restore must be at least as new as the server and as the pg_dump
     // that wrote the archive.
     let needed = dumped_with.map_or(server, |d| d.max(server));
-    let tools = pgtools::select(&found, needed, &format!("the server at {} (or the dump)", into.endpoint()))?.clone();
+    let tools = pgtools::select(
+        &found,
+        needed,
+        &format!("the server at {} (or the dump)", into.endpoint()),
+    )?
+    .clone();
     let psql = tools.require("psql")?;
     if create {
         let exists = probe.query(
             &psql,
-            &format!("SELECT count(*) FROM pg_database WHERE datname = {};", literal(&into.database)),
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname = {};",
+                literal(&into.database)
+            ),
         )?;
         if exists != "0" {
             bail!(usage(format!(
@@ -187,9 +232,15 @@ fn prepare(into: &PgConn, dumped_with: Option<PgVersion>, create: bool) -> anyho
                 into.database, into.host, into.port
             )));
         }
-        probe.query(&psql, &format!("CREATE DATABASE {};", ident(&into.database)))?;
+        probe.query(
+            &psql,
+            &format!("CREATE DATABASE {};", ident(&into.database)),
+        )?;
         tracing::info!(database = %into.database, "created database");
-        Ok(Prepared { tools, created: true })
+        Ok(Prepared {
+            tools,
+            created: true,
+        })
     } else {
         let tables = into
             .query(
@@ -205,7 +256,10 @@ fn prepare(into: &PgConn, dumped_with: Option<PgVersion>, create: bool) -> anyho
                 into.database
             )));
         }
-        Ok(Prepared { tools, created: false })
+        Ok(Prepared {
+            tools,
+            created: false,
+        })
     }
 }
 
@@ -219,14 +273,27 @@ async fn stream_into(
     cmd: &crate::process::ChildCommand,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
-    let mut stream = storage.open(key).await.with_context(|| format!("opening {key}"))?;
+    let mut stream = storage
+        .open(key)
+        .await
+        .with_context(|| format!("opening {key}"))?;
     let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
     let expected_sha = expected_sha.to_string();
     let key_owned = key.to_string();
-    let worker = std::thread::spawn(move || feed(rx, stdin, running, algorithm, &key_owned, &expected_sha, expected_size));
+    let worker = std::thread::spawn(move || {
+        feed(
+            rx,
+            stdin,
+            running,
+            algorithm,
+            &key_owned,
+            &expected_sha,
+            expected_size,
+        )
+    });
 
     let mut read_error = None;
     loop {
@@ -296,10 +363,18 @@ fn feed(
         let mut dec = decoder(algorithm, holdback).map_err(FeedError::Io)?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
+        let mut decode_error = None;
         while let Some(chunk) = rx.blocking_recv() {
             hasher.update(&chunk);
             size += chunk.len() as u64;
-            dec.write_all(&chunk).map_err(FeedError::Io)?;
+            if decode_error.is_none() {
+                if let Err(e) = dec.write_all(&chunk) {
+                    // Keep hashing to the end: a checksum mismatch is the
+                    // better explanation of a decoder error.
+                    running.kill();
+                    decode_error = Some(e);
+                }
+            }
         }
         let actual = hex::encode(hasher.finalize());
         if size != expected_size || actual != expected_sha {
@@ -307,6 +382,9 @@ fn feed(
                 "checksum mismatch for {key}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
                  storage returned {size} bytes with SHA-256 {actual}; the restore was stopped before it committed"
             )));
+        }
+        if let Some(e) = decode_error {
+            return Err(FeedError::Io(e));
         }
         release.store(true, Ordering::SeqCst);
         dec.finish().map_err(FeedError::Io)?;

@@ -4,8 +4,8 @@ use crate::codec::Codec;
 use crate::error::ExitKind;
 use crate::pipeline::{run_backup, BackupJob};
 use crate::report::{hostname, RunReport};
-use clap::Args;
 use chrono::Utc;
+use clap::Args;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -49,7 +49,10 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
         targets: reports,
     };
     if json {
-        println!("{}", serde_json::to_string(&run).expect("report serializes"));
+        println!(
+            "{}",
+            serde_json::to_string(&run).expect("report serializes")
+        );
     } else {
         print!("{}", run.render_human());
     }

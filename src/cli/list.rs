@@ -44,7 +44,11 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
             tracing::warn!(target_name = t.name(), key = %key, "incomplete or damaged backup ignored: {why}");
         }
         if !listing.orphans.is_empty() {
-            tracing::warn!(target_name = t.name(), count = listing.orphans.len(), "objects without a manifest (from interrupted runs) ignored");
+            tracing::warn!(
+                target_name = t.name(),
+                count = listing.orphans.len(),
+                "objects without a manifest (from interrupted runs) ignored"
+            );
         }
         listings.push((t.name().to_string(), listing));
     }
@@ -66,7 +70,10 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         })
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows).expect("rows serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
     } else if rows.is_empty() {
         println!("no backups");
     } else {

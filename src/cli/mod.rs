@@ -23,7 +23,13 @@ use std::path::PathBuf;
 )]
 pub struct Cli {
     /// Log format: human lines on a terminal and JSON lines otherwise (auto).
-    #[arg(long, global = true, value_enum, default_value = "auto", env = "BACKSTOP_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "BACKSTOP_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// Log level (error, warn, info, debug, trace); BACKSTOP_LOG overrides with a full filter.
     #[arg(long, global = true, default_value = "info")]
@@ -71,7 +77,10 @@ pub fn select_targets<'a>(
         .map(|n| {
             config.target(n).ok_or_else(|| {
                 let known: Vec<&str> = config.targets.iter().map(|t| t.name()).collect();
-                usage(format!("unknown target `{n}` (configured: {})", known.join(", ")))
+                usage(format!(
+                    "unknown target `{n}` (configured: {})",
+                    known.join(", ")
+                ))
             })
         })
         .collect()

@@ -64,7 +64,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
 pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
     let url = url::Url::parse(text).map_err(|e| usage(format!("--into: not a valid URL ({e})")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(usage("--into: the URL must start with postgres:// or postgresql://"));
+        return Err(usage(
+            "--into: the URL must start with postgres:// or postgresql://",
+        ));
     }
     let host = url
         .host_str()
@@ -92,7 +94,11 @@ pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
     for (k, v) in url.query_pairs() {
         match k.as_ref() {
             "sslmode" => sslmode = Some(v.into_owned()),
-            other => return Err(usage(format!("--into: unsupported URL parameter `{other}`"))),
+            other => {
+                return Err(usage(format!(
+                    "--into: unsupported URL parameter `{other}`"
+                )))
+            }
         }
     }
     Ok(PgConn {
@@ -128,8 +134,12 @@ mod tests {
 
     #[test]
     fn parses_restore_urls() {
-        let c = parse_pg_url("postgres://app:p%40ss@db.example:6543/my%20db?sslmode=require").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.user.as_str()), ("db.example", 6543, "app"));
+        let c =
+            parse_pg_url("postgres://app:p%40ss@db.example:6543/my%20db?sslmode=require").unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.user.as_str()),
+            ("db.example", 6543, "app")
+        );
         assert_eq!(c.database, "my db");
         assert_eq!(c.password.unwrap().expose(), "p@ss");
         assert_eq!(c.sslmode.as_deref(), Some("require"));
@@ -137,7 +147,11 @@ mod tests {
 
     #[test]
     fn bad_urls_are_usage_errors_without_the_password() {
-        for bad in ["mysql://u:hunter2@h/db", "postgres://u:hunter2@h/", "postgres://u:hunter2@h/db?x=1"] {
+        for bad in [
+            "mysql://u:hunter2@h/db",
+            "postgres://u:hunter2@h/",
+            "postgres://u:hunter2@h/db?x=1",
+        ] {
             let err = parse_pg_url(bad).unwrap_err();
             assert_eq!(crate::error::exit_kind_of(&err), ExitKind::Usage, "{bad}");
             assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");

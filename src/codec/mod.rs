@@ -93,14 +93,20 @@ pub fn decoder<W: Write + Send + 'static>(
     out: W,
 ) -> io::Result<Box<dyn FinishWrite>> {
     match algorithm {
-        Algorithm::Zstd => Ok(Box::new(ZstdDecoder(zstd::stream::write::Decoder::new(out)?))),
-        Algorithm::Gzip => Ok(Box::new(GzipDecoder(flate2::write::MultiGzDecoder::new(out)))),
+        Algorithm::Zstd => Ok(Box::new(ZstdDecoder(zstd::stream::write::Decoder::new(
+            out,
+        )?))),
+        Algorithm::Gzip => Ok(Box::new(GzipDecoder(flate2::write::MultiGzDecoder::new(
+            out,
+        )))),
         Algorithm::None => Ok(Box::new(Passthrough(out))),
     }
 }
 
 struct ZstdEncoder<W: Write>(zstd::stream::write::Encoder<'static, W>);
-struct GzipEncoder<W: Write + Send + 'static>(gzp::par::compress::ParCompress<'static, gzp::deflate::Gzip, W>);
+struct GzipEncoder<W: Write + Send + 'static>(
+    gzp::par::compress::ParCompress<'static, gzp::deflate::Gzip, W>,
+);
 struct ZstdDecoder<W: Write>(zstd::stream::write::Decoder<'static, W>);
 struct GzipDecoder<W: Write>(flate2::write::MultiGzDecoder<W>);
 struct Passthrough<W: Write>(W);

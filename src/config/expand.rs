@@ -52,11 +52,7 @@ pub fn expand_str(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
                 .find('}')
                 .ok_or_else(|| "unterminated ${ in value".to_string())?;
             let name = &body[..end];
-            if name.is_empty()
-                || !name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
                 return Err(format!("invalid variable name `${{{name}}}`"));
             }
             match lookup(name) {
@@ -99,13 +95,16 @@ mod tests {
             expand_str("${NOPE}", &env).unwrap_err(),
             "environment variable NOPE is not set"
         );
-        assert!(expand_str("${PW", &env).unwrap_err().contains("unterminated"));
+        assert!(expand_str("${PW", &env)
+            .unwrap_err()
+            .contains("unterminated"));
         assert!(expand_str("${A-B}", &env).unwrap_err().contains("invalid"));
     }
 
     #[test]
     fn errors_name_the_key_path() {
-        let mut v: Value = toml::from_str("[[targets]]\npassword = \"${BACKSTOP_TEST_UNSET_X}\"").unwrap();
+        let mut v: Value =
+            toml::from_str("[[targets]]\npassword = \"${BACKSTOP_TEST_UNSET_X}\"").unwrap();
         let mut errors = Vec::new();
         expand_tree(&mut v, &mut Vec::new(), &mut errors);
         assert_eq!(

@@ -185,7 +185,10 @@ impl Config {
             return Err(usage(format!("{file}: {}", errors.join("; "))));
         }
         let mut config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-            usage(format!("{file}: {}", tagged::join_path(&e.path().to_string(), &e.inner().to_string())))
+            usage(format!(
+                "{file}: {}",
+                tagged::join_path(&e.path().to_string(), &e.inner().to_string())
+            ))
         })?;
         config
             .resolve_and_validate(origin)
@@ -214,7 +217,9 @@ impl Config {
                 return Err(if c.algorithm == Algorithm::None {
                     "compression.level: not allowed with algorithm = \"none\"".into()
                 } else {
-                    format!("compression.level: {level} is out of range {lo}..={hi} for this algorithm")
+                    format!(
+                        "compression.level: {level} is out of range {lo}..={hi} for this algorithm"
+                    )
                 });
             }
         }
@@ -245,7 +250,11 @@ impl Config {
                             ));
                         }
                     }
-                    if pg.pg_dump_path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+                    if pg
+                        .pg_dump_path
+                        .as_ref()
+                        .is_some_and(|p| p.as_os_str().is_empty())
+                    {
                         pg.pg_dump_path = None;
                     }
                     if pg.password.is_some() && pg.password_file.is_some() {

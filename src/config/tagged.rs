@@ -18,7 +18,9 @@ pub fn join_path(outer: &str, message: &str) -> String {
 }
 
 /// Deserialize one variant's struct from a table, tag removed.
-pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(table: toml::Table) -> Result<T, E> {
+pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(
+    table: toml::Table,
+) -> Result<T, E> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
         if path == "." {
@@ -30,7 +32,10 @@ pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(table: toml:
 }
 
 /// Split the tag off a table: (tag, rest).
-pub fn split_tag<E: serde::de::Error>(mut table: toml::Table, what: &str) -> Result<(String, toml::Table), E> {
+pub fn split_tag<E: serde::de::Error>(
+    mut table: toml::Table,
+    what: &str,
+) -> Result<(String, toml::Table), E> {
     match table.remove("type") {
         Some(toml::Value::String(tag)) => Ok((tag, table)),
         Some(_) => Err(E::custom(format!("@type: {what} must be a string"))),
@@ -64,9 +69,15 @@ mod tests {
 
     #[test]
     fn paths_are_joined_with_dots() {
-        assert_eq!(join_path("targets[0]", "@port: bad"), "targets[0].port: bad");
+        assert_eq!(
+            join_path("targets[0]", "@port: bad"),
+            "targets[0].port: bad"
+        );
         assert_eq!(join_path(".", "@type: bad"), "type: bad");
-        assert_eq!(join_path("storage", "missing field `path`"), "storage: missing field `path`");
+        assert_eq!(
+            join_path("storage", "missing field `path`"),
+            "storage: missing field `path`"
+        );
         assert_eq!(join_path(".", "oops"), "oops");
     }
 }

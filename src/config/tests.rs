@@ -18,7 +18,11 @@ fn parse(text: &str) -> anyhow::Result<Config> {
 
 fn err(text: &str) -> String {
     let e = parse(text).unwrap_err();
-    assert_eq!(exit_kind_of(&e), ExitKind::Usage, "config errors are usage errors: {e:#}");
+    assert_eq!(
+        exit_kind_of(&e),
+        ExitKind::Usage,
+        "config errors are usage errors: {e:#}"
+    );
     format!("{e:#}")
 }
 
@@ -42,9 +46,14 @@ fn example_config_parses_and_documents_every_key() {
     for key in keys {
         let documented = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
-            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[{key}]")) || l.starts_with(&format!("[[{key}]]"))
+            l.starts_with(&format!("{key} ="))
+                || l.starts_with(&format!("[{key}]"))
+                || l.starts_with(&format!("[[{key}]]"))
         });
-        assert!(documented, "config key `{key}` is not documented in examples/backstop.toml");
+        assert!(
+            documented,
+            "config key `{key}` is not documented in examples/backstop.toml"
+        );
     }
 }
 
@@ -65,7 +74,10 @@ fn collect_keys(v: &toml::Value, out: &mut Vec<String>) {
 fn defaults_fill_in_what_is_left_out() {
     let c = parse(MINIMAL).unwrap();
     let TargetConfig::Postgres(pg) = &c.targets[0];
-    assert_eq!((pg.host.as_str(), pg.port, pg.user.as_str()), ("localhost", 5432, "postgres"));
+    assert_eq!(
+        (pg.host.as_str(), pg.port, pg.user.as_str()),
+        ("localhost", 5432, "postgres")
+    );
     assert_eq!(pg.format, PgFormat::Custom);
     assert_eq!(c.compression.algorithm, Algorithm::Zstd);
 }
@@ -73,7 +85,10 @@ fn defaults_fill_in_what_is_left_out() {
 #[test]
 fn unknown_keys_are_rejected_with_their_path() {
     let e = err(&MINIMAL.replace("database = \"app\"", "database = \"app\"\nhostt = \"x\""));
-    assert!(e.contains("test.toml") && e.contains("targets[0]") && e.contains("hostt"), "{e}");
+    assert!(
+        e.contains("test.toml") && e.contains("targets[0]") && e.contains("hostt"),
+        "{e}"
+    );
     let e = err(&format!("{MINIMAL}\n[compression]\nalgo = \"zstd\"\n"));
     assert!(e.contains("compression") && e.contains("algo"), "{e}");
 }
@@ -84,7 +99,9 @@ fn wrong_types_and_values_name_the_key() {
     assert!(e.contains("targets[0].port"), "{e}");
     let e = err(&MINIMAL.replace("type = \"postgres\"", "type = \"oracle\""));
     assert!(e.contains("oracle"), "{e}");
-    let e = err(&format!("{MINIMAL}\n[compression]\nalgorithm = \"gzip\"\nlevel = 12\n"));
+    let e = err(&format!(
+        "{MINIMAL}\n[compression]\nalgorithm = \"gzip\"\nlevel = 12\n"
+    ));
     assert!(e.contains("compression.level") && e.contains("12"), "{e}");
     let e = err(&MINIMAL.replace("name = \"prod\"", "name = \"Prod_1\""));
     assert!(e.contains("targets[0].name"), "{e}");
@@ -92,39 +109,64 @@ fn wrong_types_and_values_name_the_key() {
 
 #[test]
 fn duplicate_target_names_are_rejected() {
-    let twice = format!("{MINIMAL}\n[[targets]]\nname = \"prod\"\ntype = \"postgres\"\ndatabase = \"b\"\n");
+    let twice =
+        format!("{MINIMAL}\n[[targets]]\nname = \"prod\"\ntype = \"postgres\"\ndatabase = \"b\"\n");
     let e = err(&twice);
-    assert!(e.contains("targets[1].name") && e.contains("duplicate"), "{e}");
+    assert!(
+        e.contains("targets[1].name") && e.contains("duplicate"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unset_variable_names_variable_and_key() {
-    let e = err(&MINIMAL.replace("database = \"app\"", "database = \"app\"\npassword = \"${BACKSTOP_TEST_SURELY_UNSET}\""));
-    assert!(e.contains("targets[0].password") && e.contains("BACKSTOP_TEST_SURELY_UNSET"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "database = \"app\"",
+        "database = \"app\"\npassword = \"${BACKSTOP_TEST_SURELY_UNSET}\"",
+    ));
+    assert!(
+        e.contains("targets[0].password") && e.contains("BACKSTOP_TEST_SURELY_UNSET"),
+        "{e}"
+    );
 }
 
 #[test]
 fn password_file_is_read_and_never_rendered() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pw"), "hunter2-secret\n").unwrap();
-    let text = MINIMAL.replace("database = \"app\"", "database = \"app\"\npassword_file = \"pw\"");
+    let text = MINIMAL.replace(
+        "database = \"app\"",
+        "database = \"app\"\npassword_file = \"pw\"",
+    );
     let c = Config::parse(&text, &dir.path().join("b.toml")).unwrap();
     let TargetConfig::Postgres(pg) = &c.targets[0];
     assert_eq!(pg.password.as_ref().unwrap().expose(), "hunter2-secret");
     let rendered = c.to_redacted_toml();
-    assert!(!rendered.contains("hunter2") && rendered.contains(REDACTED), "{rendered}");
+    assert!(
+        !rendered.contains("hunter2") && rendered.contains(REDACTED),
+        "{rendered}"
+    );
     assert!(!format!("{c:?}").contains("hunter2"));
 }
 
 #[test]
 fn unreadable_password_file_names_file_and_key() {
-    let e = err(&MINIMAL.replace("database = \"app\"", "database = \"app\"\npassword_file = \"/nonexistent/pw\""));
-    assert!(e.contains("targets[0].password_file") && e.contains("/nonexistent/pw"), "{e}");
+    let e = err(&MINIMAL.replace(
+        "database = \"app\"",
+        "database = \"app\"\npassword_file = \"/nonexistent/pw\"",
+    ));
+    assert!(
+        e.contains("targets[0].password_file") && e.contains("/nonexistent/pw"),
+        "{e}"
+    );
 }
 
 #[test]
 fn password_and_password_file_together_are_rejected() {
-    let e = err(&MINIMAL.replace("database = \"app\"", "database = \"app\"\npassword = \"a\"\npassword_file = \"b\""));
+    let e = err(&MINIMAL.replace(
+        "database = \"app\"",
+        "database = \"app\"\npassword = \"a\"\npassword_file = \"b\"",
+    ));
     assert!(e.contains("not both"), "{e}");
 }
 

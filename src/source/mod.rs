@@ -44,6 +44,8 @@ pub trait Source: Send + Sync {
 /// The source a target config describes.
 pub fn from_config(target: &crate::config::TargetConfig) -> Box<dyn Source> {
     match target {
-        crate::config::TargetConfig::Postgres(p) => Box::new(postgres::PostgresSource::from_config(p)),
+        crate::config::TargetConfig::Postgres(p) => {
+            Box::new(postgres::PostgresSource::from_config(p))
+        }
     }
 }

@@ -38,16 +38,18 @@ impl PgVersion {
     /// Parse "15.19", "16beta2", "9.6.24", "17.2 (Debian 17.2-1)".
     pub fn parse(text: &str) -> Option<PgVersion> {
         let t = text.trim();
-        let digits_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+        let digits_end = t
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(t.len());
         let nums: Vec<u32> = t[..digits_end]
             .split('.')
             .filter(|s| !s.is_empty())
             .map(|s| s.parse().ok())
             .collect::<Option<_>>()?;
         match nums.as_slice() {
-            [major, rest @ ..] if *major >= 10 => {
-                Some(PgVersion(major * 10_000 + rest.first().copied().unwrap_or(0)))
-            }
+            [major, rest @ ..] if *major >= 10 => Some(PgVersion(
+                major * 10_000 + rest.first().copied().unwrap_or(0),
+            )),
             [major, minor, rest @ ..] => Some(PgVersion(
                 major * 10_000 + minor * 100 + rest.first().copied().unwrap_or(0),
             )),
@@ -61,7 +63,13 @@ impl fmt::Display for PgVersion {
         if self.0 >= 100_000 {
             write!(f, "{}.{}", self.0 / 10_000, self.0 % 10_000)
         } else {
-            write!(f, "{}.{}.{}", self.0 / 10_000, self.0 / 100 % 100, self.0 % 100)
+            write!(
+                f,
+                "{}.{}.{}",
+                self.0 / 10_000,
+                self.0 / 100 % 100,
+                self.0 % 100
+            )
         }
     }
 }
@@ -100,12 +108,20 @@ pub fn candidate_dirs() -> Vec<PathBuf> {
     if let Ok(extra) = std::env::var("BACKSTOP_PG_BIN_DIRS") {
         dirs.extend(std::env::split_paths(&extra));
     }
-    for pattern_root in ["/usr/lib/postgresql", "/usr/libexec", "/usr/local/pgsql", "/opt"] {
+    for pattern_root in [
+        "/usr/lib/postgresql",
+        "/usr/libexec",
+        "/usr/local/pgsql",
+        "/opt",
+    ] {
         if let Ok(entries) = std::fs::read_dir(pattern_root) {
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| {
-                    let n = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    let n = p
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
                     pattern_root == "/usr/lib/postgresql" || n.starts_with("postgresql")
                 })
                 .flat_map(|p| [p.join("bin"), p])
@@ -130,8 +146,13 @@ pub fn discover() -> Vec<PgTools> {
         if !pg_dump.is_file() {
             continue;
         }
-        let Some(version) = tool_version(&pg_dump) else { continue };
-        if found.iter().any(|t| t.version.major_key() == version.major_key()) {
+        let Some(version) = tool_version(&pg_dump) else {
+            continue;
+        };
+        if found
+            .iter()
+            .any(|t| t.version.major_key() == version.major_key())
+        {
             continue;
         }
         found.push(PgTools { dir, version });
@@ -152,7 +173,11 @@ pub fn tool_version(program: &Path) -> Option<PgVersion> {
 }
 
 /// The lowest installed tools whose major is ≥ `needed`'s.
-pub fn select<'a>(found: &'a [PgTools], needed: PgVersion, what: &str) -> anyhow::Result<&'a PgTools> {
+pub fn select<'a>(
+    found: &'a [PgTools],
+    needed: PgVersion,
+    what: &str,
+) -> anyhow::Result<&'a PgTools> {
     found
         .iter()
         .filter(|t| t.version.major_key() >= needed.major_key())
@@ -217,7 +242,10 @@ impl PgConn {
 
     /// "postgres@db.example:5432/app" for messages.
     pub fn endpoint(&self) -> String {
-        format!("{}@{}:{}/{}", self.user, self.host, self.port, self.database)
+        format!(
+            "{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 
     /// Run one SQL statement with psql and return its unaligned output.
@@ -231,10 +259,14 @@ impl PgConn {
                 .arg("-v")
                 .arg("ON_ERROR_STOP=1"),
         );
-        let (finished, out) =
-            run_capture(&cmd, Some(sql)).with_context(|| format!("running psql against {}", self.endpoint()))?;
+        let (finished, out) = run_capture(&cmd, Some(sql))
+            .with_context(|| format!("running psql against {}", self.endpoint()))?;
         if !finished.success() {
-            bail!("{} ({})", finished.describe_with_last_line(), self.endpoint());
+            bail!(
+                "{} ({})",
+                finished.describe_with_last_line(),
+                self.endpoint()
+            );
         }
         Ok(out.trim().to_string())
     }
@@ -246,14 +278,19 @@ impl PgConn {
             .rev()
             .map(|t| t.tool("psql"))
             .find(|p| p.is_file())
-            .context("no psql found to ask the server's version (install the PostgreSQL client tools)")?;
+            .context(
+                "no psql found to ask the server's version (install the PostgreSQL client tools)",
+            )?;
         let out = self
             .query(&psql, "SELECT current_setting('server_version_num') || ' ' || current_setting('server_version');")
             .with_context(|| format!("connecting to {}", self.endpoint()))?;
         let (num, text) = out.split_once(' ').unwrap_or((&out, &out));
-        let num: u32 = num
-            .parse()
-            .with_context(|| format!("unexpected server_version_num `{num}` from {}", self.endpoint()))?;
+        let num: u32 = num.parse().with_context(|| {
+            format!(
+                "unexpected server_version_num `{num}` from {}",
+                self.endpoint()
+            )
+        })?;
         Ok((PgVersion(num), text.to_string()))
     }
 }
@@ -271,7 +308,10 @@ mod tests {
 
     #[test]
     fn parses_versions_old_and_new() {
-        assert_eq!(PgVersion::parse("15.19 (Debian 15.19-0+deb12u1)"), Some(PgVersion(150019)));
+        assert_eq!(
+            PgVersion::parse("15.19 (Debian 15.19-0+deb12u1)"),
+            Some(PgVersion(150019))
+        );
         assert_eq!(PgVersion::parse("16beta2"), Some(PgVersion(160000)));
         assert_eq!(PgVersion::parse("9.6.24"), Some(PgVersion(90624)));
         assert_eq!(PgVersion::parse("abc"), None);
@@ -283,17 +323,31 @@ mod tests {
     #[test]
     fn selects_lowest_client_at_or_above_server_major() {
         let found = vec![tools(140010), tools(150019), tools(170002)];
-        assert_eq!(select(&found, PgVersion(150003), "x").unwrap().version, PgVersion(150019));
-        assert_eq!(select(&found, PgVersion(160001), "x").unwrap().version, PgVersion(170002));
-        assert_eq!(select(&found, PgVersion(90624), "x").unwrap().version, PgVersion(140010));
+        assert_eq!(
+            select(&found, PgVersion(150003), "x").unwrap().version,
+            PgVersion(150019)
+        );
+        assert_eq!(
+            select(&found, PgVersion(160001), "x").unwrap().version,
+            PgVersion(170002)
+        );
+        assert_eq!(
+            select(&found, PgVersion(90624), "x").unwrap().version,
+            PgVersion(140010)
+        );
         // A newer minor of the same major still matches.
-        assert_eq!(select(&found, PgVersion(140099), "x").unwrap().version, PgVersion(140010));
+        assert_eq!(
+            select(&found, PgVersion(140099), "x").unwrap().version,
+            PgVersion(140010)
+        );
     }
 
     #[test]
     fn no_fitting_client_names_server_and_found_versions() {
         let found = vec![tools(150019)];
-        let err = select(&found, PgVersion(180001), "server db:5432").unwrap_err().to_string();
+        let err = select(&found, PgVersion(180001), "server db:5432")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("server db:5432 is PostgreSQL 18.1"), "{err}");
         assert!(err.contains("found: 15.19 in /pg/150019"), "{err}");
         assert!(err.contains("major 18 or newer"), "{err}");

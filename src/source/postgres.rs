@@ -33,7 +33,11 @@ impl PostgresSource {
         let (pg_dump, tools): (PathBuf, Option<&PgTools>) = match &self.pg_dump_path {
             Some(path) => (path.clone(), None),
             None => {
-                let t = pgtools::select(&found, server, &format!("the server at {}", self.conn.endpoint()))?;
+                let t = pgtools::select(
+                    &found,
+                    server,
+                    &format!("the server at {}", self.conn.endpoint()),
+                )?;
                 (t.tool("pg_dump"), Some(t))
             }
         };
@@ -44,7 +48,9 @@ impl PostgresSource {
             PgFormat::Custom => ("--format=custom", "dump"),
             PgFormat::Plain => ("--format=plain", "sql"),
         };
-        let mut dump = ChildCommand::new(&pg_dump).arg(format_arg).arg("--no-password");
+        let mut dump = ChildCommand::new(&pg_dump)
+            .arg(format_arg)
+            .arg("--no-password");
         if self.format == PgFormat::Custom {
             // We compress; pg_dump's own compression would only cost CPU.
             dump = dump.arg("--compress=0");
@@ -73,8 +79,9 @@ impl PostgresSource {
                     ChildCommand::new(pg_dumpall)
                         .arg("--globals-only")
                         .arg("--no-password")
-                        .arg("--dbname")
-                        .arg(&self.conn.database),
+                        // -l takes a plain name; --dbname would parse it as a
+                        // connection string.
+                        .arg(format!("--database={}", self.conn.database)),
                 ),
             });
         }

@@ -48,7 +48,10 @@ impl Storage for LocalStorage {
 
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
         let path = self.path_of(key)?;
-        let dir = path.parent().expect("key has a parent: the root").to_path_buf();
+        let dir = path
+            .parent()
+            .expect("key has a parent: the root")
+            .to_path_buf();
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| io_err(key, "create directory for", e))?;
@@ -86,8 +89,9 @@ impl Storage for LocalStorage {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             if root.exists() {
-                walk(&root, &root, &prefix, &mut out)
-                    .map_err(|e| StorageError::other(format!("local storage: list {}", root.display()), e))?;
+                walk(&root, &root, &prefix, &mut out).map_err(|e| {
+                    StorageError::other(format!("local storage: list {}", root.display()), e)
+                })?;
             }
             out.sort_by(|a, b| a.key.cmp(&b.key));
             Ok(out)
@@ -174,7 +178,10 @@ struct LocalUpload {
 #[async_trait]
 impl Upload for LocalUpload {
     async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
-        let file = self.file.as_mut().expect("upload is open until commit/abort");
+        let file = self
+            .file
+            .as_mut()
+            .expect("upload is open until commit/abort");
         file.write_all(&chunk)
             .await
             .map_err(|e| io_err(&self.key, "write", e))?;
@@ -188,7 +195,9 @@ impl Upload for LocalUpload {
         let key = self.key.clone();
         let result = async {
             file.flush().await.map_err(|e| io_err(&key, "flush", e))?;
-            file.sync_all().await.map_err(|e| io_err(&key, "fsync", e))?;
+            file.sync_all()
+                .await
+                .map_err(|e| io_err(&key, "fsync", e))?;
             drop(file);
             let (temp, dest) = (temp.clone(), self.final_path.clone());
             let k = key.clone();
@@ -274,9 +283,11 @@ fn rename_no_replace(temp: &Path, dest: &Path, key: &str) -> StorageResult<()> {
             let _ = std::fs::remove_file(temp);
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(StorageError::AlreadyExists {
-            key: key.to_string(),
-        }),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(StorageError::AlreadyExists {
+                key: key.to_string(),
+            })
+        }
         Err(e) => Err(io_err(key, "link into place", e)),
     }
 }

@@ -91,7 +91,10 @@ pub async fn get_bytes(storage: &dyn Storage, key: &str, limit: usize) -> Storag
     while let Some(chunk) = stream.next().await {
         out.extend_from_slice(&chunk?);
         if out.len() > limit {
-            return Err(StorageError::other(key, format!("larger than {limit} bytes")));
+            return Err(StorageError::other(
+                key,
+                format!("larger than {limit} bytes"),
+            ));
         }
     }
     Ok(out)
@@ -135,10 +138,16 @@ mod tests {
 
     #[test]
     fn keys_that_could_escape_or_confuse_are_rejected() {
-        for bad in ["", "/abs", "a//b", "a/", "../x", "a/./b", "sp ace", "a\\b", "ü"] {
+        for bad in [
+            "", "/abs", "a//b", "a/", "../x", "a/./b", "sp ace", "a\\b", "ü",
+        ] {
             assert!(validate_key(bad).is_err(), "{bad:?} should be rejected");
         }
-        for good in ["a", "prod/2026-01-02/prod-20260102T030405Z.dump.zst", "A.b_c-d/e"] {
+        for good in [
+            "a",
+            "prod/2026-01-02/prod-20260102T030405Z.dump.zst",
+            "A.b_c-d/e",
+        ] {
             assert!(validate_key(good).is_ok(), "{good:?} should be accepted");
         }
     }

@@ -1,0 +1,552 @@
+//! Backup and restore against the real PostgreSQL on this machine.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+
+/// Several schemas, a sequence, unicode, bytea, NULLs, a ≥ 50 MB table, an
+/// index and a foreign key.
+fn rich_database() -> TestDb {
+    let db = TestDb::create("bs_rich");
+    db.sql(
+        "CREATE SCHEMA sales; CREATE SCHEMA \"Ops Data\";
+         CREATE SEQUENCE sales.invoice_no START 1000;
+         CREATE TABLE sales.customer (id serial PRIMARY KEY, name text NOT NULL, note text, photo bytea);
+         CREATE TABLE sales.invoice (no bigint PRIMARY KEY DEFAULT nextval('sales.invoice_no'),
+             customer_id int REFERENCES sales.customer(id), amount numeric(12,2), issued timestamptz);
+         CREATE INDEX invoice_customer ON sales.invoice(customer_id);
+         INSERT INTO sales.customer (name, note, photo) VALUES
+             ('Zoë Ñandú', 'naïve café 🚀 日本語', '\\x00ff10deadbeef'),
+             ('NULL note', NULL, NULL),
+             (E'quote '' and tab\\t and newline\\n', '', '\\x');
+         INSERT INTO sales.invoice (customer_id, amount, issued)
+             SELECT 1 + g % 3, g * 1.25, '2026-01-01'::timestamptz + g * interval '1 hour' FROM generate_series(1, 5000) g;
+         CREATE TABLE \"Ops Data\".big (id bigint PRIMARY KEY, payload text, maybe int);
+         INSERT INTO \"Ops Data\".big
+             SELECT g, md5(g::text) || repeat(md5((g * 7919)::text), 6), CASE WHEN g % 5 = 0 THEN NULL ELSE g END
+             FROM generate_series(1, 240000) g;",
+    );
+    let size: i64 = db
+        .sql("SELECT pg_total_relation_size('\"Ops Data\".big')")
+        .parse()
+        .unwrap();
+    assert!(size >= 50 << 20, "big table is only {size} bytes");
+    db
+}
+
+#[test]
+fn rich_database_round_trips_through_custom_format_and_zstd() {
+    let src = rich_database();
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("rich", &src.name, "format = \"custom\""));
+
+    let backup = run(&["backup"], &cfg);
+    assert_eq!(backup.code, 0, "{}", backup.all());
+    let summary = backup.summary();
+    let t = &summary["targets"][0];
+    assert_eq!(t["status"], "success");
+    assert!(t["raw_bytes"].as_u64().unwrap() > 50 << 20);
+    assert!(t["stored_bytes"].as_u64().unwrap() < t["raw_bytes"].as_u64().unwrap());
+
+    // The stored object is a plain zstd stream of a pg_dump custom archive.
+    let files = ws.stored_files();
+    let data = files
+        .iter()
+        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
+        .expect("data object");
+    let head = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("zstd -dc '{}' | head -c 5", data.display()))
+        .output()
+        .unwrap();
+    assert_eq!(&head.stdout, b"PGDMP");
+
+    let dest = TestDb::reserve("bs_rich_restored");
+    let restore = run(
+        &[
+            "restore",
+            "--target",
+            "rich",
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(restore.code, 0, "{}", restore.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+    // The sequence continues where it was, and the foreign key holds.
+    assert_eq!(
+        dest.sql("SELECT nextval('sales.invoice_no')"),
+        src.sql("SELECT nextval('sales.invoice_no')")
+    );
+    let fk = std::process::Command::new("psql")
+        .args([
+            "-X",
+            "-h",
+            PG_HOST,
+            "-U",
+            "postgres",
+            "-d",
+            &dest.name,
+            "-c",
+            "INSERT INTO sales.invoice (customer_id) VALUES (999)",
+        ])
+        .output()
+        .unwrap();
+    assert!(!fk.status.success(), "foreign key must be restored");
+}
+
+#[test]
+fn plain_format_with_gzip_and_globals_round_trips() {
+    let src = TestDb::create("bs_plain");
+    src.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, v text, b bytea);
+         INSERT INTO t SELECT g, CASE WHEN g % 7 = 0 THEN NULL ELSE 'ü' || g END, int4send(g) FROM generate_series(1, 50000) g;",
+    );
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "[compression]\nalgorithm = \"gzip\"\nlevel = 6\nthreads = 2\n\n{}",
+        pg_target("plain", &src.name, "format = \"plain\"\nglobals = true")
+    ));
+    let backup = run(&["backup"], &cfg);
+    assert_eq!(backup.code, 0, "{}", backup.all());
+
+    let list = run(&["list", "--json"], &cfg);
+    assert_eq!(list.code, 0, "{}", list.all());
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let objects = rows[0]["objects"].as_array().unwrap();
+    let keys: Vec<&str> = objects.iter().map(|o| o["key"].as_str().unwrap()).collect();
+    assert!(keys.iter().any(|k| k.ends_with(".sql.gz")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.ends_with(".globals.sql.gz")),
+        "{keys:?}"
+    );
+
+    // gunzip reads it: no private framing.
+    let globals = ws
+        .backups()
+        .join(keys.iter().find(|k| k.contains("globals")).unwrap());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("gunzip -c '{}'", globals.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("CREATE ROLE postgres"));
+
+    // Restore into an existing, empty database.
+    let dest = TestDb::create("bs_plain_restored");
+    let restore = run(&["restore", "-t", "plain", "--into", &dest.url()], &cfg);
+    assert_eq!(restore.code, 0, "{}", restore.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+}
+
+fn assert_nothing_stored(ws: &Workspace, cfg: &std::path::Path) {
+    let files = ws.stored_files();
+    assert!(
+        files.is_empty(),
+        "nothing may be left in storage, found {files:?}"
+    );
+    let list = run(&["list", "--json"], cfg);
+    assert_eq!(list.code, 0, "{}", list.all());
+    assert_eq!(list.stdout.trim(), "[]");
+}
+
+#[test]
+fn pg_dump_exiting_1_mid_stream_fails_closed() {
+    let src = TestDb::create("bs_exit1");
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let ws = Workspace::new();
+    let wrapper = ws.script(
+        "pg_dump_fails",
+        &format!(
+            "[ \"$1\" = --version ] && exec {real} --version\n{real} \"$@\" | head -c 300000\necho 'pg_dump: error: simulated failure after partial output' >&2\nexit 1",
+            real = real_pg_dump()
+        ),
+    );
+    let cfg = ws.config(&pg_target(
+        "broken",
+        &src.name,
+        &format!("pg_dump_path = \"{}\"", wrapper.display()),
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["status"], "failed");
+    assert_eq!(t["stage"], "dump");
+    assert!(t["error"].as_str().unwrap().contains("exited 1"), "{t}");
+    let tail: Vec<&str> = t["stderr_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        tail.iter().any(|l| l.contains("simulated failure")),
+        "{tail:?}"
+    );
+    assert_nothing_stored(&ws, &cfg);
+}
+
+#[test]
+fn pg_dump_killed_by_sigkill_mid_stream_fails_closed() {
+    let src = TestDb::create("bs_sigkill");
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 200000) g",
+    );
+    let ws = Workspace::new();
+    let wrapper = ws.script(
+        "pg_dump_killed",
+        &format!(
+            "[ \"$1\" = --version ] && exec {real} --version\n{real} \"$@\" | head -c 300000\nkill -KILL $$",
+            real = real_pg_dump()
+        ),
+    );
+    let cfg = ws.config(&pg_target(
+        "killed",
+        &src.name,
+        &format!("pg_dump_path = \"{}\"", wrapper.display()),
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["stage"], "dump");
+    assert!(t["error"].as_str().unwrap().contains("signal 9"), "{t}");
+    assert_nothing_stored(&ws, &cfg);
+}
+
+#[test]
+fn sigterm_during_backup_kills_pg_dump_and_leaves_nothing() {
+    let src = TestDb::create("bs_sigterm");
+    src.sql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 1000) g");
+    let ws = Workspace::new();
+    let pidfile = ws.path("child.pid");
+    // Writes a little, then hangs like a pg_dump stuck on a lock.
+    let wrapper = ws.script(
+        "pg_dump_slow",
+        &format!(
+            "[ \"$1\" = --version ] && exec {real} --version\necho $$ > '{pid}'\nhead -c 100000 /dev/urandom\nexec sleep 300",
+            real = real_pg_dump(),
+            pid = pidfile.display()
+        ),
+    );
+    let cfg = ws.config(&pg_target(
+        "slow",
+        &src.name,
+        &format!("pg_dump_path = \"{}\"", wrapper.display()),
+    ));
+    let child = backstop()
+        .args(["backup", "--config"])
+        .arg(&cfg)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !pidfile.exists() || std::fs::read_to_string(&pidfile).unwrap().trim().is_empty() {
+        assert!(Instant::now() < deadline, "wrapper never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let dump_pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let started = Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "backstop did not stop promptly"
+    );
+    let r = Run::from(out);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["stage"], "interrupted");
+    // The dump process (and its group) is gone.
+    assert!(
+        !std::path::Path::new(&format!("/proc/{dump_pid}")).exists(),
+        "pg_dump still running"
+    );
+    assert_nothing_stored(&ws, &cfg);
+}
+
+#[test]
+fn one_failing_target_does_not_stop_the_others() {
+    let good = TestDb::create("bs_good");
+    good.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let missing = unique("bs_missing");
+    let cfg = ws.config(&format!(
+        "{}{}{}",
+        pg_target("first", &good.name, ""),
+        pg_target("missing", &missing, ""),
+        pg_target("last", &good.name, "")
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let s = r.summary();
+    let statuses: Vec<(&str, &str)> = s["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["target"].as_str().unwrap(), t["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("first", "success"),
+            ("missing", "failed"),
+            ("last", "success")
+        ]
+    );
+    assert_eq!(s["targets"][1]["stage"], "connect");
+    assert!(s["targets"][1]["error"]
+        .as_str()
+        .unwrap()
+        .contains(&missing));
+    let list = run(&["list", "--json"], &cfg);
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    let targets: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["target"].as_str().unwrap())
+        .collect();
+    assert_eq!(targets, vec!["first", "last"]);
+}
+
+#[test]
+fn secrets_never_reach_output_files_or_child_argv() {
+    const SECRET: &str = "Pw-7f3c9e2a-never-print-me";
+    let db = TestDb::create("bs_secret");
+    db.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let argv_log = ws.path("argv.log");
+    let env_log = ws.path("env.log");
+    let wrapper = ws.script(
+        "pg_dump_spy",
+        &format!(
+            "echo \"$@\" >> '{argv}'\n[ -n \"$PGPASSWORD\" ] && echo has-pgpassword >> '{env}'\nexec {real} \"$@\"",
+            argv = argv_log.display(),
+            env = env_log.display(),
+            real = real_pg_dump()
+        ),
+    );
+    let cfg = ws.config(&format!(
+        "{}{}",
+        pg_target(
+            "spy",
+            &db.name,
+            &format!(
+                "password = \"${{BS_TEST_PW}}\"\npg_dump_path = \"{}\"",
+                wrapper.display()
+            )
+        ),
+        pg_target("fails", &unique("bs_nope"), "password = \"${BS_TEST_PW}\"")
+    ));
+    let mut outputs = String::new();
+    for args in [
+        &["backup"][..],
+        &["backup", "--log-format", "human"],
+        &["list"],
+        &["config", "check"],
+    ] {
+        let out = backstop()
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env("BS_TEST_PW", SECRET)
+            .output()
+            .unwrap();
+        outputs.push_str(&Run::from(out).all());
+    }
+    assert!(outputs.contains("spy"), "commands ran: {outputs}");
+    assert!(
+        outputs.contains("<redacted>"),
+        "config check shows the password is set, redacted"
+    );
+    assert!(
+        !outputs.contains(SECRET),
+        "secret leaked into output:\n{outputs}"
+    );
+    for f in ws.stored_files() {
+        let content = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&content).contains(SECRET),
+            "secret in {}",
+            f.display()
+        );
+    }
+    assert!(
+        !std::fs::read_to_string(&argv_log).unwrap().contains(SECRET),
+        "secret in pg_dump argv"
+    );
+    assert!(
+        std::fs::read_to_string(&env_log)
+            .unwrap()
+            .contains("has-pgpassword"),
+        "password passed via env"
+    );
+}
+
+#[test]
+fn corrupted_object_fails_restore_with_checksum_error_and_commits_nothing() {
+    let src = TestDb::create("bs_corrupt");
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g",
+    );
+    for (algorithm, format) in [("zstd", "custom"), ("gzip", "plain"), ("none", "plain")] {
+        let ws = Workspace::new();
+        let cfg = ws.config(&format!(
+            "[compression]\nalgorithm = \"{algorithm}\"\n\n{}",
+            pg_target("c", &src.name, &format!("format = \"{format}\""))
+        ));
+        assert_eq!(run(&["backup"], &cfg).code, 0);
+        let data = ws
+            .stored_files()
+            .into_iter()
+            .find(|p| !p.to_string_lossy().ends_with(".manifest.json"))
+            .unwrap();
+        // Same size, one byte changed near the end.
+        let mut bytes = std::fs::read(&data).unwrap();
+        let at = bytes.len() - 100;
+        bytes[at] ^= 0x55;
+        std::fs::write(&data, &bytes).unwrap();
+
+        let dest = TestDb::create("bs_corrupt_dest");
+        let r = run(&["restore", "-t", "c", "--into", &dest.url()], &cfg);
+        assert_eq!(r.code, 1, "{algorithm}: {}", r.all());
+        assert!(
+            r.stderr.contains("checksum mismatch"),
+            "{algorithm}: {}",
+            r.all()
+        );
+        assert_eq!(
+            dest.user_relations(),
+            0,
+            "{algorithm}: nothing may be committed"
+        );
+
+        // With --create, the half-made database is dropped again.
+        let created = TestDb::reserve("bs_corrupt_created");
+        let r = run(
+            &["restore", "-t", "c", "--into", &created.url(), "--create"],
+            &cfg,
+        );
+        assert_eq!(r.code, 1, "{}", r.all());
+        assert!(
+            !database_exists(&created.name),
+            "database created for a failed restore must be dropped"
+        );
+    }
+}
+
+#[test]
+fn restore_into_non_empty_or_existing_database_is_refused_with_exit_2() {
+    let src = TestDb::create("bs_nonempty");
+    src.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("n", &src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let r = run(&["restore", "-t", "n", "--into", &src.url()], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("not empty"), "{}", r.all());
+    let r = run(
+        &["restore", "-t", "n", "--into", &src.url(), "--create"],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("already exists"), "{}", r.all());
+    let r = run(
+        &[
+            "restore",
+            "-t",
+            "n",
+            "--backup",
+            "n-19990101T000000Z",
+            "--into",
+            &src.url(),
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("not found"), "{}", r.all());
+    assert_eq!(
+        src.sql("SELECT x FROM t"),
+        "1",
+        "the existing database is untouched"
+    );
+}
+
+#[test]
+fn config_errors_exit_2_and_attempt_nothing() {
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target(
+        "x",
+        "postgres",
+        "password = \"${BS_TEST_DEFINITELY_UNSET}\"",
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("BS_TEST_DEFINITELY_UNSET") && r.stderr.contains("targets[0].password"),
+        "{}",
+        r.all()
+    );
+    assert!(!ws.backups().exists(), "nothing attempted");
+
+    let cfg = ws.config(&pg_target("x", "postgres", "colour = \"blue\""));
+    let r = run(&["config", "check"], &cfg);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("colour"), "{}", r.all());
+
+    let r = Run::from(
+        backstop()
+            .args(["backup", "--config", "/nonexistent/backstop.toml"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("/nonexistent/backstop.toml"),
+        "{}",
+        r.all()
+    );
+
+    let r = Run::from(
+        backstop()
+            .args(["backup", "--bogus-flag"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2);
+
+    let cfg = ws.config(&pg_target("x", "postgres", ""));
+    let r = run(&["backup", "--target", "nope"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("unknown target `nope`"), "{}", r.all());
+}
+
+#[test]
+fn config_comes_from_backstop_config_env_and_example_runs() {
+    let ws = Workspace::new();
+    let db = TestDb::create("bs_env");
+    let cfg = ws.config(&pg_target("viaenv", &db.name, ""));
+    let out = backstop()
+        .args(["backup"])
+        .env("BACKSTOP_CONFIG", &cfg)
+        .output()
+        .unwrap();
+    let r = Run::from(out);
+    assert_eq!(r.code, 0, "{}", r.all());
+    // Not a TTY: logs are JSON lines on stderr.
+    for line in r.stderr.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Helpers for integration tests against the real services on this machine
+//! (PostgreSQL on 127.0.0.1:5432 with trust auth). Every test makes its own
+//! uniquely named databases and directories and removes them when done.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const PG_HOST: &str = "127.0.0.1";
+pub const PG_PORT: u16 = 5432;
+
+/// A name no other test (or concurrent test run) uses.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}_{}_{}_{nanos:x}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    )
+}
+
+/// Run SQL through psql; panics with psql's stderr on failure.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-A",
+            "-t",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            PG_HOST,
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql failed on {db}: {}\nSQL: {sql}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+pub fn database_exists(name: &str) -> bool {
+    psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname = '{name}'"),
+    ) == "1"
+}
+
+/// A database that is dropped when the test ends, pass or fail.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl TestDb {
+    pub fn create(prefix: &str) -> TestDb {
+        let name = unique(prefix);
+        psql("postgres", &format!("CREATE DATABASE \"{name}\""));
+        TestDb { name }
+    }
+
+    /// A name for a database that does not exist yet but is dropped at the end.
+    pub fn reserve(prefix: &str) -> TestDb {
+        TestDb {
+            name: unique(prefix),
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.name, sql)
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}", self.name)
+    }
+
+    /// Row count and content checksum of every user table, plus sequence
+    /// positions: equal fingerprints mean equal data.
+    pub fn fingerprint(&self) -> Vec<String> {
+        let tables = self.sql(
+            "SELECT quote_ident(table_schema) || '.' || quote_ident(table_name) FROM information_schema.tables \
+             WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog','information_schema') ORDER BY 1",
+        );
+        let mut out = Vec::new();
+        for t in tables.lines() {
+            let row = self.sql(&format!(
+                "SELECT count(*) || ' ' || coalesce(md5(string_agg(x::text, '|' ORDER BY x::text)), '-') FROM {t} x"
+            ));
+            out.push(format!("{t} {row}"));
+        }
+        let seqs = self.sql(
+            "SELECT string_agg(schemaname || '.' || sequencename || '=' || coalesce(last_value::text, 'null'), ',' ORDER BY schemaname, sequencename) FROM pg_sequences",
+        );
+        out.push(format!("sequences {seqs}"));
+        let idx = self.sql("SELECT string_agg(indexname, ',' ORDER BY indexname) FROM pg_indexes WHERE schemaname NOT IN ('pg_catalog')");
+        out.push(format!("indexes {idx}"));
+        out
+    }
+
+    pub fn user_relations(&self) -> u64 {
+        self.sql(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind IN ('r','S','v','m') AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%'",
+        )
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-X", "-q", "-h", PG_HOST, "-U", "postgres", "-d", "postgres", "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+/// The backstop binary with a clean environment of our own variables.
+pub fn backstop() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_backstop"));
+    c.env_remove("BACKSTOP_CONFIG")
+        .env_remove("BACKSTOP_LOG")
+        .env_remove("BACKSTOP_LOG_FORMAT");
+    c
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    pub fn all(&self) -> String {
+        format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    /// The JSON summary line a backup prints on stdout when not on a TTY.
+    pub fn summary(&self) -> serde_json::Value {
+        let line = self
+            .stdout
+            .lines()
+            .find(|l| l.contains("\"event\":\"summary\""))
+            .unwrap_or_else(|| panic!("no summary in output:\n{}", self.all()));
+        serde_json::from_str(line).unwrap()
+    }
+}
+
+pub fn run(args: &[&str], config: &Path) -> Run {
+    Run::from(
+        backstop()
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .expect("backstop runs"),
+    )
+}
+
+/// A temp directory with a config in it; the directory goes when dropped.
+pub struct Workspace {
+    pub dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    pub fn new() -> Workspace {
+        Workspace {
+            dir: tempfile::Builder::new()
+                .prefix("backstop-test-")
+                .tempdir()
+                .unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn backups(&self) -> PathBuf {
+        self.path("backups")
+    }
+
+    /// Write `backstop.toml` with local storage in this workspace and the
+    /// given extra sections (targets, compression).
+    pub fn config(&self, body: &str) -> PathBuf {
+        let text = format!(
+            "[storage]\ntype = \"local\"\npath = \"{}\"\n\n{body}",
+            self.backups().display()
+        );
+        let p = self.path("backstop.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// Write an executable script.
+    pub fn script(&self, name: &str, body: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let p = self.path(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    /// Every file under the backup directory, temp files included.
+    pub fn stored_files(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        fn walk(d: &Path, out: &mut Vec<PathBuf>) {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        walk(&p, out)
+                    } else {
+                        out.push(p)
+                    }
+                }
+            }
+        }
+        walk(&self.backups(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// A postgres target table for a config.
+pub fn pg_target(name: &str, db: &str, extra: &str) -> String {
+    format!(
+        "[[targets]]\nname = \"{name}\"\ntype = \"postgres\"\nhost = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ndatabase = \"{db}\"\n{extra}\n"
+    )
+}
+
+/// The real pg_dump for wrapper scripts.
+pub fn real_pg_dump() -> String {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path().join("bin/pg_dump"))
+                .filter(|p| p.exists())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs.pop()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "pg_dump".into())
+}
