@@ -132,6 +132,13 @@ pub fn validate_key(key: &str) -> StorageResult<()> {
     Ok(())
 }
 
+/// The storage a config names.
+pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<dyn Storage>> {
+    match config {
+        crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::validate_key;
@@ -150,12 +157,5 @@ mod tests {
         ] {
             assert!(validate_key(good).is_ok(), "{good:?} should be accepted");
         }
-    }
-}
-
-/// The storage a config names.
-pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<dyn Storage>> {
-    match config {
-        crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
     }
 }
