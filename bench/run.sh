@@ -68,8 +68,8 @@ measure() {
     walls+=("$wall"); cpus+=("$(echo "$user + $sys" | bc)"); rsss+=("$rss")
   done
   local size
-  size=$(du -sb "$work/out" "$work/backups" 2>/dev/null | awk '{s+=$1} END {print s+0}')
-  results+=("$name|$(printf '%s\n' "${walls[@]}" | median)|$(printf '%s\n' "${cpus[@]}" | median)|$(printf '%s\n' "${rsss[@]}" | sort -n | tail -n 1)|$size")
+  size=$(find "$work/out" "$work/backups" -type f -printf '%s\n' 2>/dev/null | awk '{s+=$1} END {print s+0}' || true)
+  results+=("$name@$(printf '%s\n' "${walls[@]}" | median)@$(printf '%s\n' "${cpus[@]}" | median)@$(printf '%s\n' "${rsss[@]}" | sort -n | tail -n 1)@$size")
 }
 
 cfg() { # algorithm format
@@ -109,14 +109,14 @@ reset_restore="psql -Xq -d postgres -c 'DROP DATABASE IF EXISTS bench_restore WI
 measure "zstd -dc | psql (restore)"      "$reset_restore && zstd -dc $work/keep/d.sql.zst | psql -Xq -v ON_ERROR_STOP=1 -1 -d bench_restore"
 measure "backstop restore"               "$reset_restore && $bin restore --log-format json -c $work/backstop-zstd-plain.toml -t bench --into postgres://postgres@127.0.0.1:5432/bench_restore"
 
-base=$(echo "${results[0]}" | cut -d'|' -f2)
-pigz_wall=$(printf '%s\n' "${results[@]}" | grep '^pg_dump | pigz' | cut -d'|' -f2)
-restore_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc' | cut -d'|' -f2)
+base=$(echo "${results[0]}" | cut -d@ -f2)
+pigz_wall=$(printf '%s\n' "${results[@]}" | grep '^pg_dump | pigz' | cut -d@ -f2)
+restore_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc' | cut -d@ -f2)
 echo
 echo "database $db: plain dump $((raw / 1024 / 1024)) MiB; $(nproc) cores; median of $reps"
 printf '%-32s %8s %8s %10s %10s %8s\n' "command" "wall s" "cpu s" "peak RSS" "output" "ratio"
 for r in "${results[@]}"; do
-  IFS='|' read -r name wall cpu rss size <<<"$r"
+  IFS=@ read -r name wall cpu rss size <<<"$r"
   ref=$base
   case "$name" in *restore*) ref=$restore_base ;; esac
   printf '%-32s %8.2f %8.2f %7d MiB %6d MiB %7.2fx\n' "$name" "$wall" "$cpu" $((rss / 1024)) $((size / 1024 / 1024)) "$(echo "$wall / $ref" | bc -l)"

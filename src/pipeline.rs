@@ -94,6 +94,7 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
                 started_at,
                 finished_at,
                 duration_seconds,
+                prune: None,
             };
             tracing::info!(
                 target_name = job.target,
@@ -120,6 +121,7 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
                 started_at,
                 finished_at,
                 duration_seconds,
+                prune: None,
             }
         }
     }

@@ -49,6 +49,17 @@ pub struct TargetReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_seconds: f64,
+    /// What retention did after a successful backup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneSummary {
+    pub deleted: Vec<String>,
+    pub orphans_deleted: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 impl TargetReport {
@@ -73,8 +84,13 @@ pub struct RunReport {
 }
 
 impl RunReport {
+    /// Any failed target, or a prune that failed, makes the run fail.
     pub fn exit_kind(&self) -> ExitKind {
-        if self.targets.iter().all(|t| t.status == Status::Success) {
+        if self
+            .targets
+            .iter()
+            .all(|t| t.status == Status::Success && t.prune.as_ref().is_none_or(|p| p.error.is_none()))
+        {
             ExitKind::Success
         } else {
             ExitKind::Failed
@@ -86,15 +102,26 @@ impl RunReport {
         let mut out = String::from("summary:\n");
         for t in &self.targets {
             match t.status {
-                Status::Success => out.push_str(&format!(
-                    "  {:<20} ok      {:>10} stored ({} raw) in {:.1}s, {}/s  {}\n",
-                    t.target,
-                    human_bytes(t.stored_bytes),
-                    human_bytes(t.raw_bytes),
-                    t.duration_seconds,
-                    human_bytes(t.throughput() as u64),
-                    t.backup_id.as_deref().unwrap_or("")
-                )),
+                Status::Success => {
+                    out.push_str(&format!(
+                        "  {:<20} ok      {:>10} stored ({} raw) in {:.1}s, {}/s  {}\n",
+                        t.target,
+                        human_bytes(t.stored_bytes),
+                        human_bytes(t.raw_bytes),
+                        t.duration_seconds,
+                        human_bytes(t.throughput() as u64),
+                        t.backup_id.as_deref().unwrap_or("")
+                    ));
+                    if let Some(p) = &t.prune {
+                        out.push_str(&format!(
+                            "  {:<20} prune   {} backups and {} orphans deleted{}\n",
+                            "",
+                            p.deleted.len(),
+                            p.orphans_deleted.len(),
+                            p.error.as_deref().map(|e| format!("; FAILED: {e}")).unwrap_or_default()
+                        ));
+                    }
+                }
                 Status::Failed => out.push_str(&format!(
                     "  {:<20} FAILED  at {} after {:.1}s: {}\n",
                     t.target,

@@ -3,7 +3,10 @@ use crate::catalog::Layout;
 use crate::codec::Codec;
 use crate::error::ExitKind;
 use crate::pipeline::{run_backup, BackupJob};
-use crate::report::{hostname, RunReport};
+use crate::config::RetentionConfig;
+use crate::prune::{prune_target, PruneRequest};
+use crate::report::{hostname, PruneSummary, RunReport, Status};
+use crate::storage::Storage;
 use chrono::Utc;
 use clap::Args;
 
@@ -38,6 +41,12 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
             cancel: cancel.clone(),
         })
         .await;
+        let mut report = report;
+        if report.status == Status::Success {
+            if let Some(retention) = config.retention_for(target) {
+                report.prune = Some(prune_after_backup(storage.as_ref(), &layout, target.name(), retention).await);
+            }
+        }
         reports.push(report);
     }
     let run = RunReport {
@@ -57,4 +66,39 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
         print!("{}", run.render_human());
     }
     Ok(run.exit_kind())
+}
+
+/// Retention runs only after this target's backup succeeded in this run, so
+/// a failing database never loses its older backups to the policy.
+async fn prune_after_backup(
+    storage: &dyn Storage,
+    layout: &Layout,
+    target: &str,
+    retention: &RetentionConfig,
+) -> PruneSummary {
+    let policy = retention.policy();
+    let result = prune_target(PruneRequest {
+        storage,
+        layout,
+        target,
+        policy: &policy,
+        orphan_grace: retention.orphan_grace.0,
+        now: Utc::now(),
+        dry_run: false,
+    })
+    .await;
+    match result {
+        Ok(r) => PruneSummary {
+            error: (!r.errors.is_empty()).then(|| r.errors.join("; ")),
+            deleted: r.deleted,
+            orphans_deleted: r.orphans,
+        },
+        Err(e) => {
+            tracing::error!(target_name = target, "prune failed: {e:#}");
+            PruneSummary {
+                error: Some(format!("{e:#}")),
+                ..PruneSummary::default()
+            }
+        }
+    }
 }

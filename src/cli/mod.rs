@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod config;
 pub mod list;
+pub mod prune;
 pub mod restore;
 
 use crate::config::Config;
@@ -46,6 +47,8 @@ pub enum Command {
     List(list::ListArgs),
     /// Restore a backup into a PostgreSQL database.
     Restore(restore::RestoreArgs),
+    /// Delete backups the retention policy no longer keeps (and orphans).
+    Prune(prune::PruneArgs),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -92,6 +95,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Backup(args) => backup::run(args, json).await,
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
+        Command::Prune(args) => prune::run(args).await,
         Command::Config(cmd) => config::run(cmd),
     }
 }

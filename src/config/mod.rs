@@ -2,12 +2,14 @@
 //! validation. Every error names the file and the key, and a config that
 //! fails here means nothing is attempted (exit code 2).
 
+mod duration;
 mod expand;
 mod secret;
 #[macro_use]
 mod tagged;
 
 pub use expand::expand_str;
+pub use duration::{HumanDuration, TimeZoneName};
 pub use secret::{Secret, REDACTED};
 
 use crate::error::usage;
@@ -21,7 +23,58 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// Default retention for every target; a target may replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
     pub targets: Vec<TargetConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default)]
+    pub keep_last: u32,
+    #[serde(default)]
+    pub keep_hourly: u32,
+    #[serde(default)]
+    pub keep_daily: u32,
+    #[serde(default)]
+    pub keep_weekly: u32,
+    #[serde(default)]
+    pub keep_monthly: u32,
+    #[serde(default)]
+    pub keep_yearly: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_within: Option<HumanDuration>,
+    /// Keep everything (retention configured but deleting nothing).
+    #[serde(default)]
+    pub keep_all: bool,
+    /// Objects without a manifest older than this are removed by prune.
+    #[serde(default = "default_orphan_grace")]
+    pub orphan_grace: HumanDuration,
+    /// Time zone of the hourly/daily/... periods; UTC by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZoneName>,
+}
+
+fn default_orphan_grace() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(24 * 3600))
+}
+
+impl RetentionConfig {
+    pub fn policy(&self) -> crate::retention::Policy {
+        crate::retention::Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within.map(|d| d.0),
+            keep_all: self.keep_all,
+            timezone: self.timezone.map_or(chrono_tz::UTC, |t| t.0),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -95,6 +148,13 @@ impl TargetConfig {
             TargetConfig::Postgres(p) => &p.name,
         }
     }
+
+    /// This target's own `[targets.retention]`, if it has one.
+    pub fn own_retention(&self) -> Option<&RetentionConfig> {
+        match self {
+            TargetConfig::Postgres(p) => p.retention.as_ref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -138,6 +198,9 @@ pub struct PostgresTarget {
     /// libpq `sslmode` (disable, prefer, require, verify-ca, verify-full).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sslmode: Option<String>,
+    /// Replaces the top-level `[retention]` for this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
 }
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local });
@@ -223,6 +286,9 @@ impl Config {
                 });
             }
         }
+        if let Some(r) = &self.retention {
+            validate_retention(r).map_err(|e| format!("retention: {e}"))?;
+        }
         if self.targets.is_empty() {
             return Err("targets: at least one [[targets]] entry is required".into());
         }
@@ -233,6 +299,9 @@ impl Config {
             validate_target_name(&name).map_err(|e| format!("{at}.name: {e}"))?;
             if !seen.insert(name.clone()) {
                 return Err(format!("{at}.name: duplicate target name `{name}`"));
+            }
+            if let Some(r) = target.own_retention() {
+                validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
             }
             match target {
                 TargetConfig::Postgres(pg) => {
@@ -278,6 +347,11 @@ impl Config {
         self.targets.iter().find(|t| t.name() == name)
     }
 
+    /// The retention that applies to a target: its own, else the default.
+    pub fn retention_for<'a>(&'a self, target: &'a TargetConfig) -> Option<&'a RetentionConfig> {
+        target.own_retention().or(self.retention.as_ref())
+    }
+
     /// The resolved config as TOML, secrets replaced by `<redacted>`.
     pub fn to_redacted_toml(&self) -> String {
         toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render config: {e}"))
@@ -296,6 +370,15 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         }
     }
     Ok(Secret::new(value))
+}
+
+fn validate_retention(r: &RetentionConfig) -> Result<(), String> {
+    if r.policy().is_empty() {
+        return Err("no keep_* rule is set, so every backup but the newest would be deleted; \
+                    set at least one keep_* rule, or keep_all = true"
+            .into());
+    }
+    Ok(())
 }
 
 pub fn validate_target_name(name: &str) -> Result<(), String> {

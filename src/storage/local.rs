@@ -104,11 +104,8 @@ impl Storage for LocalStorage {
         let path = self.path_of(key)?;
         match tokio::fs::remove_file(&path).await {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(StorageError::NotFound {
-                    key: key.to_string(),
-                })
-            }
+            // Deleting what is not there is done, not an error.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(io_err(key, "delete", e)),
         }
         // Tidy the date directories that retention empties; a directory that

@@ -70,6 +70,7 @@ pub trait Storage: Send + Sync {
     async fn open(&self, key: &str) -> StorageResult<ByteStream>;
     /// Every committed object whose key starts with `prefix`.
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
+    /// Remove an object; removing a missing key succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
 }
 

@@ -1,0 +1,127 @@
+//! Applying a retention plan to one target's storage.
+//!
+//! The plan comes from the storage listing alone (no state file), so a fresh
+//! pod computes the same plan as the last one did. A backup is deleted data
+//! objects first, manifest last: if that is interrupted, what is left is an
+//! orphan (or a manifest without data, which `list` ignores), never a
+//! "complete" backup without its data.
+
+use crate::catalog::{list_target, Layout};
+use crate::retention::{plan, Candidate, Decision, Policy};
+use crate::storage::{Storage, StorageError};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneReport {
+    pub target: String,
+    pub dry_run: bool,
+    pub decisions: Vec<Decision>,
+    /// Keys of objects without a manifest, older than the grace period.
+    pub orphans: Vec<String>,
+    /// Backup ids deleted (or that would be, in a dry run).
+    pub deleted: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+impl PruneReport {
+    pub fn render_human(&self) -> String {
+        let mut out = format!(
+            "{}target {}:\n",
+            if self.dry_run { "(dry run) " } else { "" },
+            self.target
+        );
+        for line in crate::retention::render(&self.decisions).lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+        for o in &self.orphans {
+            out.push_str(&format!("  delete orphan {o}  (no manifest, older than the grace period)\n"));
+        }
+        for e in &self.errors {
+            out.push_str(&format!("  ERROR {e}\n"));
+        }
+        out
+    }
+}
+
+pub struct PruneRequest<'a> {
+    pub storage: &'a dyn Storage,
+    pub layout: &'a Layout,
+    pub target: &'a str,
+    pub policy: &'a Policy,
+    pub orphan_grace: Duration,
+    pub now: DateTime<Utc>,
+    pub dry_run: bool,
+}
+
+pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> {
+    let listing = list_target(req.storage, req.layout, req.target).await?;
+    let candidates: Vec<Candidate> = listing
+        .backups
+        .iter()
+        .map(|b| Candidate {
+            id: b.manifest.id.0.clone(),
+            time: b.manifest.started_at,
+        })
+        .collect();
+    let decisions = plan(&candidates, req.policy, req.now);
+    let grace_cutoff = req.now - chrono::Duration::from_std(req.orphan_grace).unwrap_or(chrono::Duration::MAX);
+    // Manifests whose objects are all gone (an interrupted delete) are
+    // orphans too; damaged ones with data left are kept for a person to see.
+    let mut orphans: Vec<String> = listing
+        .orphans
+        .iter()
+        .filter(|o| o.modified < grace_cutoff)
+        .map(|o| o.key.clone())
+        .collect();
+    for (key, why) in &listing.damaged {
+        tracing::warn!(target_name = req.target, key = %key, "damaged backup left in place: {why}");
+    }
+    orphans.sort();
+    let mut report = PruneReport {
+        target: req.target.to_string(),
+        dry_run: req.dry_run,
+        decisions,
+        orphans,
+        deleted: Vec::new(),
+        errors: Vec::new(),
+    };
+    for d in report.decisions.iter().filter(|d| !d.keep) {
+        let backup = listing
+            .backups
+            .iter()
+            .find(|b| b.manifest.id.0 == d.id)
+            .expect("every decision comes from the listing");
+        if req.dry_run {
+            report.deleted.push(d.id.clone());
+            continue;
+        }
+        let mut failed = false;
+        for key in backup.manifest.objects.iter().map(|o| &o.key).chain([&backup.manifest_key]) {
+            match req.storage.delete(key).await {
+                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                Err(e) => {
+                    report.errors.push(format!("deleting {key}: {e:#}"));
+                    failed = true;
+                    break; // keep the manifest if its data could not go
+                }
+            }
+        }
+        if !failed {
+            tracing::info!(target_name = req.target, backup = %d.id, "deleted backup");
+            report.deleted.push(d.id.clone());
+        }
+    }
+    if !req.dry_run {
+        for key in &report.orphans {
+            match req.storage.delete(key).await {
+                Ok(()) | Err(StorageError::NotFound { .. }) => {
+                    tracing::info!(target_name = req.target, key = %key, "deleted orphan object")
+                }
+                Err(e) => report.errors.push(format!("deleting orphan {key}: {e:#}")),
+            }
+        }
+    }
+    Ok(report)
+}
