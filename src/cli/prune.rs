@@ -31,10 +31,16 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     for t in targets {
         let Some(retention) = config.retention_for(t) else {
             if names.is_empty() {
-                tracing::info!(target_name = t.name(), "no retention configured: nothing to prune");
+                tracing::info!(
+                    target_name = t.name(),
+                    "no retention configured: nothing to prune"
+                );
                 continue;
             }
-            return Err(usage(format!("target `{}` has no [retention] (nor [targets.retention])", t.name())));
+            return Err(usage(format!(
+                "target `{}` has no [retention] (nor [targets.retention])",
+                t.name()
+            )));
         };
         let policy = retention.policy();
         let report = prune_target(PruneRequest {
@@ -53,7 +59,10 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
         reports.push(report);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports).expect("reports serialize"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).expect("reports serialize")
+        );
     }
     Ok(if reports.iter().any(|r| !r.errors.is_empty()) {
         ExitKind::Failed

@@ -11,7 +11,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(text.trim())
             .map(HumanDuration)
-            .map_err(|e| serde::de::Error::custom(format!("`{text}` is not a duration like \"36h\" or \"7d\": {e}")))
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration like \"36h\" or \"7d\": {e}"
+                ))
+            })
     }
 }
 
@@ -30,7 +34,11 @@ impl<'de> Deserialize<'de> for TimeZoneName {
         let text = String::deserialize(d)?;
         text.parse::<chrono_tz::Tz>()
             .map(TimeZoneName)
-            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not an IANA time zone like \"America/Chicago\" or \"UTC\"")))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not an IANA time zone like \"America/Chicago\" or \"UTC\""
+                ))
+            })
     }
 }
 

@@ -8,8 +8,8 @@ mod secret;
 #[macro_use]
 mod tagged;
 
-pub use expand::expand_str;
 pub use duration::{HumanDuration, TimeZoneName};
+pub use expand::expand_str;
 pub use secret::{Secret, REDACTED};
 
 use crate::error::usage;
@@ -81,14 +81,45 @@ impl RetentionConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum StorageConfig {
     Local(LocalStorageConfig),
+    S3(S3StorageConfig),
 }
 
 impl StorageConfig {
     pub fn prefix(&self) -> &str {
         match self {
             StorageConfig::Local(l) => &l.prefix,
+            StorageConfig::S3(s) => &s.prefix,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3StorageConfig {
+    pub bucket: String,
+    #[serde(default)]
+    pub prefix: String,
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// For S3-compatible services; AWS when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Path-style URLs (`endpoint/bucket/key`); default: on when an
+    /// endpoint is set, off for AWS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_style: Option<bool>,
+    /// Both unset: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
+    /// AWS_SESSION_TOKEN) from the environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_key_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+}
+
+fn default_region() -> String {
+    "us-east-1".into()
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -203,7 +234,7 @@ pub struct PostgresTarget {
     pub retention: Option<RetentionConfig>,
 }
 
-tagged_enum!(StorageConfig, "storage type", { "local" => Local });
+tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3 });
 tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres });
 
 fn default_pg_host() -> String {
@@ -266,9 +297,19 @@ impl Config {
                 if l.path.as_os_str().is_empty() {
                     return Err("storage.path: must not be empty".into());
                 }
-                validate_prefix(&l.prefix).map_err(|e| format!("storage.prefix: {e}"))?;
+            }
+            StorageConfig::S3(s) => {
+                if s.bucket.is_empty() {
+                    return Err("storage.bucket: must not be empty".into());
+                }
+                if s.access_key_id.is_some() != s.secret_access_key.is_some() {
+                    return Err(
+                        "storage: set both access_key_id and secret_access_key, or neither".into(),
+                    );
+                }
             }
         }
+        validate_prefix(self.storage.prefix()).map_err(|e| format!("storage.prefix: {e}"))?;
         let c = &self.compression;
         if let Some(level) = c.level {
             let (lo, hi) = match c.algorithm {
@@ -374,9 +415,11 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
 
 fn validate_retention(r: &RetentionConfig) -> Result<(), String> {
     if r.policy().is_empty() {
-        return Err("no keep_* rule is set, so every backup but the newest would be deleted; \
+        return Err(
+            "no keep_* rule is set, so every backup but the newest would be deleted; \
                     set at least one keep_* rule, or keep_all = true"
-            .into());
+                .into(),
+        );
     }
     Ok(())
 }

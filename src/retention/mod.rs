@@ -137,7 +137,8 @@ pub fn plan(backups: &[Candidate], policy: &Policy, now: DateTime<Utc>) -> Vec<D
         let cutoff = now - chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
         for d in &mut decisions {
             if d.time >= cutoff {
-                d.reasons.push(format!("within {}", humantime::format_duration(within)));
+                d.reasons
+                    .push(format!("within {}", humantime::format_duration(within)));
             }
         }
     }

@@ -9,6 +9,7 @@
 //! - a missing key gives [`StorageError::NotFound`].
 
 pub mod local;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -137,6 +138,7 @@ pub fn validate_key(key: &str) -> StorageResult<()> {
 pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<dyn Storage>> {
     match config {
         crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
+        crate::config::StorageConfig::S3(s) => Ok(Box::new(s3::S3Storage::new(s)?)),
     }
 }
 

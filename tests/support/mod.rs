@@ -3,6 +3,8 @@
 //! uniquely named databases and directories and removes them when done.
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};

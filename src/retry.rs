@@ -1,0 +1,150 @@
+//! Retrying one request with exponential backoff and full jitter.
+//!
+//! Backends call this per request (a part upload, a list page), because only
+//! the backend knows which bytes a retry must resend; the policy and the
+//! timing live here, once.
+
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Total tries, the first included.
+    pub attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            base: Duration::from_millis(250),
+            max: Duration::from_secs(20),
+        }
+    }
+}
+
+/// What one try came to.
+pub enum Attempt<T, E> {
+    Done(T),
+    /// Worth another try; the server may say how long to wait.
+    Transient(E, Option<Duration>),
+    Permanent(E),
+}
+
+impl RetryPolicy {
+    /// The wait before try number `n + 1` (n ≥ 1): random in
+    /// [0, min(max, base·2ⁿ⁻¹)], or what the server asked for.
+    pub fn delay(&self, n: u32, retry_after: Option<Duration>) -> Duration {
+        if let Some(after) = retry_after {
+            return after.min(self.max * 3);
+        }
+        let ceiling = self
+            .base
+            .saturating_mul(1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX))
+            .min(self.max);
+        ceiling.mul_f64(fastrand::f64())
+    }
+
+    pub async fn run<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, E>
+    where
+        E: std::fmt::Display,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Attempt<T, E>>,
+    {
+        let mut n = 0;
+        loop {
+            n += 1;
+            match op().await {
+                Attempt::Done(v) => return Ok(v),
+                Attempt::Permanent(e) => return Err(e),
+                Attempt::Transient(e, after) => {
+                    if n >= self.attempts {
+                        return Err(e);
+                    }
+                    let wait = self.delay(n, after);
+                    tracing::warn!(
+                        attempt = n,
+                        wait_ms = wait.as_millis() as u64,
+                        "{what}: {e}; retrying"
+                    );
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// Parse a `Retry-After` header given in seconds.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn delays_grow_and_stay_bounded() {
+        let p = RetryPolicy {
+            attempts: 10,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        for _ in 0..100 {
+            assert!(p.delay(1, None) <= Duration::from_millis(100));
+            assert!(p.delay(3, None) <= Duration::from_millis(400));
+            assert!(p.delay(30, None) <= Duration::from_secs(1));
+        }
+        assert_eq!(
+            p.delay(1, Some(Duration::from_secs(2))),
+            Duration::from_secs(2)
+        );
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_until_success_permanent_ones_are_not() {
+        let p = RetryPolicy {
+            attempts: 4,
+            base: Duration::from_millis(1),
+            max: Duration::from_millis(2),
+        };
+        let tries = AtomicU32::new(0);
+        let r: Result<u32, String> = p
+            .run("op", || async {
+                match tries.fetch_add(1, Ordering::SeqCst) {
+                    0 | 1 => Attempt::Transient("503".to_string(), None),
+                    n => Attempt::Done(n),
+                }
+            })
+            .await;
+        assert_eq!(r, Ok(2));
+        let tries = AtomicU32::new(0);
+        let r: Result<(), String> = p
+            .run("op", || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Attempt::Permanent("403".to_string())
+            })
+            .await;
+        assert_eq!(r, Err("403".into()));
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        let tries = AtomicU32::new(0);
+        let r: Result<(), String> = p
+            .run("op", || async {
+                tries.fetch_add(1, Ordering::SeqCst);
+                Attempt::Transient("500".to_string(), None)
+            })
+            .await;
+        assert!(r.is_err());
+        assert_eq!(tries.load(Ordering::SeqCst), 4, "bounded number of tries");
+    }
+}
