@@ -130,6 +130,10 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
 async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     let info = job.source.info();
     tracing::info!(target_name = job.target, source = info.kind, database = %info.database, endpoint = %info.endpoint, "starting backup");
+    job.storage
+        .preflight()
+        .await
+        .map_err(|e| StageError::new(Stage::Upload, format!("{e:#}")))?;
     let plan = job
         .source
         .plan()

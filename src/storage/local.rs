@@ -46,6 +46,12 @@ impl Storage for LocalStorage {
         format!("local:{}", self.root.display())
     }
 
+    async fn preflight(&self) -> StorageResult<()> {
+        tokio::fs::create_dir_all(&self.root).await.map_err(|e| {
+            StorageError::other(format!("local storage: create {}", self.root.display()), e)
+        })
+    }
+
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
         let path = self.path_of(key)?;
         let dir = path

@@ -67,6 +67,12 @@ pub trait Upload: Send {
 pub trait Storage: Send + Sync {
     /// Where this storage points, for logs and errors (never a secret).
     fn describe(&self) -> String;
+    /// Check that the storage is reachable and usable (bucket exists,
+    /// credentials work) before a dump starts, so a misconfiguration costs
+    /// no dump and gets a clear message.
+    async fn preflight(&self) -> StorageResult<()> {
+        Ok(())
+    }
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>>;
     async fn open(&self, key: &str) -> StorageResult<ByteStream>;
     /// Every committed object whose key starts with `prefix`.

@@ -268,6 +268,25 @@ impl Storage for S3Storage {
         )
     }
 
+    async fn preflight(&self) -> StorageResult<()> {
+        let inner = &self.inner;
+        let url = inner
+            .bucket
+            .head_bucket(Some(&inner.credentials))
+            .sign(SIGN_FOR);
+        // HEAD answers carry no error body, so the status is all we get.
+        match inner.send("check bucket", "", || inner.http.head(url.clone())).await {
+            Ok(_) => Ok(()),
+            Err(StorageError::NotFound { .. }) => Err(inner.err("check bucket", "", "NoSuchBucket: the bucket does not exist")),
+            Err(e) if e.to_string().contains("403") => Err(inner.err(
+                "check bucket",
+                "",
+                "HTTP 403 Forbidden: access denied (check access_key_id/secret_access_key and the bucket policy)",
+            )),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
         super::validate_key(key)?;
         Ok(Box::new(S3Upload {

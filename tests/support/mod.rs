@@ -3,6 +3,7 @@
 //! uniquely named databases and directories and removes them when done.
 #![allow(dead_code)]
 
+pub mod faulty_proxy;
 pub mod s3;
 
 use std::path::{Path, PathBuf};

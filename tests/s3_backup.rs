@@ -1,0 +1,342 @@
+//! Backups through S3 (SeaweedFS on loopback): a large round trip, nothing
+//! half-visible after failures, retries of transient errors, clear auth errors.
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use support::faulty_proxy::FaultyProxy;
+use support::*;
+
+fn s3_env(cmd: &mut std::process::Command, server: &s3::S3Server) {
+    cmd.env("BS_S3_KEY", &server.key)
+        .env("BS_S3_SECRET", &server.secret);
+}
+
+fn run_s3(args: &[&str], config: &std::path::Path, server: &s3::S3Server) -> Run {
+    let mut cmd = backstop();
+    cmd.args(args).arg("--config").arg(config);
+    s3_env(&mut cmd, server);
+    Run::from(cmd.output().unwrap())
+}
+
+fn write_config(ws: &Workspace, storage: &str, targets: &str) -> std::path::PathBuf {
+    let p = ws.path("backstop.toml");
+    std::fs::write(&p, format!("{storage}\n{targets}")).unwrap();
+    p
+}
+
+async fn assert_bucket_clean(server: &s3::S3Server, bucket: &str) {
+    let storage = server.storage(bucket);
+    use backstop::storage::Storage;
+    let objects = storage.list("").await.unwrap();
+    assert!(
+        objects.is_empty(),
+        "no object may exist after a failed backup: {objects:?}"
+    );
+    let pending = storage.pending_uploads("").await.unwrap();
+    assert!(
+        pending.is_empty(),
+        "no multipart upload may be left: {pending:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_backup_through_s3_round_trips() {
+    let server = s3::server();
+    let bucket = server.create_bucket("large");
+    let src = TestDb::create("bs_s3_large");
+    // ~230 MB of random bytes: stored size stays above 200 MB after zstd.
+    src.sql(
+        "CREATE TABLE blobs (id int PRIMARY KEY, data bytea);
+         INSERT INTO blobs SELECT g, decode(md5(random()::text) || md5(random()::text) || md5(random()::text) || md5(random()::text), 'hex')
+         FROM generate_series(1, 3600000) g;",
+    );
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&bucket, &server.endpoint),
+        &format!(
+            "[compression]\nalgorithm = \"zstd\"\nlevel = 1\n\n{}",
+            pg_target("large", &src.name, "")
+        ),
+    );
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server) = (cfg.clone(), s3::server());
+        move || run_s3(&["backup"], &cfg, &server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    let stored = r.summary()["targets"][0]["stored_bytes"].as_u64().unwrap();
+    assert!(stored >= 200_000_000, "stored only {stored} bytes");
+
+    let dest = TestDb::reserve("bs_s3_large_restored");
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server, url) = (cfg.clone(), s3::server(), dest.url());
+        move || {
+            run_s3(
+                &["restore", "-t", "large", "--into", &url, "--create"],
+                &cfg,
+                &server,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+    server.delete_bucket(&bucket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_dump_leaves_no_object_and_no_multipart_upload() {
+    let server = s3::server();
+    let bucket = server.create_bucket("failed");
+    let db = TestDb::create("bs_s3_fail");
+    let ws = Workspace::new();
+    // 20 MB of output (several parts went out) and then a failure.
+    let wrapper = ws.script(
+        "pg_dump_fails",
+        &format!(
+            "[ \"$1\" = --version ] && exec {} --version\nhead -c 20000000 /dev/urandom\necho 'pg_dump: error: lost connection' >&2\nexit 1",
+            real_pg_dump()
+        ),
+    );
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&bucket, &server.endpoint),
+        &format!(
+            "[compression]\nalgorithm = \"none\"\n\n{}",
+            pg_target(
+                "fails",
+                &db.name,
+                &format!("pg_dump_path = \"{}\"", wrapper.display())
+            )
+        ),
+    );
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server) = (cfg.clone(), s3::server());
+        move || run_s3(&["backup"], &cfg, &server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["stage"], "dump");
+    assert_bucket_clean(&server, &bucket).await;
+    server.delete_bucket(&bucket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_mid_upload_aborts_the_multipart_upload() {
+    let server = s3::server();
+    let bucket = server.create_bucket("sigterm");
+    let db = TestDb::create("bs_s3_term");
+    let ws = Workspace::new();
+    let marker = ws.path("written");
+    let wrapper = ws.script(
+        "pg_dump_hangs",
+        &format!(
+            "[ \"$1\" = --version ] && exec {} --version\nhead -c 20000000 /dev/urandom\ntouch '{}'\nexec sleep 300",
+            real_pg_dump(),
+            marker.display()
+        ),
+    );
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&bucket, &server.endpoint),
+        &format!(
+            "[compression]\nalgorithm = \"none\"\n\n{}",
+            pg_target(
+                "hangs",
+                &db.name,
+                &format!("pg_dump_path = \"{}\"", wrapper.display())
+            )
+        ),
+    );
+    let mut cmd = backstop();
+    cmd.args(["backup", "--config"])
+        .arg(&cfg)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    s3_env(&mut cmd, &server);
+    let child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(Instant::now() < deadline, "dump never wrote its output");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Parts are in flight or done: the multipart upload exists now.
+    let storage = server.storage(&bucket);
+    let mut seen_pending = false;
+    for _ in 0..100 {
+        if !storage.pending_uploads("").await.unwrap().is_empty() {
+            seen_pending = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        seen_pending,
+        "the multipart upload should be visible as pending mid-backup"
+    );
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let r = Run::from(out);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["stage"], "interrupted");
+    assert_bucket_clean(&server, &bucket).await;
+    server.delete_bucket(&bucket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn transient_errors_on_parts_are_retried_with_the_same_bytes() {
+    let server = s3::server();
+    let bucket = server.create_bucket("retry");
+    let src = TestDb::create("bs_s3_retry");
+    src.sql(
+        "CREATE TABLE t (id int PRIMARY KEY, data bytea);
+         INSERT INTO t SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') FROM generate_series(1, 700000) g;",
+    );
+    // Fail the first three part uploads with 503 SlowDown.
+    let proxy = FaultyProxy::start(&server.endpoint, "partNumber=", 3).await;
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&bucket, &proxy.url),
+        &format!(
+            "[compression]\nalgorithm = \"none\"\n\n{}",
+            pg_target("retry", &src.name, "")
+        ),
+    );
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server) = (cfg.clone(), s3::server());
+        move || run_s3(&["backup"], &cfg, &server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        proxy.state.failed.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "faults were injected"
+    );
+    assert!(
+        r.stderr.contains("retrying"),
+        "retries are logged: {}",
+        r.stderr
+    );
+    let dest = TestDb::reserve("bs_s3_retry_restored");
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server, url) = (cfg.clone(), s3::server(), dest.url());
+        move || {
+            run_s3(
+                &["restore", "-t", "retry", "--into", &url, "--create"],
+                &cfg,
+                &server,
+            )
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+    server.delete_bucket(&bucket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auth_and_bucket_errors_fail_fast_with_a_clear_message() {
+    let server = s3::server();
+    let bucket = server.create_bucket("auth");
+    let db = TestDb::create("bs_s3_auth");
+    db.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let target = pg_target("auth", &db.name, "");
+
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&bucket, &server.endpoint),
+        &target,
+    );
+    let started = Instant::now();
+    let mut cmd = backstop();
+    cmd.args(["backup", "--config"]).arg(&cfg);
+    cmd.env("BS_S3_KEY", &server.key)
+        .env("BS_S3_SECRET", "wrong-secret-value-123");
+    let r = Run::from(
+        tokio::task::spawn_blocking(move || cmd.output())
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "403 must not be retried at length"
+    );
+    let err = r.summary()["targets"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains(&bucket) && err.contains(&server.endpoint),
+        "{err}"
+    );
+    assert!(
+        err.contains("403")
+            || err.contains("SignatureDoesNotMatch")
+            || err.contains("AccessDenied"),
+        "{err}"
+    );
+    assert!(
+        !r.all().contains("wrong-secret-value-123"),
+        "the secret never appears"
+    );
+
+    let missing = unique("nobucket").replace('_', "-");
+    let cfg = write_config(
+        &ws,
+        &server.storage_toml(&missing, &server.endpoint),
+        &target,
+    );
+    let r = tokio::task::spawn_blocking({
+        let (cfg, server) = (cfg.clone(), s3::server());
+        move || run_s3(&["backup"], &cfg, &server)
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 1, "{}", r.all());
+    let err = r.summary()["targets"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(err.contains(&missing), "{err}");
+    assert!(err.contains("NoSuchBucket"), "{err}");
+    // SeaweedFS creates buckets on PUT; the preflight check must stop us first.
+    server.delete_bucket(&missing);
+    server.delete_bucket(&bucket);
+}
+
+#[test]
+fn missing_credentials_are_a_config_error() {
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        "[storage]\ntype = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:1\"\n",
+        &pg_target("x", "postgres", ""),
+    );
+    let r = Run::from(
+        backstop()
+            .args(["backup", "--config"])
+            .arg(&cfg)
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("no S3 credentials"), "{}", r.all());
+}

@@ -1,0 +1,95 @@
+//! An HTTP proxy on loopback that forwards to a real server but answers the
+//! first N matching requests with an injected error, the way an overloaded
+//! S3 does (503 SlowDown), to prove retries resend the same bytes.
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Response, StatusCode};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+pub struct FaultyProxy {
+    pub url: String,
+    pub state: Arc<ProxyState>,
+}
+
+pub struct ProxyState {
+    upstream: String,
+    /// Only requests whose query contains this are failed.
+    pub match_query: String,
+    pub failures_left: AtomicU32,
+    pub failed: AtomicU32,
+    pub forwarded: AtomicU32,
+    client: reqwest::Client,
+}
+
+impl FaultyProxy {
+    pub async fn start(upstream: &str, match_query: &str, failures: u32) -> FaultyProxy {
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            match_query: match_query.to_string(),
+            failures_left: AtomicU32::new(failures),
+            failed: AtomicU32::new(0),
+            forwarded: AtomicU32::new(0),
+            client: reqwest::Client::new(),
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FaultyProxy {
+            url: format!("http://{addr}"),
+            state,
+        }
+    }
+}
+
+async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response<Body> {
+    let query = req.uri().query().unwrap_or("").to_string();
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 256 << 20).await.unwrap();
+    if query.contains(&state.match_query)
+        && state
+            .failures_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        state.failed.fetch_add(1, Ordering::SeqCst);
+        return Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .header("content-type", "application/xml")
+            .body(Body::from(
+                "<?xml version=\"1.0\"?><Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>",
+            ))
+            .unwrap();
+    }
+    state.forwarded.fetch_add(1, Ordering::SeqCst);
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let mut upstream = state
+        .client
+        .request(
+            parts.method.clone(),
+            format!("{}{path_and_query}", state.upstream),
+        )
+        .body(body);
+    for (name, value) in &parts.headers {
+        // Host stays as the client signed it.
+        if name != "content-length" && name != "transfer-encoding" {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let resp = upstream.send().await.unwrap();
+    let mut out = Response::builder().status(resp.status());
+    for (name, value) in resp.headers() {
+        if name != "transfer-encoding" && name != "content-length" {
+            out = out.header(name, HeaderValue::from_bytes(value.as_bytes()).unwrap());
+        }
+    }
+    out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+}
