@@ -32,6 +32,7 @@ fn example_config_parses_and_documents_every_key() {
     let text = std::fs::read_to_string(&path).unwrap();
     let config = Config::parse(&text, &path).unwrap();
     assert_eq!(config.targets[0].name(), "local");
+    assert!(config.retention.is_some());
     // Every key the config types know must appear in the example, set or
     // commented out, so the documentation cannot fall behind the code.
     let mut full = config.clone();
@@ -40,9 +41,24 @@ fn example_config_parses_and_documents_every_key() {
     pg.password_file = Some("x".into());
     pg.pg_dump_path = Some("x".into());
     pg.sslmode = Some("x".into());
-    let rendered: toml::Value = toml::Value::try_from(&full).unwrap();
+    pg.retention = full.retention.clone();
+    if let Some(r) = &mut full.retention {
+        r.timezone = Some(TimeZoneName(chrono_tz::UTC));
+    }
     let mut keys = Vec::new();
-    collect_keys(&rendered, &mut keys);
+    collect_keys(&toml::Value::try_from(&full).unwrap(), &mut keys);
+    // The storage types not used in the example are documented there too.
+    let s3 = StorageConfig::S3(S3StorageConfig {
+        bucket: "b".into(),
+        prefix: "p".into(),
+        region: "r".into(),
+        endpoint: Some("e".into()),
+        path_style: Some(true),
+        access_key_id: Some("k".into()),
+        secret_access_key: Some(Secret::new("s")),
+        storage_class: Some("c".into()),
+    });
+    collect_keys(&toml::Value::try_from(&s3).unwrap(), &mut keys);
     for key in keys {
         let documented = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
