@@ -72,13 +72,14 @@ measure() {
   results+=("$name@$(printf '%s\n' "${walls[@]}" | median)@$(printf '%s\n' "${cpus[@]}" | median)@$(printf '%s\n' "${rsss[@]}" | sort -n | tail -n 1)@$size")
 }
 
-cfg() { # algorithm format
-  cat >"$work/backstop-$1-$2.toml" <<TOML
+cfg() { # algorithm format [level]
+  cat >"$work/backstop-$1-$2${3:-}.toml" <<TOML
 [storage]
 type = "local"
 path = "$work/backups"
 [compression]
 algorithm = "$1"
+${3:+level = $3}
 [[targets]]
 name = "bench"
 type = "postgres"
@@ -86,7 +87,7 @@ host = "127.0.0.1"
 database = "$db"
 format = "$2"
 TOML
-  echo "$work/backstop-$1-$2.toml"
+  echo "$work/backstop-$1-$2${3:-}.toml"
 }
 
 dump="$pgbin/pg_dump -d $db"
@@ -97,6 +98,8 @@ measure "pg_dump | pigz"                 "$dump | pigz > $work/out/d.sql.gz"
 measure "pg_dump | zstd -3 -T0"          "$dump | zstd -q -3 -T0 > $work/out/d.sql.zst"
 measure "backstop backup zstd (plain)"   "$bin backup --log-format json -c $(cfg zstd plain)"
 measure "backstop backup zstd (custom)"  "$bin backup --log-format json -c $(cfg zstd custom)"
+measure "pg_dump | zstd -1 -T0"          "$dump | zstd -q -1 -T0 > $work/out/d.sql.zst"
+measure "backstop backup zstd -1 (plain)" "$bin backup --log-format json -c $(cfg zstd plain 1)"
 measure "backstop backup gzip (plain)"   "$bin backup --log-format json -c $(cfg gzip plain)"
 
 # Restore: the same plain zstd dump through both paths into a fresh database.

@@ -145,7 +145,8 @@ pub enum Algorithm {
 pub struct CompressionConfig {
     #[serde(default = "default_algorithm")]
     pub algorithm: Algorithm,
-    /// zstd 1–19, gzip 1–9; unset means the codec's usual default.
+    /// zstd -7–19 (negative: fast modes), gzip 1–9; unset means the
+    /// codec's usual default (zstd 3, gzip 6).
     #[serde(default)]
     pub level: Option<i32>,
     /// 0 means every core.
@@ -313,7 +314,8 @@ impl Config {
         let c = &self.compression;
         if let Some(level) = c.level {
             let (lo, hi) = match c.algorithm {
-                Algorithm::Zstd => (1, 19),
+                // Negative levels are zstd's --fast modes.
+                Algorithm::Zstd => (-7, 19),
                 Algorithm::Gzip => (1, 9),
                 Algorithm::None => (0, 0),
             };
