@@ -63,3 +63,9 @@ ensure_seaweedfs() {
   export BACKSTOP_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
   export BACKSTOP_TEST_S3_KEY="$S3_KEY" BACKSTOP_TEST_S3_SECRET="$S3_SECRET"
 }
+
+# Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
+ensure_test_tools() {
+  apt_install openssl curl
+  python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd from PyPI"; python3 -m pip install -q aiosmtpd >&2; }
+}

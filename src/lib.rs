@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod notify;
 pub mod pipeline;
 pub mod process;
 pub mod prune;

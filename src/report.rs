@@ -28,6 +28,22 @@ pub enum Stage {
     Manifest,
     /// SIGTERM/SIGINT arrived.
     Interrupted,
+    /// `status`: no complete backup newer than the allowed age.
+    Stale,
+}
+
+impl Stage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Dump => "dump",
+            Stage::Compress => "compress",
+            Stage::Upload => "upload",
+            Stage::Manifest => "manifest",
+            Stage::Interrupted => "interrupted",
+            Stage::Stale => "stale",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -126,9 +142,7 @@ impl RunReport {
                 Status::Failed => out.push_str(&format!(
                     "  {:<20} FAILED  at {} after {:.1}s: {}\n",
                     t.target,
-                    t.stage
-                        .map(|s| format!("{s:?}").to_lowercase())
-                        .unwrap_or_else(|| "?".into()),
+                    t.stage.map(|s| s.as_str()).unwrap_or("?"),
                     t.duration_seconds,
                     t.error.as_deref().unwrap_or("")
                 )),

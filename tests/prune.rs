@@ -15,7 +15,12 @@ use std::sync::Mutex;
 use support::*;
 
 /// Write a complete backup (data object + manifest) as if made at `at`.
-async fn fake_backup(s: &dyn Storage, layout: &Layout, target: &str, at: DateTime<Utc>) -> Manifest {
+async fn fake_backup(
+    s: &dyn Storage,
+    layout: &Layout,
+    target: &str,
+    at: DateTime<Utc>,
+) -> Manifest {
     let data = format!("dump of {target} at {at}").into_bytes();
     let key = layout.object_key(target, at, "dump.zst");
     put_bytes(s, &key, Bytes::from(data.clone())).await.unwrap();
@@ -29,7 +34,10 @@ async fn fake_backup(s: &dyn Storage, layout: &Layout, target: &str, at: DateTim
         dump_tool: "pg_dump".into(),
         dump_tool_version: "15".into(),
         format: "custom".into(),
-        compression: CompressionRecord { algorithm: Algorithm::Zstd, level: 3 },
+        compression: CompressionRecord {
+            algorithm: Algorithm::Zstd,
+            level: 3,
+        },
         encryption_recipients: vec![],
         objects: vec![ObjectRecord {
             role: "database".into(),
@@ -42,15 +50,26 @@ async fn fake_backup(s: &dyn Storage, layout: &Layout, target: &str, at: DateTim
         finished_at: at,
         tool_version: "test".into(),
     };
-    put_bytes(s, &layout.manifest_key(target, at), Bytes::from(serde_json::to_vec(&manifest).unwrap()))
-        .await
-        .unwrap();
+    put_bytes(
+        s,
+        &layout.manifest_key(target, at),
+        Bytes::from(serde_json::to_vec(&manifest).unwrap()),
+    )
+    .await
+    .unwrap();
     manifest
 }
 
 fn set_mtime(path: &std::path::Path, ago_hours: i64) {
-    let t = (Utc::now() - Duration::hours(ago_hours)).format("%Y-%m-%d %H:%M:%S").to_string();
-    assert!(std::process::Command::new("touch").args(["-d", &t]).arg(path).status().unwrap().success());
+    let t = (Utc::now() - Duration::hours(ago_hours))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    assert!(std::process::Command::new("touch")
+        .args(["-d", &t])
+        .arg(path)
+        .status()
+        .unwrap()
+        .success());
 }
 
 fn ids(v: &serde_json::Value, keep: bool) -> Vec<String> {
@@ -71,14 +90,24 @@ async fn prune_follows_the_listing_dry_run_first_then_for_real() {
     let now = Utc::now();
     // Ten daily backups, newest today.
     for d in 0..10 {
-        fake_backup(&storage, &layout, "app", now - Duration::days(d) - Duration::minutes(5)).await;
+        fake_backup(
+            &storage,
+            &layout,
+            "app",
+            now - Duration::days(d) - Duration::minutes(5),
+        )
+        .await;
     }
     // An old orphan (crashed run) and a fresh one (a run in progress elsewhere).
-    let old_orphan = ws.backups().join("app/2020-01-01/app-20200101T000000Z.dump.zst");
+    let old_orphan = ws
+        .backups()
+        .join("app/2020-01-01/app-20200101T000000Z.dump.zst");
     std::fs::create_dir_all(old_orphan.parent().unwrap()).unwrap();
     std::fs::write(&old_orphan, b"partial").unwrap();
     set_mtime(&old_orphan, 48);
-    let fresh_orphan = ws.backups().join("app/2020-01-02/app-20200102T000000Z.dump.zst");
+    let fresh_orphan = ws
+        .backups()
+        .join("app/2020-01-02/app-20200102T000000Z.dump.zst");
     std::fs::create_dir_all(fresh_orphan.parent().unwrap()).unwrap();
     std::fs::write(&fresh_orphan, b"partial").unwrap();
 
@@ -93,15 +122,27 @@ async fn prune_follows_the_listing_dry_run_first_then_for_real() {
     let plan: serde_json::Value = serde_json::from_str(&dry.stdout).unwrap();
     assert_eq!(ids(&plan[0], true).len(), 4, "{plan:#}");
     assert_eq!(ids(&plan[0], false).len(), 6);
-    assert_eq!(plan[0]["orphans"], serde_json::json!(["app/2020-01-01/app-20200101T000000Z.dump.zst"]));
+    assert_eq!(
+        plan[0]["orphans"],
+        serde_json::json!(["app/2020-01-01/app-20200101T000000Z.dump.zst"])
+    );
 
     let real = run(&["prune", "--json"], &cfg);
     assert_eq!(real.code, 0, "{}", real.all());
     let done: serde_json::Value = serde_json::from_str(&real.stdout).unwrap();
-    assert_eq!(ids(&done[0], false), ids(&plan[0], false), "the executed plan is the dry-run plan");
+    assert_eq!(
+        ids(&done[0], false),
+        ids(&plan[0], false),
+        "the executed plan is the dry-run plan"
+    );
     let list = run(&["list", "--json"], &cfg);
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let listed: Vec<String> = rows.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()).collect();
+    let listed: Vec<String> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     let mut kept = ids(&plan[0], true);
     kept.sort();
     assert_eq!(listed, kept);
@@ -110,7 +151,11 @@ async fn prune_follows_the_listing_dry_run_first_then_for_real() {
 
     // Human output names each decision with its reasons.
     let text = run(&["prune", "--dry-run"], &cfg);
-    assert!(text.stdout.contains("newest backup") && text.stdout.contains("daily"), "{}", text.stdout);
+    assert!(
+        text.stdout.contains("newest backup") && text.stdout.contains("daily"),
+        "{}",
+        text.stdout
+    );
 }
 
 /// Records the order of deletes.
@@ -142,12 +187,18 @@ impl Storage for Recording {
 #[tokio::test]
 async fn data_is_deleted_before_its_manifest_and_the_newest_is_never_deleted() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Recording { inner: LocalStorage::new(dir.path()), deletes: Mutex::new(vec![]) };
+    let s = Recording {
+        inner: LocalStorage::new(dir.path()),
+        deletes: Mutex::new(vec![]),
+    };
     let layout = Layout::new("p");
     let now = Utc::now();
     let old = fake_backup(&s, &layout, "db", now - Duration::days(400)).await;
     let newest = fake_backup(&s, &layout, "db", now - Duration::days(300)).await;
-    let policy = backstop::retention::Policy { keep_within: Some(std::time::Duration::from_secs(3600)), ..Default::default() };
+    let policy = backstop::retention::Policy {
+        keep_within: Some(std::time::Duration::from_secs(3600)),
+        ..Default::default()
+    };
     let report = backstop::prune::prune_target(backstop::prune::PruneRequest {
         storage: &s,
         layout: &layout,
@@ -161,10 +212,21 @@ async fn data_is_deleted_before_its_manifest_and_the_newest_is_never_deleted() {
     .unwrap();
     assert_eq!(report.deleted, vec![old.id.0.clone()]);
     let deletes = s.deletes.lock().unwrap().clone();
-    assert_eq!(deletes, vec![old.objects[0].key.clone(), layout.manifest_key("db", old.started_at)]);
-    let listing = backstop::catalog::list_target(&s, &layout, "db").await.unwrap();
+    assert_eq!(
+        deletes,
+        vec![
+            old.objects[0].key.clone(),
+            layout.manifest_key("db", old.started_at)
+        ]
+    );
+    let listing = backstop::catalog::list_target(&s, &layout, "db")
+        .await
+        .unwrap();
     assert_eq!(listing.backups.len(), 1);
-    assert_eq!(listing.backups[0].manifest.id, newest.id, "newest kept though older than keep_within");
+    assert_eq!(
+        listing.backups[0].manifest.id, newest.id,
+        "newest kept though older than keep_within"
+    );
 }
 
 #[test]
@@ -192,25 +254,59 @@ fn backup_prunes_only_after_its_own_success() {
     assert_eq!(r.code, 1, "{}", r.all());
     let s = r.summary();
     assert_eq!(s["targets"][0]["status"], "success");
-    assert_eq!(s["targets"][0]["prune"]["deleted"].as_array().unwrap().len(), 2, "{s:#}");
+    assert_eq!(
+        s["targets"][0]["prune"]["deleted"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2,
+        "{s:#}"
+    );
     assert_eq!(s["targets"][1]["status"], "failed");
-    assert!(s["targets"][1].get("prune").is_none(), "a failed target is not pruned");
+    assert!(
+        s["targets"][1].get("prune").is_none(),
+        "a failed target is not pruned"
+    );
     let list = run(&["list", "--json"], &cfg);
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
-    let per_target = |t: &str| rows.as_array().unwrap().iter().filter(|r| r["target"] == t).count();
+    let per_target = |t: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["target"] == t)
+            .count()
+    };
     assert_eq!(per_target("good"), 1, "only the new backup is left");
-    assert_eq!(per_target("bad"), 2, "the failing target keeps every backup");
+    assert_eq!(
+        per_target("bad"),
+        2,
+        "the failing target keeps every backup"
+    );
 }
 
 #[test]
 fn retention_without_rules_is_a_config_error() {
     let ws = Workspace::new();
-    let cfg = ws.config(&format!("[retention]\norphan_grace = \"1h\"\n\n{}", pg_target("x", "postgres", "")));
+    let cfg = ws.config(&format!(
+        "[retention]\norphan_grace = \"1h\"\n\n{}",
+        pg_target("x", "postgres", "")
+    ));
     let r = run(&["prune"], &cfg);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("retention") && r.stderr.contains("keep_all"), "{}", r.all());
-    let cfg = ws.config(&format!("{}\n[targets.retention]\nkeep_daily = \"x\"\n", pg_target("x", "postgres", "")));
+    assert!(
+        r.stderr.contains("retention") && r.stderr.contains("keep_all"),
+        "{}",
+        r.all()
+    );
+    let cfg = ws.config(&format!(
+        "{}\n[targets.retention]\nkeep_daily = \"x\"\n",
+        pg_target("x", "postgres", "")
+    ));
     let r = run(&["prune"], &cfg);
     assert_eq!(r.code, 2, "{}", r.all());
-    assert!(r.stderr.contains("targets[0].retention.keep_daily"), "{}", r.all());
+    assert!(
+        r.stderr.contains("targets[0].retention.keep_daily"),
+        "{}",
+        r.all()
+    );
 }

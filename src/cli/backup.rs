@@ -25,8 +25,11 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
     let storage = crate::storage::from_config(&config.storage)?;
     let layout = Layout::new(config.storage.prefix());
     let codec = Codec::from_config(&config.compression);
+    let notifiers = crate::notify::from_config(&config.notify)
+        .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?;
     let cancel = crate::signals::install();
     let started_at = Utc::now();
+    crate::notify::notify_all(&notifiers, crate::notify::Event::Started).await;
     let mut reports = Vec::new();
     // Targets run one after another: a dump already takes a core, and the
     // compressor the others.
@@ -59,15 +62,31 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
         finished_at: Utc::now(),
         targets: reports,
     };
+    finish_run(&run, &config, storage.as_ref(), &layout, &notifiers, json).await;
+    Ok(run.exit_kind())
+}
+
+/// Everything after the work: notifications, metrics, the summary. None of
+/// it can change the exit code.
+pub async fn finish_run(
+    run: &RunReport,
+    config: &crate::config::Config,
+    storage: &dyn Storage,
+    layout: &Layout,
+    notifiers: &[Box<dyn crate::notify::Notifier>],
+    json: bool,
+) {
+    crate::notify::notify_all(notifiers, crate::notify::Event::Finished(run)).await;
+    if let Some(m) = &config.metrics {
+        if let Err(e) = crate::notify::metrics::publish(m, run, storage, layout).await {
+            tracing::error!("publishing metrics failed: {e:#}");
+        }
+    }
     if json {
-        println!(
-            "{}",
-            serde_json::to_string(&run).expect("report serializes")
-        );
+        println!("{}", serde_json::to_string(run).expect("report serializes"));
     } else {
         print!("{}", run.render_human());
     }
-    Ok(run.exit_kind())
 }
 
 /// Retention runs only after this target's backup succeeded in this run, so

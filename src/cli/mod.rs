@@ -4,8 +4,10 @@
 pub mod backup;
 pub mod config;
 pub mod list;
+pub mod notify;
 pub mod prune;
 pub mod restore;
+pub mod status;
 
 use crate::config::Config;
 use crate::error::{usage, ExitKind};
@@ -49,6 +51,11 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Delete backups the retention policy no longer keeps (and orphans).
     Prune(prune::PruneArgs),
+    /// Newest complete backup per target; exit 1 when one is too old.
+    Status(status::StatusArgs),
+    /// Notifications.
+    #[command(subcommand)]
+    Notify(notify::NotifyCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -96,6 +103,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Status(args) => status::run(args).await,
+        Command::Notify(cmd) => notify::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
     }
 }

@@ -7,6 +7,7 @@ mod expand;
 mod secret;
 #[macro_use]
 mod tagged;
+pub mod notify;
 
 pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
@@ -27,6 +28,11 @@ pub struct Config {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionConfig>,
     pub targets: Vec<TargetConfig>,
+    /// Where run results go: mail, webhooks, pings.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notify: Vec<notify::NotifyConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<notify::MetricsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -331,6 +337,12 @@ impl Config {
         }
         if let Some(r) = &self.retention {
             validate_retention(r).map_err(|e| format!("retention: {e}"))?;
+        }
+        for (i, n) in self.notify.iter_mut().enumerate() {
+            notify::validate(n, base).map_err(|e| format!("notify[{i}].{e}"))?;
+        }
+        if let Some(m) = &self.metrics {
+            notify::validate_metrics(m).map_err(|e| format!("metrics.{e}"))?;
         }
         if self.targets.is_empty() {
             return Err("targets: at least one [[targets]] entry is required".into());

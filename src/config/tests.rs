@@ -59,6 +59,51 @@ fn example_config_parses_and_documents_every_key() {
         storage_class: Some("c".into()),
     });
     collect_keys(&toml::Value::try_from(&s3).unwrap(), &mut keys);
+    // Every notifier and the metrics table, with every optional key set.
+    let all_notify: Config = toml::from_str::<toml::Value>(
+        r#"
+        [storage]
+        type = "local"
+        path = "x"
+        [[targets]]
+        type = "postgres"
+        name = "x"
+        database = "x"
+        [[notify]]
+        type = "smtp"
+        host = "h"
+        port = 25
+        tls = "none"
+        tls_ca_file = "x"
+        username = "u"
+        password = "p"
+        password_file = "f"
+        from = "a@b.c"
+        to = ["a@b.c"]
+        [[notify]]
+        type = "webhook"
+        url = "http://x"
+        headers = { A = "b" }
+        [[notify]]
+        type = "ping"
+        url = "http://x"
+        [metrics]
+        pushgateway = "http://x"
+        textfile = "x"
+        "#,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    collect_keys(
+        &toml::Value::try_from(&all_notify.notify).unwrap(),
+        &mut keys,
+    );
+    collect_keys(
+        &toml::Value::try_from(&all_notify.metrics).unwrap(),
+        &mut keys,
+    );
+    keys.retain(|k| k != "A");
     for key in keys {
         let documented = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);

@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 pub mod faulty_proxy;
+pub mod recorder;
 pub mod s3;
+pub mod smtp;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,0 +1,301 @@
+//! Prometheus metrics per target, as a node_exporter textfile (written
+//! atomically) and/or pushed to a Pushgateway.
+//!
+//! A CronJob's pod starts fresh every time, so nothing is remembered in
+//! memory: the last successful backup's time and size come from the storage
+//! listing, and `backstop_backups_total` continues from the previous
+//! textfile when there is one. In a Pushgateway each push replaces the group,
+//! so there it counts the last run only.
+
+use crate::catalog::{list_target, Layout};
+use crate::config::notify::MetricsConfig;
+use crate::report::{RunReport, Status};
+use crate::storage::Storage;
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TargetMetrics {
+    pub target: String,
+    pub last_run_timestamp: f64,
+    pub last_run_success: bool,
+    pub last_success_timestamp: Option<f64>,
+    pub backup_size_bytes: Option<u64>,
+    pub backup_duration_seconds: f64,
+}
+
+/// (target, status) → count.
+pub type Totals = BTreeMap<(String, String), u64>;
+
+fn ts(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+/// Gather per-target figures from this run and the storage listing.
+pub async fn collect(
+    report: &RunReport,
+    storage: &dyn Storage,
+    layout: &Layout,
+) -> Vec<TargetMetrics> {
+    let mut out = Vec::new();
+    for t in &report.targets {
+        let (last_success_timestamp, backup_size_bytes) = if t.status == Status::Success {
+            (Some(ts(t.finished_at)), Some(t.stored_bytes))
+        } else {
+            match list_target(storage, layout, &t.target).await {
+                Ok(l) => l
+                    .backups
+                    .last()
+                    .map(|b| {
+                        (
+                            Some(ts(b.manifest.finished_at)),
+                            Some(b.manifest.stored_bytes()),
+                        )
+                    })
+                    .unwrap_or((None, None)),
+                Err(e) => {
+                    tracing::warn!(target_name = %t.target, "metrics: cannot list storage for the last success: {e:#}");
+                    (None, None)
+                }
+            }
+        };
+        out.push(TargetMetrics {
+            target: t.target.clone(),
+            last_run_timestamp: ts(t.finished_at),
+            last_run_success: t.status == Status::Success,
+            last_success_timestamp,
+            backup_size_bytes,
+            backup_duration_seconds: t.duration_seconds,
+        });
+    }
+    out
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition format.
+pub fn render(metrics: &[TargetMetrics], totals: &Totals) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
+        if samples.is_empty() {
+            return;
+        }
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, value) in samples {
+            out.push_str(&format!("{name}{{{labels}}} {value}\n"));
+        }
+    };
+    let per = |f: &dyn Fn(&TargetMetrics) -> Option<String>| -> Vec<(String, String)> {
+        metrics
+            .iter()
+            .filter_map(|m| f(m).map(|v| (format!("target=\"{}\"", label(&m.target)), v)))
+            .collect()
+    };
+    family(
+        "backstop_last_success_timestamp_seconds",
+        "gauge",
+        "End time of the newest complete backup.",
+        per(&|m| m.last_success_timestamp.map(|v| v.to_string())),
+    );
+    family(
+        "backstop_last_run_timestamp_seconds",
+        "gauge",
+        "End time of the last backup attempt.",
+        per(&|m| Some(m.last_run_timestamp.to_string())),
+    );
+    family(
+        "backstop_last_run_success",
+        "gauge",
+        "1 if the last backup attempt succeeded, else 0.",
+        per(&|m| Some(if m.last_run_success { "1" } else { "0" }.to_string())),
+    );
+    family(
+        "backstop_backup_size_bytes",
+        "gauge",
+        "Stored size of the newest complete backup.",
+        per(&|m| m.backup_size_bytes.map(|v| v.to_string())),
+    );
+    family(
+        "backstop_backup_duration_seconds",
+        "gauge",
+        "Duration of the last backup attempt.",
+        per(&|m| Some(m.backup_duration_seconds.to_string())),
+    );
+    family(
+        "backstop_backups_total",
+        "counter",
+        "Backup attempts by outcome.",
+        totals
+            .iter()
+            .map(|((t, s), n)| {
+                (
+                    format!("target=\"{}\",status=\"{}\"", label(t), label(s)),
+                    n.to_string(),
+                )
+            })
+            .collect(),
+    );
+    out
+}
+
+/// This run's attempts added to `previous`.
+pub fn add_run(previous: Totals, metrics: &[TargetMetrics]) -> Totals {
+    let mut totals = previous;
+    for m in metrics {
+        let status = if m.last_run_success {
+            "success"
+        } else {
+            "failure"
+        };
+        *totals
+            .entry((m.target.clone(), status.to_string()))
+            .or_default() += 1;
+        totals
+            .entry((
+                m.target.clone(),
+                if m.last_run_success {
+                    "failure"
+                } else {
+                    "success"
+                }
+                .into(),
+            ))
+            .or_default();
+    }
+    totals
+}
+
+/// Counters from a previous textfile (missing or unreadable: none).
+pub fn previous_totals(text: &str) -> Totals {
+    let mut totals = Totals::new();
+    for line in text
+        .lines()
+        .filter(|l| l.starts_with("backstop_backups_total{"))
+    {
+        let Some((labels, value)) = line["backstop_backups_total{".len()..].split_once("} ") else {
+            continue;
+        };
+        let get = |name: &str| {
+            let start = labels.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = start + labels[start..].find('"')?;
+            Some(labels[start..end].to_string())
+        };
+        if let (Some(t), Some(s), Ok(n)) =
+            (get("target"), get("status"), value.trim().parse::<u64>())
+        {
+            totals.insert((t, s), n);
+        }
+    }
+    totals
+}
+
+pub fn write_textfile(path: &Path, body: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    // The collector must never read a half-written file: temp + rename.
+    let mut tmp = tempfile_in(dir)?;
+    tmp.1.write_all(body.as_bytes())?;
+    tmp.1.sync_all()?;
+    std::fs::rename(&tmp.0, path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+fn tempfile_in(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
+    let p = dir.join(format!(".backstop-metrics-{}.tmp", std::process::id()));
+    let f = std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
+    Ok((p, f))
+}
+
+/// Write the textfile and/or push, per the config.
+pub async fn publish(
+    config: &MetricsConfig,
+    report: &RunReport,
+    storage: &dyn Storage,
+    layout: &Layout,
+) -> anyhow::Result<()> {
+    let metrics = collect(report, storage, layout).await;
+    let mut errors = Vec::new();
+    if let Some(path) = &config.textfile {
+        let previous = std::fs::read_to_string(path)
+            .map(|t| previous_totals(&t))
+            .unwrap_or_default();
+        let body = render(&metrics, &add_run(previous, &metrics));
+        if let Err(e) = write_textfile(path, &body) {
+            errors.push(format!("textfile {}: {e:#}", path.display()));
+        }
+    }
+    if let Some(gateway) = &config.pushgateway {
+        let body = render(&metrics, &add_run(Totals::new(), &metrics));
+        let url = format!(
+            "{}/metrics/job/{}/instance/{}",
+            gateway.expose().trim_end_matches('/'),
+            config.job,
+            config.instance
+        );
+        let result = async {
+            let resp = crate::http::client()?
+                .put(url)
+                .header("content-type", "text/plain; version=0.0.4")
+                .body(body)
+                .timeout(std::time::Duration::from_secs(30))
+                .send()
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+            anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+            Ok(())
+        }
+        .await;
+        if let Err(e) = result {
+            errors.push(format!("pushgateway: {e:#}"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(errors.join("; "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(target: &str, ok: bool) -> TargetMetrics {
+        TargetMetrics {
+            target: target.into(),
+            last_run_timestamp: 1_700_000_100.5,
+            last_run_success: ok,
+            last_success_timestamp: ok.then_some(1_700_000_100.5),
+            backup_size_bytes: ok.then_some(1234),
+            backup_duration_seconds: 3.25,
+        }
+    }
+
+    #[test]
+    fn counters_continue_from_the_previous_textfile() {
+        let first = render(
+            &[m("prod", true)],
+            &add_run(Totals::new(), &[m("prod", true)]),
+        );
+        let again = add_run(previous_totals(&first), &[m("prod", false)]);
+        assert_eq!(again[&("prod".to_string(), "success".to_string())], 1);
+        assert_eq!(again[&("prod".to_string(), "failure".to_string())], 1);
+        let text = render(&[m("prod", false)], &again);
+        assert!(
+            text.contains("backstop_last_run_success{target=\"prod\"} 0"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("backstop_backup_size_bytes{"),
+            "no size without a known backup: {text}"
+        );
+    }
+}

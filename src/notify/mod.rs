@@ -1,0 +1,107 @@
+//! Telling people: mail, webhooks, dead-man's-switch pings, metrics.
+//!
+//! A notifier failing is logged and retried a bounded number of times, each
+//! try under the notifier's timeout; it never changes the run's exit code,
+//! and the other notifiers still run. The dead-man's-switch ping covers what
+//! no mail can: a run that never started.
+
+pub mod message;
+pub mod metrics;
+pub mod ping;
+pub mod smtp;
+pub mod webhook;
+
+use crate::config::notify::{NotifyConfig, NotifyOn};
+use crate::report::RunReport;
+use crate::retry::{Attempt, RetryPolicy};
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// What happened that notifiers may want to hear about.
+#[derive(Debug, Clone, Copy)]
+pub enum Event<'a> {
+    /// A backup run begins (pings signal `/start`).
+    Started,
+    /// A run ended (or `status` found stale targets).
+    Finished(&'a RunReport),
+    /// `backstop notify test`.
+    Test,
+}
+
+impl Event<'_> {
+    pub fn failed(&self) -> bool {
+        matches!(self, Event::Finished(r) if r.exit_kind() != crate::error::ExitKind::Success)
+    }
+}
+
+#[async_trait]
+pub trait Notifier: Send + Sync {
+    /// "smtp mail-service:2525": no secret (URLs are secrets, so webhooks
+    /// and pings are named by type and position).
+    fn name(&self) -> String;
+    fn wants(&self, event: &Event<'_>) -> bool;
+    fn timeout(&self) -> Duration;
+    async fn send(&self, event: &Event<'_>) -> anyhow::Result<()>;
+}
+
+/// Whether an `on = [...]` list wants this end-of-run event.
+pub fn on_matches(on: &[NotifyOn], event: &Event<'_>) -> bool {
+    match event {
+        Event::Started => false,
+        Event::Test => true,
+        Event::Finished(_) => on.iter().any(|o| match o {
+            NotifyOn::Always => true,
+            NotifyOn::Failure => event.failed(),
+            NotifyOn::Success => !event.failed(),
+        }),
+    }
+}
+
+pub fn from_config(configs: &[NotifyConfig]) -> anyhow::Result<Vec<Box<dyn Notifier>>> {
+    configs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| -> anyhow::Result<Box<dyn Notifier>> {
+            Ok(match c {
+                NotifyConfig::Smtp(s) => Box::new(smtp::SmtpNotifier::new(s)?),
+                NotifyConfig::Webhook(w) => Box::new(webhook::WebhookNotifier::new(w, i)?),
+                NotifyConfig::Ping(p) => Box::new(ping::PingNotifier::new(p, i)?),
+            })
+        })
+        .collect()
+}
+
+/// Tries per notifier, the first included.
+const ATTEMPTS: u32 = 3;
+
+/// Send `event` to every notifier that wants it, concurrently; each result
+/// is logged and returned.
+pub async fn notify_all(
+    notifiers: &[Box<dyn Notifier>],
+    event: Event<'_>,
+) -> Vec<(String, anyhow::Result<()>)> {
+    let retry = RetryPolicy {
+        attempts: ATTEMPTS,
+        base: Duration::from_millis(500),
+        max: Duration::from_secs(5),
+    };
+    let sends = notifiers.iter().filter(|n| n.wants(&event)).map(|n| async move {
+        let name = n.name();
+        let result = retry
+            .run(&format!("notify {name}"), || async {
+                match tokio::time::timeout(n.timeout(), n.send(&event)).await {
+                    Ok(Ok(())) => Attempt::Done(()),
+                    Ok(Err(e)) => Attempt::Transient(format!("{e:#}"), None),
+                    Err(_) => Attempt::Transient(format!("no answer within {:?}", n.timeout()), None),
+                }
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!(e));
+        match &result {
+            Ok(()) => tracing::info!(notifier = %name, "notification sent"),
+            Err(e) => tracing::error!(notifier = %name, "notification failed after {ATTEMPTS} tries: {e:#}"),
+        }
+        (name, result)
+    });
+    futures::future::join_all(sends).await
+}
