@@ -20,6 +20,7 @@ pub mod report;
 pub mod restore;
 pub mod retention;
 pub mod retry;
+pub mod schedule;
 pub mod signals;
 pub mod source;
 pub mod storage;

@@ -1,7 +1,7 @@
 use super::{select_targets, ConfigArg};
 use crate::catalog::Layout;
 use crate::codec::Codec;
-use crate::config::RetentionConfig;
+use crate::config::{Config, RetentionConfig, TargetConfig};
 use crate::error::ExitKind;
 use crate::pipeline::{run_backup, BackupJob};
 use crate::prune::{prune_target, PruneRequest};
@@ -9,6 +9,7 @@ use crate::report::{hostname, PruneSummary, RunReport, Status};
 use crate::storage::Storage;
 use chrono::Utc;
 use clap::Args;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -21,49 +22,85 @@ pub struct BackupArgs {
 
 pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
-    let targets = select_targets(&config, &args.targets)?;
-    let storage = crate::storage::from_config(&config.storage)?;
-    let layout = Layout::new(config.storage.prefix());
-    let codec = Codec::from_config(&config.compression);
-    let notifiers = crate::notify::from_config(&config.notify)
-        .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?;
+    let plan = Plan::new(&config, &args.targets)?;
     let cancel = crate::signals::install();
-    let started_at = Utc::now();
-    crate::notify::notify_all(&notifiers, crate::notify::Event::Started).await;
-    let mut reports = Vec::new();
-    // Targets run one after another: a dump already takes a core, and the
-    // compressor the others.
-    for target in targets {
-        let source = crate::source::from_config(target);
-        let report = run_backup(BackupJob {
-            target: target.name(),
-            source: source.as_ref(),
-            storage: storage.as_ref(),
-            layout: &layout,
-            codec,
-            cancel: cancel.clone(),
-        })
-        .await;
-        let mut report = report;
-        if report.status == Status::Success {
-            if let Some(retention) = config.retention_for(target) {
-                report.prune = Some(
-                    prune_after_backup(storage.as_ref(), &layout, target.name(), retention).await,
-                );
-            }
-        }
-        reports.push(report);
-    }
-    let run = RunReport {
-        event: "summary",
-        tool_version: crate::TOOL_VERSION.to_string(),
-        host: hostname(),
-        started_at,
-        finished_at: Utc::now(),
-        targets: reports,
-    };
-    finish_run(&run, &config, storage.as_ref(), &layout, &notifiers, json).await;
+    let run = plan.run(&cancel, json).await;
     Ok(run.exit_kind())
+}
+
+/// Everything a backup run needs, checked before anything is attempted
+/// (config errors surface here, with exit code 2). `backstop schedule`
+/// builds one and runs it at every tick.
+pub struct Plan<'a> {
+    config: &'a Config,
+    targets: Vec<&'a TargetConfig>,
+    storage: Box<dyn Storage>,
+    layout: Layout,
+    codec: Codec,
+    notifiers: Vec<Box<dyn crate::notify::Notifier>>,
+}
+
+impl<'a> Plan<'a> {
+    pub fn new(config: &'a Config, names: &[String]) -> anyhow::Result<Plan<'a>> {
+        Ok(Plan {
+            targets: select_targets(config, names)?,
+            storage: crate::storage::from_config(&config.storage)?,
+            layout: Layout::new(config.storage.prefix()),
+            codec: Codec::from_config(&config.compression),
+            notifiers: crate::notify::from_config(&config.notify)
+                .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?,
+            config,
+        })
+    }
+
+    /// One run over every target: backups, prunes, notifications, metrics,
+    /// the summary on stdout.
+    pub async fn run(&self, cancel: &CancellationToken, json: bool) -> RunReport {
+        let (config, storage, layout, codec, notifiers) = (
+            self.config,
+            &self.storage,
+            &self.layout,
+            self.codec,
+            &self.notifiers,
+        );
+        let started_at = Utc::now();
+        crate::notify::notify_all(notifiers, crate::notify::Event::Started).await;
+        let mut reports = Vec::new();
+        // Targets run one after another: a dump already takes a core, and the
+        // compressor the others.
+        for target in self.targets.iter().copied() {
+            let source = crate::source::from_config(target);
+            let report = run_backup(BackupJob {
+                target: target.name(),
+                source: source.as_ref(),
+                storage: storage.as_ref(),
+                layout,
+                codec,
+                cancel: cancel.clone(),
+            })
+            .await;
+            let mut report = report;
+            if report.status == Status::Success {
+                if let Some(retention) = config.retention_for(target) {
+                    report.prune = Some(
+                        prune_after_backup(storage.as_ref(), layout, target.name(), retention)
+                            .await,
+                    );
+                }
+            }
+            reports.push(report);
+        }
+        let run = RunReport {
+            event: "summary",
+            tool_version: crate::TOOL_VERSION.to_string(),
+            host: hostname(),
+            started_at,
+            finished_at: Utc::now(),
+            targets: reports,
+        };
+        finish_run(&run, config, storage.as_ref(), layout, notifiers, json).await;
+        run
+    }
 }
 
 /// Everything after the work: notifications, metrics, the summary. None of

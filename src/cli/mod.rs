@@ -7,6 +7,7 @@ pub mod list;
 pub mod notify;
 pub mod prune;
 pub mod restore;
+pub mod schedule;
 pub mod status;
 
 use crate::config::Config;
@@ -51,6 +52,8 @@ pub enum Command {
     Restore(restore::RestoreArgs),
     /// Delete backups the retention policy no longer keeps (and orphans).
     Prune(prune::PruneArgs),
+    /// Run backups on the [schedule] of the config, in the foreground.
+    Schedule(schedule::ScheduleArgs),
     /// Newest complete backup per target; exit 1 when one is too old.
     Status(status::StatusArgs),
     /// Notifications.
@@ -104,6 +107,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,
         Command::Status(args) => status::run(args).await,
+        Command::Schedule(args) => schedule::run(args, json).await,
         Command::Notify(cmd) => notify::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
     }

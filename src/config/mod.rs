@@ -33,6 +33,31 @@ pub struct Config {
     pub notify: Vec<notify::NotifyConfig>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<notify::MetricsConfig>,
+    /// For `backstop schedule` (hosts without Kubernetes or cron).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<ScheduleConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Cron expression: 5 fields, or 6 with seconds first.
+    pub cron: String,
+    /// IANA zone the expression is read in; UTC by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<TimeZoneName>,
+}
+
+impl ScheduleConfig {
+    pub fn parsed(&self) -> Result<croner::Cron, String> {
+        self.cron
+            .parse::<croner::Cron>()
+            .map_err(|e| format!("`{}` is not a cron expression: {e}", self.cron))
+    }
+
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.map_or(chrono_tz::UTC, |t| t.0)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -343,6 +368,9 @@ impl Config {
         }
         if let Some(m) = &self.metrics {
             notify::validate_metrics(m).map_err(|e| format!("metrics.{e}"))?;
+        }
+        if let Some(sched) = &self.schedule {
+            sched.parsed().map_err(|e| format!("schedule.cron: {e}"))?;
         }
         if self.targets.is_empty() {
             return Err("targets: at least one [[targets]] entry is required".into());

@@ -90,6 +90,9 @@ fn example_config_parses_and_documents_every_key() {
         [metrics]
         pushgateway = "http://x"
         textfile = "x"
+        [schedule]
+        cron = "0 2 * * *"
+        timezone = "UTC"
         "#,
     )
     .unwrap()
