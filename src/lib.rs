@@ -24,5 +24,6 @@ pub mod schedule;
 pub mod signals;
 pub mod source;
 pub mod storage;
+pub mod tokens;
 
 pub const TOOL_VERSION: &str = concat!("backstop ", env!("CARGO_PKG_VERSION"));

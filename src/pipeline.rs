@@ -133,7 +133,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     job.storage
         .preflight()
         .await
-        .map_err(|e| StageError::new(Stage::Upload, format!("{e:#}")))?;
+        .map_err(|e| storage_stage_error(e, "checking the storage"))?;
     let plan = job
         .source
         .plan()
@@ -217,6 +217,15 @@ async fn remove_committed(job: &BackupJob<'_>, objects: &[ObjectRecord]) {
     }
 }
 
+/// A storage error as a stage error: credentials that need a person are
+/// their own stage (exit code 3).
+fn storage_stage_error(e: crate::storage::StorageError, doing: &str) -> StageError {
+    match e {
+        crate::storage::StorageError::Auth(why) => StageError::new(Stage::Auth, why),
+        other => StageError::new(Stage::Upload, format!("{doing}: {other:#}")),
+    }
+}
+
 /// What the compressor thread reports when it ends.
 struct WorkerOutcome {
     result: std::io::Result<()>,
@@ -229,10 +238,7 @@ async fn stream_object(
     key: &str,
 ) -> Result<ObjectRecord, StageError> {
     let upload = job.storage.create(key).await.map_err(|e| {
-        StageError::new(
-            Stage::Upload,
-            format!("creating {key} in {}: {e:#}", job.storage.describe()),
-        )
+        storage_stage_error(e, &format!("creating {key} in {}", job.storage.describe()))
     })?;
     let mut running = stream
         .command
@@ -322,9 +328,9 @@ async fn stream_object(
     }
     let upload = upload.expect("upload present on success");
     let receipt = upload.commit().await.map_err(|e| {
-        StageError::new(
-            Stage::Upload,
-            format!("committing {key} to {}: {e:#}", job.storage.describe()),
+        storage_stage_error(
+            e,
+            &format!("committing {key} to {}", job.storage.describe()),
         )
     })?;
     Ok(ObjectRecord {
@@ -366,7 +372,7 @@ async fn forward(
                     stored += chunk.len() as u64;
                     if let Err(e) = upload.write(chunk).await {
                         kill.kill();
-                        return Err((Some(upload), StageError::new(Stage::Upload, format!("writing to {}: {e:#}", job.storage.describe()))));
+                        return Err((Some(upload), storage_stage_error(e, &format!("writing to {}", job.storage.describe()))));
                     }
                 }
                 None => break,

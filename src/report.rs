@@ -30,6 +30,8 @@ pub enum Stage {
     Interrupted,
     /// `status`: no complete backup newer than the allowed age.
     Stale,
+    /// Storage credentials need a person (e.g. Box `invalid_grant`).
+    Auth,
 }
 
 impl Stage {
@@ -42,6 +44,7 @@ impl Stage {
             Stage::Manifest => "manifest",
             Stage::Interrupted => "interrupted",
             Stage::Stale => "stale",
+            Stage::Auth => "auth",
         }
     }
 }
@@ -100,8 +103,12 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// Any failed target, or a prune that failed, makes the run fail.
+    /// Authentication that needs a person wins (3: retrying cannot help),
+    /// then any failed target or failed prune (1).
     pub fn exit_kind(&self) -> ExitKind {
+        if self.targets.iter().any(|t| t.stage == Some(Stage::Auth)) {
+            return ExitKind::AuthNeeded;
+        }
         if self.targets.iter().all(|t| {
             t.status == Status::Success && t.prune.as_ref().is_none_or(|p| p.error.is_none())
         }) {

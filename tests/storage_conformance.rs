@@ -210,3 +210,32 @@ async fn s3_storage_conforms() {
     );
     server.delete_bucket(&bucket);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn box_storage_conforms() {
+    use support::fake_box::{FakeBox, CLIENT_ID, CLIENT_SECRET};
+    let fake = FakeBox::start().await;
+    let spool = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{}\n[[targets]]\nname = \"x\"\ntype = \"postgres\"\ndatabase = \"x\"\n",
+        fake.config_toml(
+            "backups/conformance",
+            &format!("method = \"ccg\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\nsubject_type = \"enterprise\"\nsubject_id = \"42\""),
+            spool.path()
+        )
+    );
+    let config = backstop::config::Config::parse(&text, std::path::Path::new("box.toml")).unwrap();
+    let backstop::config::StorageConfig::Box(b) = &config.storage else {
+        panic!("box storage")
+    };
+    let s = storage::boxcom::BoxStorage::new(b).unwrap();
+    s.preflight().await.unwrap();
+    conformance(&s, "conf", 1100).await;
+    assert_eq!(fake.open_sessions(), 0);
+    assert!(fake.files().is_empty(), "{:?}", fake.files());
+    assert_eq!(
+        std::fs::read_dir(spool.path()).unwrap().count(),
+        0,
+        "spool files are removed"
+    );
+}

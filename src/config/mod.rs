@@ -7,6 +7,7 @@ mod expand;
 mod secret;
 #[macro_use]
 mod tagged;
+pub mod boxcom;
 pub mod notify;
 
 pub use duration::{HumanDuration, TimeZoneName};
@@ -113,6 +114,7 @@ impl RetentionConfig {
 pub enum StorageConfig {
     Local(LocalStorageConfig),
     S3(S3StorageConfig),
+    Box(boxcom::BoxStorageConfig),
 }
 
 impl StorageConfig {
@@ -120,6 +122,7 @@ impl StorageConfig {
         match self {
             StorageConfig::Local(l) => &l.prefix,
             StorageConfig::S3(s) => &s.prefix,
+            StorageConfig::Box(b) => &b.prefix,
         }
     }
 }
@@ -266,7 +269,7 @@ pub struct PostgresTarget {
     pub retention: Option<RetentionConfig>,
 }
 
-tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3 });
+tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box });
 tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres });
 
 fn default_pg_host() -> String {
@@ -340,6 +343,7 @@ impl Config {
                     );
                 }
             }
+            StorageConfig::Box(b) => boxcom::validate(b).map_err(|e| format!("storage.{e}"))?,
         }
         validate_prefix(self.storage.prefix()).map_err(|e| format!("storage.prefix: {e}"))?;
         let c = &self.compression;

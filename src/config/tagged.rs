@@ -34,26 +34,31 @@ pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(
 /// Split the tag off a table: (tag, rest).
 pub fn split_tag<E: serde::de::Error>(
     mut table: toml::Table,
+    key: &str,
     what: &str,
 ) -> Result<(String, toml::Table), E> {
-    match table.remove("type") {
+    match table.remove(key) {
         Some(toml::Value::String(tag)) => Ok((tag, table)),
-        Some(_) => Err(E::custom(format!("@type: {what} must be a string"))),
-        None => Err(E::custom(format!("missing `type` ({what})"))),
+        Some(_) => Err(E::custom(format!("@{key}: {what} must be a string"))),
+        None => Err(E::custom(format!("missing `{key}` ({what})"))),
     }
 }
 
 macro_rules! tagged_enum {
     ($enum:ident, $what:literal, { $($tag:literal => $variant:ident),+ $(,)? }) => {
+        tagged_enum!($enum, "type", $what, { $($tag => $variant),+ });
+    };
+    ($enum:ident, $key:literal, $what:literal, { $($tag:literal => $variant:ident),+ $(,)? }) => {
         impl<'de> serde::Deserialize<'de> for $enum {
             fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 use serde::de::Error;
                 let table = toml::Table::deserialize(d)?;
-                let (tag, rest) = $crate::config::tagged::split_tag::<D::Error>(table, $what)?;
+                let (tag, rest) = $crate::config::tagged::split_tag::<D::Error>(table, $key, $what)?;
                 match tag.as_str() {
                     $($tag => Ok($enum::$variant($crate::config::tagged::variant(rest)?)),)+
                     other => Err(D::Error::custom(format!(
-                        "@type: unknown {} `{other}` (expected one of: {})",
+                        "@{}: unknown {} `{other}` (expected one of: {})",
+                        $key,
                         $what,
                         [$($tag),+].join(", ")
                     ))),

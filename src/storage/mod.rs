@@ -8,6 +8,7 @@
 //!   and never replaces what is there;
 //! - a missing key gives [`StorageError::NotFound`].
 
+pub mod boxcom;
 pub mod local;
 pub mod s3;
 
@@ -25,6 +26,9 @@ pub enum StorageError {
     AlreadyExists { key: String },
     #[error("invalid key `{key}`: {reason}")]
     InvalidKey { key: String, reason: String },
+    /// Credentials a person must renew (exit code 3).
+    #[error("{0}")]
+    Auth(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -145,6 +149,7 @@ pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<
     match config {
         crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
         crate::config::StorageConfig::S3(s) => Ok(Box::new(s3::S3Storage::new(s)?)),
+        crate::config::StorageConfig::Box(b) => Ok(Box::new(boxcom::BoxStorage::new(b)?)),
     }
 }
 

@@ -3,6 +3,7 @@
 //! uniquely named databases and directories and removes them when done.
 #![allow(dead_code)]
 
+pub mod fake_box;
 pub mod faulty_proxy;
 pub mod recorder;
 pub mod s3;
