@@ -254,3 +254,158 @@ async fn invalid_grant_exits_3_and_says_how_to_reauthorise() {
     assert!(fake.files().is_empty());
     assert!(!r.all().contains(CLIENT_SECRET));
 }
+
+fn secret_store_auth() -> String {
+    format!(
+        "method = \"oauth\"\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"${{BOX_CLIENT_SECRET}}\"\ntoken_store = {{ type = \"kubernetes-secret\", name = \"backstop-box-token\", key = \"token\" }}"
+    )
+}
+
+async fn run_with_kubeconfig(cfg: std::path::PathBuf, kubeconfig: std::path::PathBuf) -> Run {
+    tokio::task::spawn_blocking(move || {
+        Run::from(
+            backstop()
+                .args(["backup", "--config"])
+                .arg(&cfg)
+                .env("BOX_CLIENT_SECRET", CLIENT_SECRET)
+                .env("KUBECONFIG", &kubeconfig)
+                .env_remove("KUBERNETES_SERVICE_HOST")
+                .output()
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_runs_sharing_one_kubernetes_secret_both_succeed_with_one_valid_token() {
+    let fake = FakeBox::start().await;
+    let kube = support::fake_kube::FakeKube::start().await;
+    let ws = Workspace::new();
+    let first = fake.issue_refresh_token();
+    kube.put_secret(
+        "backups",
+        "backstop-box-token",
+        "token",
+        &format!("{{\"refresh_token\": \"{first}\"}}"),
+    );
+    let kubeconfig = kube.kubeconfig(ws.dir.path(), "backups");
+    let db = TestDb::create("bs_box_secret");
+    db.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let cfg = ws.path(&format!("{name}.toml"));
+        std::fs::write(
+            &cfg,
+            format!(
+                "{}\n{}",
+                fake.config_toml("shared", &secret_store_auth(), ws.dir.path()),
+                pg_target(name, &db.name, "")
+            ),
+        )
+        .unwrap();
+        runs.push(run_with_kubeconfig(cfg, kubeconfig.clone()));
+    }
+    for r in futures::future::join_all(runs).await {
+        assert_eq!(r.code, 0, "{}", r.all());
+    }
+    let stored: serde_json::Value =
+        serde_json::from_str(&kube.secret_value("backups", "backstop-box-token", "token")).unwrap();
+    let stored = stored["refresh_token"].as_str().unwrap();
+    assert_ne!(stored, first, "rotated");
+    assert!(
+        fake.refresh_token_is_valid(stored),
+        "the stored refresh token is the valid one"
+    );
+    assert_eq!(
+        fake.valid_refresh_tokens(),
+        1,
+        "exactly one valid refresh token"
+    );
+    assert_eq!(
+        fake.stat(|s| s.refreshes),
+        1,
+        "one run refreshed, the other used its token"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_that_may_not_be_updated_is_never_refreshed() {
+    let fake = FakeBox::start().await;
+    let kube = support::fake_kube::FakeKube::start().await;
+    kube.state.lock().unwrap().allow_update = false;
+    let ws = Workspace::new();
+    let first = fake.issue_refresh_token();
+    kube.put_secret(
+        "backups",
+        "backstop-box-token",
+        "token",
+        &format!("{{\"refresh_token\": \"{first}\"}}"),
+    );
+    let kubeconfig = kube.kubeconfig(ws.dir.path(), "backups");
+    let db = TestDb::create("bs_box_ro");
+    let cfg = ws.path("b.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{}",
+            fake.config_toml("f", &secret_store_auth(), ws.dir.path()),
+            pg_target("x", &db.name, "")
+        ),
+    )
+    .unwrap();
+    let r = run_with_kubeconfig(cfg, kubeconfig).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.summary()["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("may not update"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        fake.stat(|s| s.refreshes),
+        0,
+        "the old token was not consumed"
+    );
+    assert!(fake.refresh_token_is_valid(&first));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn secret_store_writes_are_conditional_on_resource_version() {
+    use backstop::tokens::{kubernetes::SecretStore, SaveOutcome, TokenSet, TokenStore};
+    let kube = support::fake_kube::FakeKube::start().await;
+    let ws = Workspace::new();
+    kube.put_secret("ns1", "tok", "token", "{\"refresh_token\": \"r1\"}");
+    std::env::set_var("KUBECONFIG", kube.kubeconfig(ws.dir.path(), "ns1"));
+    let store = SecretStore::new("tok", "token", None);
+    let read = store.load().await.unwrap();
+    assert_eq!(read.token.refresh_token.expose(), "r1");
+    let mine = TokenSet {
+        access_token: None,
+        expires_at: None,
+        refresh_token: backstop::config::Secret::new("r2"),
+        refresh_token_issued_at: None,
+    };
+    // Someone else writes first: our write must not land.
+    kube.put_secret("ns1", "tok", "token", "{\"refresh_token\": \"theirs\"}");
+    match store.save(&mine, &read.version).await.unwrap() {
+        SaveOutcome::Conflict(current) => {
+            assert_eq!(current.token.refresh_token.expose(), "theirs")
+        }
+        SaveOutcome::Saved => panic!("a stale write must not succeed"),
+    }
+    assert_eq!(
+        kube.state.lock().unwrap().conflicts,
+        1,
+        "the API server answered 409"
+    );
+    let fresh = store.load().await.unwrap();
+    assert!(matches!(
+        store.save(&mine, &fresh.version).await.unwrap(),
+        SaveOutcome::Saved
+    ));
+    assert!(kube.secret_value("ns1", "tok", "token").contains("r2"));
+}

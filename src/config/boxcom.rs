@@ -81,9 +81,25 @@ pub struct BoxCcg {
 #[serde(tag = "type", rename_all = "kebab-case")]
 pub enum TokenStoreConfig {
     File(FileTokenStore),
+    KubernetesSecret(SecretTokenStore),
 }
 
-tagged_enum!(TokenStoreConfig, "token store type", { "file" => File });
+tagged_enum!(TokenStoreConfig, "token store type", { "file" => File, "kubernetes-secret" => KubernetesSecret });
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretTokenStore {
+    pub name: String,
+    #[serde(default = "default_secret_key")]
+    pub key: String,
+    /// Default: the pod's namespace (or the KUBECONFIG context's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+fn default_secret_key() -> String {
+    "token".into()
+}
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

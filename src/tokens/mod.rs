@@ -9,6 +9,7 @@
 //! (another run rotated) is re-read rather than refreshed again.
 
 pub mod file;
+pub mod kubernetes;
 
 use crate::config::Secret;
 use async_trait::async_trait;

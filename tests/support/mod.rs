@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_box;
+pub mod fake_kube;
 pub mod faulty_proxy;
 pub mod recorder;
 pub mod s3;

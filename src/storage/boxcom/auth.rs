@@ -67,6 +67,9 @@ pub struct BoxAuthProvider {
 pub fn store_from_config(c: &TokenStoreConfig) -> Box<dyn TokenStore> {
     match c {
         TokenStoreConfig::File(f) => Box::new(FileStore::new(&f.path)),
+        TokenStoreConfig::KubernetesSecret(k) => Box::new(
+            crate::tokens::kubernetes::SecretStore::new(&k.name, &k.key, k.namespace.as_deref()),
+        ),
     }
 }
 
