@@ -7,7 +7,7 @@
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{HeaderMap, Response, StatusCode};
+use axum::http::{Response, StatusCode};
 use base64::Engine;
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -268,7 +268,7 @@ async fn handle(State(state): State<Arc<Mutex<BoxState>>>, req: Request) -> Resp
         .unwrap_or("");
     {
         let mut s = state.lock().unwrap();
-        if !s.access.get(bearer).is_some_and(|exp| *exp > now()) {
+        if s.access.get(bearer).is_none_or(|exp| *exp <= now()) {
             s.stats.unauthorized += 1;
             let mut r = error(StatusCode::UNAUTHORIZED, "unauthorized");
             r.headers_mut().insert(
@@ -615,7 +615,7 @@ fn list(
     query: &HashMap<String, String>,
 ) -> Response<Body> {
     let s = state.lock().unwrap();
-    if !s.items.get(folder).is_some_and(|i| i.kind == "folder") {
+    if s.items.get(folder).is_none_or(|i| i.kind != "folder") {
         return error(StatusCode::NOT_FOUND, "not_found");
     }
     let limit: usize = query
