@@ -62,7 +62,12 @@ fn cronjobs_meet_pod_security_restricted_and_never_overlap() {
             }
             let pod = &jspec["template"]["spec"];
             assert_eq!(pod["restartPolicy"], "Never");
-            assert_eq!(pod["automountServiceAccountToken"], false);
+            // A token only where the Box token store needs API access.
+            let needs_api = !kind(&docs, "Role").is_empty();
+            assert_eq!(
+                pod["automountServiceAccountToken"], needs_api,
+                "{dir} {name}"
+            );
             let psc = &pod["securityContext"];
             assert_eq!(psc["runAsNonRoot"], true);
             assert!(
@@ -150,16 +155,49 @@ fn secrets_come_only_from_secret_key_refs() {
 }
 
 #[test]
-fn no_api_access_is_granted_while_no_token_store_needs_it() {
-    for dir in RENDERS {
-        let docs = render(dir);
-        for k in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
-            assert!(kind(&docs, k).is_empty(), "{dir}: unexpected {k}");
-        }
-        let sa = kind(&docs, "ServiceAccount");
-        assert_eq!(sa.len(), 1);
-        assert_eq!(sa[0]["automountServiceAccountToken"], false);
+fn api_access_is_one_secret_get_update_patch_and_only_where_needed() {
+    let base = render("deploy/kubernetes/base");
+    for k in ["Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"] {
+        assert!(
+            kind(&base, k).is_empty(),
+            "base (S3) needs no API access: unexpected {k}"
+        );
     }
+    let docs = render("deploy/kubernetes/overlays/usingandunderstandingai");
+    assert!(kind(&docs, "ClusterRole").is_empty() && kind(&docs, "ClusterRoleBinding").is_empty());
+    let roles = kind(&docs, "Role");
+    assert_eq!(roles.len(), 1);
+    let rules = roles[0]["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 1);
+    let rule = &rules[0];
+    assert_eq!(
+        rule["resources"],
+        serde_norway::from_str::<Value>("[secrets]").unwrap()
+    );
+    let names = rule["resourceNames"]
+        .as_sequence()
+        .expect("limited by resourceNames");
+    assert_eq!(names.len(), 1, "exactly one resourceName");
+    let verbs: Vec<&str> = rule["verbs"].as_sequence().unwrap().iter().map(s).collect();
+    assert_eq!(verbs, vec!["get", "update", "patch"]);
+    for forbidden in ["list", "create", "delete", "watch", "*"] {
+        assert!(!verbs.contains(&forbidden), "{forbidden}");
+    }
+    let binding = kind(&docs, "RoleBinding")[0];
+    assert_eq!(binding["roleRef"]["name"], roles[0]["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"], "backstop");
+    // The Secret the Role names is the one the config writes the token to.
+    let toml = s(&kind(&docs, "ConfigMap")[0]["data"]["backstop.toml"]);
+    assert!(
+        toml.contains(&format!("name = \"{}\"", s(&names[0]))),
+        "{toml}"
+    );
+    let sa = kind(&docs, "ServiceAccount");
+    assert_eq!(sa.len(), 1);
+    assert_eq!(
+        sa[0]["automountServiceAccountToken"], false,
+        "only the pods that need it mount a token"
+    );
 }
 
 #[test]
@@ -179,8 +217,21 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
         let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         assert_eq!(pod["imagePullSecrets"][0]["name"], "docker-registry");
         let env = pod["containers"][0]["env"].as_sequence().unwrap();
-        let pw = env.iter().find(|e| e["name"] == "DB_PASSWORD").unwrap();
-        assert_eq!(pw["valueFrom"]["secretKeyRef"]["name"], "shared-secrets");
+        let from = |n: &str| {
+            env.iter()
+                .find(|e| e["name"] == n)
+                .map(|e| s(&e["valueFrom"]["secretKeyRef"]["name"]).to_string())
+        };
+        assert_eq!(from("DB_PASSWORD").as_deref(), Some("shared-secrets"));
+        assert_eq!(from("BOX_CLIENT_ID").as_deref(), Some("backstop-box-app"));
+        assert_eq!(
+            from("BOX_CLIENT_SECRET").as_deref(),
+            Some("backstop-box-app")
+        );
+        assert!(
+            from("AWS_ACCESS_KEY_ID").is_none(),
+            "Box replaces the base's S3 keys"
+        );
     }
     let watchdog = &jobs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
@@ -192,7 +243,7 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     let cm = kind(&docs, "ConfigMap")[0];
     let toml = s(&cm["data"]["backstop.toml"]);
     // SAFETY of set_var: this test binary reads these variables nowhere else.
-    for var in ["DB_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"] {
+    for var in ["DB_PASSWORD", "BOX_CLIENT_ID", "BOX_CLIENT_SECRET"] {
         std::env::set_var(var, "x");
     }
     let config =
@@ -201,4 +252,9 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     assert_eq!(targets, vec!["prod", "dev"]);
     assert!(toml.contains("host = \"mail-service\"") && toml.contains("port = 2525"));
     assert!(toml.contains("host = \"postgres\""));
+    assert!(matches!(
+        config.storage,
+        backstop::config::StorageConfig::Box(_)
+    ));
+    assert!(toml.contains("folder = \"usingandunderstanding-backups\""));
 }
