@@ -1,6 +1,7 @@
 //! The command line: one file per command. Each command returns the exit
 //! kind it ends with; `main` turns errors into exit codes.
 
+pub mod auth;
 pub mod backup;
 pub mod config;
 pub mod list;
@@ -59,6 +60,9 @@ pub enum Command {
     /// Notifications.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// Storage credentials (Box OAuth tokens).
+    #[command(subcommand)]
+    Auth(auth::AuthCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -109,6 +113,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Status(args) => status::run(args).await,
         Command::Schedule(args) => schedule::run(args, json).await,
         Command::Notify(cmd) => notify::run(cmd).await,
+        Command::Auth(cmd) => auth::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
     }
 }

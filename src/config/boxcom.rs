@@ -23,6 +23,9 @@ pub struct BoxStorageConfig {
     pub upload_url: String,
     #[serde(default = "default_token")]
     pub token_url: String,
+    /// Where `backstop auth box login` sends the person to authorise.
+    #[serde(default = "default_authorize")]
+    pub authorize_url: String,
     pub auth: BoxAuth,
 }
 
@@ -37,6 +40,9 @@ fn default_api() -> String {
 }
 fn default_upload() -> String {
     "https://upload.box.com/api/2.0".into()
+}
+fn default_authorize() -> String {
+    "https://account.box.com/api/oauth2/authorize".into()
 }
 fn default_token() -> String {
     "https://api.box.com/oauth2/token".into()

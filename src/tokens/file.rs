@@ -133,6 +133,12 @@ impl TokenStore for FileStore {
         Ok(Box::new(FileLock(file)))
     }
 
+    async fn put(&self, token: &TokenSet) -> anyhow::Result<()> {
+        let _guard = self.lock().await?;
+        let (path, text) = (self.path.clone(), token.to_json());
+        tokio::task::spawn_blocking(move || write_atomic(&path, &text)).await?
+    }
+
     async fn save(&self, token: &TokenSet, expected: &str) -> anyhow::Result<SaveOutcome> {
         // Under the lock nobody else writes, but a person may have replaced
         // the file by hand: honour that too.

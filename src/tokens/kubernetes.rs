@@ -125,6 +125,41 @@ impl TokenStore for SecretStore {
         Ok(Box::new(NoLock))
     }
 
+    async fn put(&self, token: &TokenSet) -> anyhow::Result<()> {
+        let api = self.api().await?;
+        let value = ByteString(token.to_json().into_bytes());
+        match api
+            .get_opt(&self.name)
+            .await
+            .with_context(|| format!("reading {}", self.describe()))?
+        {
+            Some(mut secret) => {
+                secret
+                    .data
+                    .get_or_insert_with(Default::default)
+                    .insert(self.key.clone(), value);
+                api.replace(&self.name, &PostParams::default(), &secret)
+                    .await
+                    .with_context(|| format!("updating {}", self.describe()))?;
+            }
+            None => {
+                let secret = Secret {
+                    metadata: kube::api::ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..Default::default()
+                    },
+                    data: Some([(self.key.clone(), value)].into_iter().collect()),
+                    type_: Some("Opaque".into()),
+                    ..Default::default()
+                };
+                api.create(&PostParams::default(), &secret)
+                    .await
+                    .with_context(|| format!("creating {}", self.describe()))?;
+            }
+        }
+        Ok(())
+    }
+
     async fn save(&self, token: &TokenSet, expected: &str) -> anyhow::Result<SaveOutcome> {
         let api = self.api().await?;
         let mut secret = api

@@ -92,4 +92,6 @@ pub trait TokenStore: Send + Sync {
     async fn lock(&self) -> anyhow::Result<Box<dyn RefreshGuard>>;
     /// Write `token` if the store still holds `expected`.
     async fn save(&self, token: &TokenSet, expected: &str) -> anyhow::Result<SaveOutcome>;
+    /// Write `token` whatever the store holds (a person authorising).
+    async fn put(&self, token: &TokenSet) -> anyhow::Result<()>;
 }

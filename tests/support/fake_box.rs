@@ -54,6 +54,7 @@ pub struct BoxState {
     /// access token → expiry (unix seconds)
     access: HashMap<String, i64>,
     refresh: HashSet<String>,
+    codes: HashSet<String>,
     sessions: HashMap<String, UploadSession>,
     /// Lifetime of access tokens handed out, in seconds.
     pub access_ttl: i64,
@@ -87,6 +88,7 @@ impl FakeBox {
             next_id: 1000,
             access: HashMap::new(),
             refresh: HashSet::new(),
+            codes: HashSet::new(),
             sessions: HashMap::new(),
             access_ttl: 3600,
             inject: Vec::new(),
@@ -105,6 +107,13 @@ impl FakeBox {
         let token = format!("refresh-{}", fastrand::u64(..));
         self.state.lock().unwrap().refresh.insert(token.clone());
         token
+    }
+
+    /// An authorization code, as Box hands the browser after consent.
+    pub fn issue_code(&self) -> String {
+        let code = format!("code-{}", fastrand::u64(..));
+        self.state.lock().unwrap().codes.insert(code.clone());
+        code
     }
 
     pub fn refresh_token_is_valid(&self, token: &str) -> bool {
@@ -150,7 +159,7 @@ impl FakeBox {
 
     pub fn config_toml(&self, folder: &str, auth: &str, spool: &std::path::Path) -> String {
         format!(
-            "[storage]\ntype = \"box\"\nfolder = \"{folder}\"\nspool_dir = \"{spool}\"\napi_url = \"{url}/2.0\"\nupload_url = \"{url}/api/2.0\"\ntoken_url = \"{url}/oauth2/token\"\n\n[storage.auth]\n{auth}\n",
+            "[storage]\ntype = \"box\"\nfolder = \"{folder}\"\nspool_dir = \"{spool}\"\napi_url = \"{url}/2.0\"\nupload_url = \"{url}/api/2.0\"\ntoken_url = \"{url}/oauth2/token\"\nauthorize_url = \"{url}/authorize\"\n\n[storage.auth]\n{auth}\n",
             spool = spool.display(),
             url = self.url
         )
@@ -586,6 +595,21 @@ fn token(state: &Arc<Mutex<BoxState>>, form: &HashMap<String, String>) -> Respon
             json(
                 StatusCode::OK,
                 serde_json::json!({"access_token": access, "expires_in": ttl, "token_type": "bearer", "refresh_token": refresh, "restricted_to": []}),
+            )
+        }
+        "authorization_code" => {
+            if get("redirect_uri").is_empty() || !s.codes.remove(get("code")) {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    serde_json::json!({"error": "invalid_grant", "error_description": "Auth code doesn't exist or is invalid for the client"}),
+                );
+            }
+            let refresh = format!("refresh-{}", fastrand::u64(..));
+            s.refresh.insert(refresh.clone());
+            s.access.insert(access.clone(), now() + ttl);
+            json(
+                StatusCode::OK,
+                serde_json::json!({"access_token": access, "expires_in": ttl, "token_type": "bearer", "refresh_token": refresh}),
             )
         }
         "client_credentials" => {

@@ -31,7 +31,10 @@ impl FaultyProxy {
             failures_left: AtomicU32::new(failures),
             failed: AtomicU32::new(0),
             forwarded: AtomicU32::new(0),
-            client: reqwest::Client::new(),
+            client: {
+                backstop::http::install_crypto_provider();
+                reqwest::Client::new()
+            },
         });
         let app = axum::Router::new()
             .fallback(forward)
