@@ -66,7 +66,7 @@ ensure_seaweedfs() {
 
 # Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
 ensure_test_tools() {
-  apt_install openssl curl
+  apt_install openssl curl rclone
   python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd from PyPI"; python3 -m pip install -q aiosmtpd >&2; }
 }
 

@@ -239,3 +239,74 @@ async fn box_storage_conforms() {
         "spool files are removed"
     );
 }
+
+/// rclone with a private config naming `remote`.
+fn rclone_storage(
+    conf_dir: &std::path::Path,
+    conf: &str,
+    remote: &str,
+) -> storage::rclone::RcloneStorage {
+    let path = conf_dir.join("rclone.conf");
+    std::fs::write(&path, conf).unwrap();
+    storage::rclone::RcloneStorage::new(&backstop::config::RcloneStorageConfig {
+        remote: remote.to_string(),
+        prefix: String::new(),
+        rclone_config: Some(path),
+    })
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rclone_local_remote_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let s = rclone_storage(
+        dir.path(),
+        "[disk]\ntype = local\n",
+        &format!("disk:{}", data.display()),
+    );
+    conformance(&s, "conf", 30).await;
+    assert!(walk(&data).is_empty(), "{:?}", walk(&data));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rclone_webdav_remote_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Kill(
+        std::process::Command::new("rclone")
+            .args(["serve", "webdav", "--addr", &format!("127.0.0.1:{port}")])
+            .arg(&served)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("rclone is installed (./scripts/test installs it)"),
+    );
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let s = rclone_storage(
+        dir.path(),
+        &format!("[dav]\ntype = webdav\nurl = http://127.0.0.1:{port}\nvendor = other\n"),
+        "dav:backups",
+    );
+    conformance(&s, "conf", 30).await;
+    assert!(walk(&served).is_empty(), "{:?}", walk(&served));
+}

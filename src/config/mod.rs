@@ -115,6 +115,20 @@ pub enum StorageConfig {
     Local(LocalStorageConfig),
     S3(S3StorageConfig),
     Box(boxcom::BoxStorageConfig),
+    Rclone(RcloneStorageConfig),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RcloneStorageConfig {
+    /// `name:path` of a remote in the rclone config.
+    pub remote: String,
+    #[serde(default)]
+    pub prefix: String,
+    /// rclone.conf to use (its refreshed tokens are written back); rclone's
+    /// own default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rclone_config: Option<PathBuf>,
 }
 
 impl StorageConfig {
@@ -123,6 +137,7 @@ impl StorageConfig {
             StorageConfig::Local(l) => &l.prefix,
             StorageConfig::S3(s) => &s.prefix,
             StorageConfig::Box(b) => &b.prefix,
+            StorageConfig::Rclone(r) => &r.prefix,
         }
     }
 }
@@ -269,7 +284,7 @@ pub struct PostgresTarget {
     pub retention: Option<RetentionConfig>,
 }
 
-tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box });
+tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
 tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres });
 
 fn default_pg_host() -> String {
@@ -344,6 +359,11 @@ impl Config {
                 }
             }
             StorageConfig::Box(b) => boxcom::validate(b).map_err(|e| format!("storage.{e}"))?,
+            StorageConfig::Rclone(r) => {
+                if !r.remote.contains(':') {
+                    return Err(format!("storage.remote: `{}` is not `name:path`", r.remote));
+                }
+            }
         }
         validate_prefix(self.storage.prefix()).map_err(|e| format!("storage.prefix: {e}"))?;
         let c = &self.compression;

@@ -10,6 +10,7 @@
 
 pub mod boxcom;
 pub mod local;
+pub mod rclone;
 pub mod s3;
 
 use async_trait::async_trait;
@@ -150,6 +151,7 @@ pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<
         crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
         crate::config::StorageConfig::S3(s) => Ok(Box::new(s3::S3Storage::new(s)?)),
         crate::config::StorageConfig::Box(b) => Ok(Box::new(boxcom::BoxStorage::new(b)?)),
+        crate::config::StorageConfig::Rclone(r) => Ok(Box::new(rclone::RcloneStorage::new(r)?)),
     }
 }
 

@@ -1,0 +1,372 @@
+//! Any remote rclone reaches (SFTP, WebDAV, Google Drive, OneDrive, ...),
+//! through the `rclone` binary.
+//!
+//! Uploads stream into `rclone rcat` under a temporary name and are moved
+//! into place with `rclone moveto` on commit (after checking the key is
+//! free: never overwrite); abort kills rcat and deletes the temporary file.
+//! rclone runs with a private copy of its config, because it rewrites the
+//! config when it refreshes an OAuth token; after every call a changed copy
+//! is written back to the configured file atomically, under a lock.
+
+use super::{
+    validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
+};
+use crate::config::RcloneStorageConfig;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tokio::process::{Child, Command};
+
+const TEMP_MARKER: &str = ".backstop-tmp-";
+
+struct Inner {
+    remote: String,
+    /// The configured rclone.conf, if any, and our private copy of it.
+    config: Option<(PathBuf, tempfile::NamedTempFile)>,
+    /// Serialises write-backs of a refreshed config.
+    write_back: tokio::sync::Mutex<()>,
+}
+
+pub struct RcloneStorage {
+    inner: Arc<Inner>,
+}
+
+impl RcloneStorage {
+    pub fn new(c: &RcloneStorageConfig) -> anyhow::Result<RcloneStorage> {
+        let config = match &c.rclone_config {
+            Some(path) => {
+                let text = std::fs::read(path).map_err(|e| {
+                    crate::error::usage(format!(
+                        "storage.rclone_config: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let mut copy = tempfile::Builder::new()
+                    .prefix(".backstop-rclone-")
+                    .tempfile()?;
+                std::io::Write::write_all(copy.as_file_mut(), &text)?;
+                Some((path.clone(), copy))
+            }
+            None => None,
+        };
+        Ok(RcloneStorage {
+            inner: Arc::new(Inner {
+                remote: c.remote.trim_end_matches('/').to_string(),
+                config,
+                write_back: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn path(&self, key: &str) -> String {
+        if self.remote.ends_with(':') {
+            format!("{}{key}", self.remote)
+        } else {
+            format!("{}/{key}", self.remote)
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("rclone");
+        if let Some((_, copy)) = &self.config {
+            cmd.arg("--config").arg(copy.path());
+        }
+        cmd.arg("--low-level-retries")
+            .arg("5")
+            .arg("--retries")
+            .arg("3");
+        cmd.kill_on_drop(true);
+        cmd
+    }
+
+    /// Run a short rclone command; (success, stdout, stderr).
+    async fn run(&self, args: &[&str]) -> StorageResult<(bool, Vec<u8>, String)> {
+        let out = self
+            .command()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|e| {
+                StorageError::other("rclone: cannot start it (is rclone installed?)", e)
+            })?;
+        self.write_back_config().await;
+        Ok((
+            out.status.success(),
+            out.stdout,
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
+    }
+
+    /// If rclone refreshed a token it rewrote our copy: keep the original
+    /// in step, or the next run starts from a revoked token.
+    async fn write_back_config(&self) {
+        let Some((original, copy)) = &self.config else {
+            return;
+        };
+        let _guard = self.write_back.lock().await;
+        let (Ok(new), Ok(old)) = (std::fs::read(copy.path()), std::fs::read(original)) else {
+            return;
+        };
+        if new == old {
+            return;
+        }
+        let text = String::from_utf8_lossy(&new).into_owned();
+        let original = original.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            crate::tokens::file::write_atomic(&original, &text)
+        })
+        .await;
+        match result {
+            Ok(Ok(())) => tracing::info!("rclone refreshed its token; config written back"),
+            _ => tracing::error!(
+                "COULD NOT WRITE BACK rclone's refreshed config: the stored token may now be stale"
+            ),
+        }
+    }
+
+    async fn stat(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let found = self.lsjson(dir, false).await?;
+        let hit = found.into_iter().find(|m| m.key == name).map(|mut m| {
+            m.key = key.to_string();
+            m
+        });
+        Ok(hit)
+    }
+
+    /// Files in `dir` (recursively when asked), keys relative to `dir`.
+    async fn lsjson(&self, dir: &str, recursive: bool) -> StorageResult<Vec<ObjectMeta>> {
+        let target = self.path(dir);
+        let mut args = vec!["lsjson", "--files-only", "--no-mimetype"];
+        if recursive {
+            args.push("-R");
+        }
+        args.push(&target);
+        let (ok, stdout, stderr) = self.run(&args).await?;
+        if !ok {
+            if stderr.contains("directory not found") || stderr.contains("not found") {
+                return Ok(Vec::new());
+            }
+            return Err(StorageError::other(
+                format!("rclone lsjson {target}"),
+                stderr,
+            ));
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Entry {
+            path: String,
+            size: i64,
+            mod_time: String,
+        }
+        let entries: Vec<Entry> = serde_json::from_slice(&stdout)
+            .map_err(|e| StorageError::other(format!("rclone lsjson {target}"), e))?;
+        Ok(entries
+            .into_iter()
+            .filter(|e| {
+                !e.path
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or("")
+                    .starts_with(TEMP_MARKER)
+            })
+            .map(|e| ObjectMeta {
+                key: e.path,
+                size: e.size.max(0) as u64,
+                modified: chrono::DateTime::parse_from_rfc3339(&e.mod_time)
+                    .map(|t| t.with_timezone(&chrono::Utc))
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Storage for RcloneStorage {
+    fn describe(&self) -> String {
+        format!("rclone {}", self.inner.remote)
+    }
+
+    async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
+        validate_key(key)?;
+        let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
+        let temp_key = if dir.is_empty() {
+            format!("{TEMP_MARKER}{}-{name}", fastrand::u64(..))
+        } else {
+            format!("{dir}/{TEMP_MARKER}{}-{name}", fastrand::u64(..))
+        };
+        let child = self
+            .inner
+            .command()
+            .arg("rcat")
+            .arg(self.inner.path(&temp_key))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| {
+                StorageError::other("rclone: cannot start it (is rclone installed?)", e)
+            })?;
+        Ok(Box::new(RcloneUpload {
+            inner: Arc::clone(&self.inner),
+            key: key.to_string(),
+            temp_key,
+            child: Some(child),
+            size: 0,
+        }))
+    }
+
+    async fn open(&self, key: &str) -> StorageResult<ByteStream> {
+        validate_key(key)?;
+        if self.inner.stat(key).await?.is_none() {
+            return Err(StorageError::NotFound {
+                key: key.to_string(),
+            });
+        }
+        let mut child = self
+            .inner
+            .command()
+            .arg("cat")
+            .arg(self.inner.path(key))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| StorageError::other("rclone: cannot start it", e))?;
+        let stdout = child.stdout.take().expect("piped");
+        let key_owned = key.to_string();
+        // After the last byte, rclone's exit status decides: a failed cat
+        // must not look like a short file.
+        let tail = futures::stream::once(async move {
+            match child.wait_with_output().await {
+                Ok(out) if out.status.success() => None,
+                Ok(out) => Some(Err(StorageError::other(
+                    format!("rclone cat {key_owned}"),
+                    String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                ))),
+                Err(e) => Some(Err(StorageError::other(
+                    format!("rclone cat {key_owned}"),
+                    e,
+                ))),
+            }
+        })
+        .filter_map(|x| async move { x });
+        let key_owned = key.to_string();
+        let body = tokio_util::io::ReaderStream::with_capacity(stdout, 1 << 20)
+            .map(move |r| r.map_err(|e| StorageError::other(format!("rclone cat {key_owned}"), e)));
+        Ok(Box::pin(body.chain(tail)))
+    }
+
+    async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let mut out: Vec<ObjectMeta> = self
+            .inner
+            .lsjson(dir, true)
+            .await?
+            .into_iter()
+            .map(|mut m| {
+                if !dir.is_empty() {
+                    m.key = format!("{dir}/{}", m.key);
+                }
+                m
+            })
+            .filter(|m| m.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &str) -> StorageResult<()> {
+        validate_key(key)?;
+        if self.inner.stat(key).await?.is_none() {
+            return Ok(());
+        }
+        let target = self.inner.path(key);
+        let (ok, _, stderr) = self.inner.run(&["deletefile", &target]).await?;
+        if ok {
+            Ok(())
+        } else {
+            Err(StorageError::other(
+                format!("rclone deletefile {target}"),
+                stderr,
+            ))
+        }
+    }
+}
+
+struct RcloneUpload {
+    inner: Arc<Inner>,
+    key: String,
+    temp_key: String,
+    child: Option<Child>,
+    size: u64,
+}
+
+impl RcloneUpload {
+    async fn remove_temp(&self) {
+        let target = self.inner.path(&self.temp_key);
+        let _ = self.inner.run(&["deletefile", &target]).await;
+    }
+}
+
+#[async_trait]
+impl Upload for RcloneUpload {
+    async fn write(&mut self, chunk: Bytes) -> StorageResult<()> {
+        let child = self.child.as_mut().expect("open until commit/abort");
+        let stdin = child.stdin.as_mut().expect("stdin piped");
+        stdin
+            .write_all(&chunk)
+            .await
+            .map_err(|e| StorageError::other(format!("rclone rcat {}", self.key), e))?;
+        self.size += chunk.len() as u64;
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<Receipt> {
+        let mut child = self.child.take().expect("open until commit/abort");
+        drop(child.stdin.take()); // EOF: rcat finishes the upload
+        let out = child
+            .wait_with_output()
+            .await
+            .map_err(|e| StorageError::other("rclone rcat", e))?;
+        self.inner.write_back_config().await;
+        if !out.status.success() {
+            self.remove_temp().await;
+            return Err(StorageError::other(
+                format!("rclone rcat {}", self.key),
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ));
+        }
+        if self.inner.stat(&self.key).await?.is_some() {
+            self.remove_temp().await;
+            return Err(StorageError::AlreadyExists {
+                key: self.key.clone(),
+            });
+        }
+        let (from, to) = (self.inner.path(&self.temp_key), self.inner.path(&self.key));
+        let (ok, _, stderr) = self.inner.run(&["moveto", &from, &to]).await?;
+        if !ok {
+            self.remove_temp().await;
+            return Err(StorageError::other(format!("rclone moveto {to}"), stderr));
+        }
+        Ok(Receipt {
+            key: self.key.clone(),
+            size: self.size,
+        })
+    }
+
+    async fn abort(mut self: Box<Self>) -> StorageResult<()> {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+        self.remove_temp().await;
+        Ok(())
+    }
+}
