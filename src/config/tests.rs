@@ -106,11 +106,53 @@ fn example_config_parses_and_documents_every_key() {
         &toml::Value::try_from(&all_notify.metrics).unwrap(),
         &mut keys,
     );
+    collect_keys(
+        &toml::Value::try_from(&all_notify.schedule).unwrap(),
+        &mut keys,
+    );
+    for storage in [
+        r#"
+        type = "box"
+        folder = "f"
+        root_folder_id = "0"
+        prefix = "p"
+        spool_dir = "/s"
+        api_url = "http://x"
+        upload_url = "http://x"
+        token_url = "http://x"
+        authorize_url = "http://x"
+        [auth]
+        method = "oauth"
+        client_id = "i"
+        client_secret = "s"
+        token_store = { type = "kubernetes-secret", name = "n", key = "k", namespace = "ns" }
+        "#,
+        r#"
+        type = "box"
+        folder = "f"
+        [auth]
+        method = "ccg"
+        client_id = "i"
+        client_secret = "s"
+        subject_type = "enterprise"
+        subject_id = "1"
+        "#,
+        r#"
+        type = "rclone"
+        remote = "r:p"
+        prefix = "p"
+        rclone_config = "/c"
+        "#,
+    ] {
+        let parsed: StorageConfig = toml::from_str(storage).unwrap();
+        collect_keys(&toml::Value::try_from(&parsed).unwrap(), &mut keys);
+    }
     keys.retain(|k| k != "A");
     for key in keys {
         let documented = text.lines().any(|l| {
             let l = l.trim_start_matches(['#', ' ']);
-            l.starts_with(&format!("{key} ="))
+            (l.starts_with(&format!("{key} ="))
+                || (l.starts_with('[') && l.trim_end().ends_with(&format!(".{key}]"))))
                 || l.starts_with(&format!("[{key}]"))
                 || l.starts_with(&format!("[[{key}]]"))
         });
