@@ -359,8 +359,14 @@ fn feed(
         buf: Vec::with_capacity(2 * HOLDBACK_BYTES),
         release: Arc::clone(&release),
     };
-    let result = (|| {
-        let mut dec = decoder(algorithm, holdback).map_err(FeedError::Io)?;
+    let mut dec = match decoder(algorithm, holdback) {
+        Ok(d) => d,
+        Err(e) => {
+            running.kill();
+            return (Err(FeedError::Io(e)), running.wait());
+        }
+    };
+    let verified = (|| {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut decode_error = None;
@@ -383,19 +389,29 @@ fn feed(
                  storage returned {size} bytes with SHA-256 {actual}; the restore was stopped before it committed"
             )));
         }
-        if let Some(e) = decode_error {
-            return Err(FeedError::Io(e));
+        match decode_error {
+            Some(e) => Err(FeedError::Io(e)),
+            None => Ok(size),
         }
-        release.store(true, Ordering::SeqCst);
-        dec.finish().map_err(FeedError::Io)?;
-        Ok(size)
     })();
-    if result.is_err() {
-        running.kill();
+    match verified {
+        Ok(size) => {
+            release.store(true, Ordering::SeqCst);
+            // Flushes the held-back tail; dropping the decoder closes stdin,
+            // and only now can the tool reach EOF and commit.
+            let finished = dec.finish().map(|()| size).map_err(FeedError::Io);
+            (finished, running.wait())
+        }
+        Err(e) => {
+            // Regression (restore of a corrupted gzip object committed a
+            // partial schema): stdin must stay open until the tool is dead,
+            // or it sees EOF and commits the truncated script.
+            running.kill();
+            let finished = running.wait();
+            drop(dec);
+            (Err(e), finished)
+        }
     }
-    // The decoder (and with it stdin) is dropped by now: EOF for the tool.
-    let finished = running.wait();
-    (result, finished)
 }
 
 /// Passes bytes on, except the last `HOLDBACK_BYTES`, until released.
