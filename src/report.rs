@@ -81,6 +81,21 @@ pub struct PruneSummary {
     pub error: Option<String>,
 }
 
+impl PruneSummary {
+    /// "2 backups and 1 orphans deleted; FAILED: …"
+    pub fn describe(&self) -> String {
+        format!(
+            "{} backups and {} orphans deleted{}",
+            self.deleted.len(),
+            self.orphans_deleted.len(),
+            self.error
+                .as_deref()
+                .map(|e| format!("; FAILED: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
 impl TargetReport {
     /// Raw (uncompressed) throughput in bytes per second.
     pub fn throughput(&self) -> f64 {
@@ -134,16 +149,7 @@ impl RunReport {
                         t.backup_id.as_deref().unwrap_or("")
                     ));
                     if let Some(p) = &t.prune {
-                        out.push_str(&format!(
-                            "  {:<20} prune   {} backups and {} orphans deleted{}\n",
-                            "",
-                            p.deleted.len(),
-                            p.orphans_deleted.len(),
-                            p.error
-                                .as_deref()
-                                .map(|e| format!("; FAILED: {e}"))
-                                .unwrap_or_default()
-                        ));
+                        out.push_str(&format!("  {:<20} prune   {}\n", "", p.describe()));
                     }
                 }
                 Status::Failed => out.push_str(&format!(

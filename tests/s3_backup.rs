@@ -20,6 +20,17 @@ fn run_s3(args: &[&str], config: &std::path::Path, server: &s3::S3Server) -> Run
     Run::from(cmd.output().unwrap())
 }
 
+/// `run_s3` off the test's async runtime, where the fake servers live.
+async fn run_s3_async(args: Vec<String>, cfg: &std::path::Path) -> Run {
+    let cfg = cfg.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_s3(&args, &cfg, &s3::server())
+    })
+    .await
+    .unwrap()
+}
+
 fn write_config(ws: &Workspace, storage: &str, targets: &str) -> std::path::PathBuf {
     let p = ws.path("backstop.toml");
     std::fs::write(&p, format!("{storage}\n{targets}")).unwrap();
@@ -61,29 +72,19 @@ async fn large_backup_through_s3_round_trips() {
             pg_target("large", &src.name, "")
         ),
     );
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server) = (cfg.clone(), s3::server());
-        move || run_s3(&["backup"], &cfg, &server)
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(vec!["backup".into()], &cfg).await;
     assert_eq!(r.code, 0, "{}", r.all());
     let stored = r.summary()["targets"][0]["stored_bytes"].as_u64().unwrap();
     assert!(stored >= 200_000_000, "stored only {stored} bytes");
 
     let dest = TestDb::reserve("bs_s3_large_restored");
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server, url) = (cfg.clone(), s3::server(), dest.url());
-        move || {
-            run_s3(
-                &["restore", "-t", "large", "--into", &url, "--create"],
-                &cfg,
-                &server,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(
+        ["restore", "-t", "large", "--into", &dest.url(), "--create"]
+            .map(String::from)
+            .to_vec(),
+        &cfg,
+    )
+    .await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(src.fingerprint(), dest.fingerprint());
     server.delete_bucket(&bucket);
@@ -115,12 +116,7 @@ async fn failed_dump_leaves_no_object_and_no_multipart_upload() {
             )
         ),
     );
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server) = (cfg.clone(), s3::server());
-        move || run_s3(&["backup"], &cfg, &server)
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(vec!["backup".into()], &cfg).await;
     assert_eq!(r.code, 1, "{}", r.all());
     assert_eq!(r.summary()["targets"][0]["stage"], "dump");
     assert_bucket_clean(&server, &bucket).await;
@@ -212,12 +208,7 @@ async fn transient_errors_on_parts_are_retried_with_the_same_bytes() {
             pg_target("retry", &src.name, "")
         ),
     );
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server) = (cfg.clone(), s3::server());
-        move || run_s3(&["backup"], &cfg, &server)
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(vec!["backup".into()], &cfg).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(
         proxy.state.failed.load(std::sync::atomic::Ordering::SeqCst),
@@ -230,18 +221,13 @@ async fn transient_errors_on_parts_are_retried_with_the_same_bytes() {
         r.stderr
     );
     let dest = TestDb::reserve("bs_s3_retry_restored");
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server, url) = (cfg.clone(), s3::server(), dest.url());
-        move || {
-            run_s3(
-                &["restore", "-t", "retry", "--into", &url, "--create"],
-                &cfg,
-                &server,
-            )
-        }
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(
+        ["restore", "-t", "retry", "--into", &dest.url(), "--create"]
+            .map(String::from)
+            .to_vec(),
+        &cfg,
+    )
+    .await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(src.fingerprint(), dest.fingerprint());
     server.delete_bucket(&bucket);
@@ -302,12 +288,7 @@ async fn auth_and_bucket_errors_fail_fast_with_a_clear_message() {
         &server.storage_toml(&missing, &server.endpoint),
         &target,
     );
-    let r = tokio::task::spawn_blocking({
-        let (cfg, server) = (cfg.clone(), s3::server());
-        move || run_s3(&["backup"], &cfg, &server)
-    })
-    .await
-    .unwrap();
+    let r = run_s3_async(vec!["backup".into()], &cfg).await;
     assert_eq!(r.code, 1, "{}", r.all());
     let err = r.summary()["targets"][0]["error"]
         .as_str()

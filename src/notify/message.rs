@@ -111,15 +111,7 @@ pub fn text_body(report: &RunReport) -> String {
             }
         }
         if let Some(p) = &t.prune {
-            out.push_str(&format!(
-                "  prune: {} backups, {} orphans deleted{}\n",
-                p.deleted.len(),
-                p.orphans_deleted.len(),
-                p.error
-                    .as_deref()
-                    .map(|e| format!("; FAILED: {e}"))
-                    .unwrap_or_default()
-            ));
+            out.push_str(&format!("  prune: {}\n", p.describe()));
         }
         out.push('\n');
     }

@@ -44,6 +44,17 @@ pub trait Notifier: Send + Sync {
     async fn send(&self, event: &Event<'_>) -> anyhow::Result<()>;
 }
 
+/// Send one notifier request; any answer but 2xx is a failure. The URL is
+/// a secret, so errors never show it.
+pub async fn send_checked(req: reqwest::RequestBuilder) -> anyhow::Result<()> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+    anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
+    Ok(())
+}
+
 /// Whether an `on = [...]` list wants this end-of-run event.
 pub fn on_matches(on: &[NotifyOn], event: &Event<'_>) -> bool {
     match event {

@@ -61,13 +61,6 @@ impl Notifier for PingNotifier {
                 crate::report::hostname()
             )),
         };
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
-        if !resp.status().is_success() {
-            anyhow::bail!("HTTP {}", resp.status());
-        }
-        Ok(())
+        super::send_checked(req).await
     }
 }

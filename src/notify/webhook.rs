@@ -67,13 +67,6 @@ impl Notifier for WebhookNotifier {
         for (k, v) in &self.config.headers {
             req = req.header(k, v.expose());
         }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
-        if !resp.status().is_success() {
-            anyhow::bail!("HTTP {}", resp.status());
-        }
-        Ok(())
+        super::send_checked(req).await
     }
 }

@@ -86,6 +86,14 @@ pub trait Storage: Send + Sync {
     async fn delete(&self, key: &str) -> StorageResult<()>;
 }
 
+/// A listing's RFC 3339 modification time; unknown or unparsable times
+/// read as the epoch, which only makes an orphan look old.
+pub fn parse_time(t: Option<&str>) -> DateTime<Utc> {
+    t.and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
 /// Write a whole small object (a manifest) in one go.
 pub async fn put_bytes(storage: &dyn Storage, key: &str, data: Bytes) -> StorageResult<Receipt> {
     let mut upload = storage.create(key).await?;

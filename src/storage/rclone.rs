@@ -180,9 +180,7 @@ impl Inner {
             .map(|e| ObjectMeta {
                 key: e.path,
                 size: e.size.max(0) as u64,
-                modified: chrono::DateTime::parse_from_rfc3339(&e.mod_time)
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_default(),
+                modified: super::parse_time(Some(&e.mod_time)),
             })
             .collect())
     }

@@ -338,12 +338,7 @@ impl Storage for S3Storage {
             let page = ListObjectsV2::parse_response(&body)
                 .map_err(|e| inner.err("parse listing of", prefix, e))?;
             for c in page.contents {
-                let modified = c
-                    .last_modified
-                    .as_deref()
-                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                    .map(|t| t.with_timezone(&chrono::Utc))
-                    .unwrap_or_default();
+                let modified = super::parse_time(c.last_modified.as_deref());
                 out.push(ObjectMeta {
                     key: c.key,
                     size: c.size.unwrap_or(0),

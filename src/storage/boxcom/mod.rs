@@ -312,12 +312,7 @@ impl Inner {
                     "file" => out.push(ObjectMeta {
                         key,
                         size: item.size.unwrap_or(0),
-                        modified: item
-                            .modified_at
-                            .as_deref()
-                            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                            .map(|t| t.with_timezone(&chrono::Utc))
-                            .unwrap_or_default(),
+                        modified: super::parse_time(item.modified_at.as_deref()),
                     }),
                     _ => {}
                 }
