@@ -252,6 +252,7 @@ fn rclone_storage(
         remote: remote.to_string(),
         prefix: String::new(),
         rclone_config: Some(path),
+        rclone_config_secret: None,
     })
     .unwrap()
 }

@@ -129,6 +129,23 @@ pub struct RcloneStorageConfig {
     /// own default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rclone_config: Option<PathBuf>,
+    /// Or the rclone.conf in a Kubernetes Secret (written back likewise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rclone_config_secret: Option<RcloneConfigSecret>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RcloneConfigSecret {
+    pub name: String,
+    #[serde(default = "default_rclone_key")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+fn default_rclone_key() -> String {
+    "rclone.conf".into()
 }
 
 impl StorageConfig {
@@ -362,6 +379,11 @@ impl Config {
             StorageConfig::Rclone(r) => {
                 if !r.remote.contains(':') {
                     return Err(format!("storage.remote: `{}` is not `name:path`", r.remote));
+                }
+                if r.rclone_config.is_some() && r.rclone_config_secret.is_some() {
+                    return Err(
+                        "storage: set rclone_config or rclone_config_secret, not both".into(),
+                    );
                 }
             }
         }

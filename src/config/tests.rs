@@ -142,6 +142,7 @@ fn example_config_parses_and_documents_every_key() {
         remote = "r:p"
         prefix = "p"
         rclone_config = "/c"
+        rclone_config_secret = { name = "n", key = "k", namespace = "ns" }
         "#,
     ] {
         let parsed: StorageConfig = toml::from_str(storage).unwrap();

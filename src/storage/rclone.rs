@@ -6,7 +6,8 @@
 //! free: never overwrite); abort kills rcat and deletes the temporary file.
 //! rclone runs with a private copy of its config, because it rewrites the
 //! config when it refreshes an OAuth token; after every call a changed copy
-//! is written back to the configured file atomically, under a lock.
+//! is written back to where the config came from: a file (atomically) or a
+//! Kubernetes Secret (conditional on the resourceVersion read).
 
 use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
@@ -23,12 +24,22 @@ use tokio::process::{Child, Command};
 
 const TEMP_MARKER: &str = ".backstop-tmp-";
 
+/// Where the rclone config lives, so refreshed tokens can go back there.
+enum ConfigSource {
+    File(PathBuf),
+    Secret(crate::tokens::kubernetes::SecretStore),
+}
+
+/// Our private copy, and the text/version last seen at the source.
+struct PrivateConfig {
+    copy: tempfile::NamedTempFile,
+    last: tokio::sync::Mutex<(Vec<u8>, String)>,
+}
+
 struct Inner {
     remote: String,
-    /// The configured rclone.conf, if any, and our private copy of it.
-    config: Option<(PathBuf, tempfile::NamedTempFile)>,
-    /// Serialises write-backs of a refreshed config.
-    write_back: tokio::sync::Mutex<()>,
+    source: Option<ConfigSource>,
+    private: tokio::sync::OnceCell<PrivateConfig>,
 }
 
 pub struct RcloneStorage {
@@ -37,27 +48,22 @@ pub struct RcloneStorage {
 
 impl RcloneStorage {
     pub fn new(c: &RcloneStorageConfig) -> anyhow::Result<RcloneStorage> {
-        let config = match &c.rclone_config {
-            Some(path) => {
-                let text = std::fs::read(path).map_err(|e| {
-                    crate::error::usage(format!(
-                        "storage.rclone_config: cannot read {}: {e}",
-                        path.display()
-                    ))
-                })?;
-                let mut copy = tempfile::Builder::new()
-                    .prefix(".backstop-rclone-")
-                    .tempfile()?;
-                std::io::Write::write_all(copy.as_file_mut(), &text)?;
-                Some((path.clone(), copy))
-            }
-            None => None,
+        let source = match (&c.rclone_config, &c.rclone_config_secret) {
+            (Some(path), _) => Some(ConfigSource::File(path.clone())),
+            (None, Some(s)) => Some(ConfigSource::Secret(
+                crate::tokens::kubernetes::SecretStore::new(
+                    &s.name,
+                    &s.key,
+                    s.namespace.as_deref(),
+                ),
+            )),
+            (None, None) => None,
         };
         Ok(RcloneStorage {
             inner: Arc::new(Inner {
                 remote: c.remote.trim_end_matches('/').to_string(),
-                config,
-                write_back: tokio::sync::Mutex::new(()),
+                source,
+                private: tokio::sync::OnceCell::new(),
             }),
         })
     }
@@ -72,23 +78,59 @@ impl Inner {
         }
     }
 
-    fn command(&self) -> Command {
+    /// The private copy, made on first use from the source.
+    async fn private(&self) -> StorageResult<Option<&PrivateConfig>> {
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let p = self
+            .private
+            .get_or_try_init(|| async {
+                let (text, version) = match source {
+                    ConfigSource::File(path) => (
+                        std::fs::read(path).map_err(|e| {
+                            StorageError::other(format!("rclone config {}", path.display()), e)
+                        })?,
+                        String::new(),
+                    ),
+                    ConfigSource::Secret(store) => {
+                        let (t, v) = store.read_text().await.map_err(StorageError::Other)?;
+                        (t.into_bytes(), v)
+                    }
+                };
+                let mut copy = tempfile::Builder::new()
+                    .prefix(".backstop-rclone-")
+                    .tempfile()
+                    .map_err(|e| StorageError::other("rclone: private config copy", e))?;
+                std::io::Write::write_all(copy.as_file_mut(), &text)
+                    .map_err(|e| StorageError::other("rclone: private config copy", e))?;
+                Ok::<_, StorageError>(PrivateConfig {
+                    copy,
+                    last: tokio::sync::Mutex::new((text, version)),
+                })
+            })
+            .await?;
+        Ok(Some(p))
+    }
+
+    async fn command(&self) -> StorageResult<Command> {
         let mut cmd = Command::new("rclone");
-        if let Some((_, copy)) = &self.config {
-            cmd.arg("--config").arg(copy.path());
+        if let Some(p) = self.private().await? {
+            cmd.arg("--config").arg(p.copy.path());
         }
         cmd.arg("--low-level-retries")
             .arg("5")
             .arg("--retries")
             .arg("3");
         cmd.kill_on_drop(true);
-        cmd
+        Ok(cmd)
     }
 
     /// Run a short rclone command; (success, stdout, stderr).
     async fn run(&self, args: &[&str]) -> StorageResult<(bool, Vec<u8>, String)> {
         let out = self
             .command()
+            .await?
             .args(args)
             .stdin(Stdio::null())
             .output()
@@ -104,30 +146,48 @@ impl Inner {
         ))
     }
 
-    /// If rclone refreshed a token it rewrote our copy: keep the original
-    /// in step, or the next run starts from a revoked token.
+    /// If rclone refreshed a token it rewrote our copy: keep the source in
+    /// step, or the next run starts from a revoked token.
     async fn write_back_config(&self) {
-        let Some((original, copy)) = &self.config else {
+        let (Some(source), Some(p)) = (&self.source, self.private.get()) else {
             return;
         };
-        let _guard = self.write_back.lock().await;
-        let (Ok(new), Ok(old)) = (std::fs::read(copy.path()), std::fs::read(original)) else {
+        let mut last = p.last.lock().await;
+        let Ok(now) = std::fs::read(p.copy.path()) else {
             return;
         };
-        if new == old {
+        if now == last.0 {
             return;
         }
-        let text = String::from_utf8_lossy(&new).into_owned();
-        let original = original.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            crate::tokens::file::write_atomic(&original, &text)
-        })
-        .await;
+        let text = String::from_utf8_lossy(&now).into_owned();
+        let result: anyhow::Result<String> = match source {
+            ConfigSource::File(path) => {
+                let path = path.clone();
+                let t = text.clone();
+                match tokio::task::spawn_blocking(move || {
+                    crate::tokens::file::write_atomic(&path, &t)
+                })
+                .await
+                {
+                    Ok(r) => r.map(|()| String::new()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            ConfigSource::Secret(store) => match store.write_text(&text, &last.1).await {
+                Ok(Some(v)) => Ok(v),
+                Ok(None) => Err(anyhow::anyhow!(
+                    "{} changed since it was read (409)",
+                    crate::tokens::TokenStore::describe(store)
+                )),
+                Err(e) => Err(e),
+            },
+        };
         match result {
-            Ok(Ok(())) => tracing::info!("rclone refreshed its token; config written back"),
-            _ => tracing::error!(
-                "COULD NOT WRITE BACK rclone's refreshed config: the stored token may now be stale"
-            ),
+            Ok(version) => {
+                *last = (now, version);
+                tracing::info!("rclone refreshed its token; config written back");
+            }
+            Err(e) => tracing::error!("COULD NOT WRITE BACK rclone's refreshed config, the stored token may now be stale: {e:#}"),
         }
     }
 
@@ -203,6 +263,7 @@ impl Storage for RcloneStorage {
         let child = self
             .inner
             .command()
+            .await?
             .arg("rcat")
             .arg(self.inner.path(&temp_key))
             .stdin(Stdio::piped())
@@ -231,6 +292,7 @@ impl Storage for RcloneStorage {
         let mut child = self
             .inner
             .command()
+            .await?
             .arg("cat")
             .arg(self.inner.path(key))
             .stdin(Stdio::null())

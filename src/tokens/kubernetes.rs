@@ -55,17 +55,61 @@ impl SecretStore {
         Ok(Api::namespaced(client.clone(), ns))
     }
 
-    fn read(&self, secret: &Secret) -> anyhow::Result<Versioned> {
+    fn raw(&self, secret: &Secret) -> anyhow::Result<(String, String)> {
         let bytes = secret
             .data
             .as_ref()
             .and_then(|d| d.get(&self.key))
             .with_context(|| format!("{} has no key `{}`", self.describe(), self.key))?;
-        let text = std::str::from_utf8(&bytes.0).context("the token is not UTF-8")?;
+        let text = String::from_utf8(bytes.0.clone())
+            .with_context(|| format!("{} is not UTF-8", self.describe()))?;
+        Ok((
+            text,
+            secret.metadata.resource_version.clone().unwrap_or_default(),
+        ))
+    }
+
+    fn read(&self, secret: &Secret) -> anyhow::Result<Versioned> {
+        let (text, version) = self.raw(secret)?;
         Ok(Versioned {
-            token: TokenSet::from_json(text).with_context(|| self.describe())?,
-            version: secret.metadata.resource_version.clone().unwrap_or_default(),
+            token: TokenSet::from_json(&text).with_context(|| self.describe())?,
+            version,
         })
+    }
+
+    /// The value as text, with the resourceVersion it was read at (for
+    /// other secrets than tokens: an rclone config).
+    pub async fn read_text(&self) -> anyhow::Result<(String, String)> {
+        let secret = self
+            .api()
+            .await?
+            .get(&self.name)
+            .await
+            .with_context(|| format!("reading {}", self.describe()))?;
+        self.raw(&secret)
+    }
+
+    /// Write text if the Secret is still at `expected`; the new version, or
+    /// None when someone wrote first.
+    pub async fn write_text(&self, text: &str, expected: &str) -> anyhow::Result<Option<String>> {
+        let api = self.api().await?;
+        let mut secret = api
+            .get(&self.name)
+            .await
+            .with_context(|| format!("reading {}", self.describe()))?;
+        secret.metadata.resource_version = Some(expected.to_string());
+        secret
+            .data
+            .get_or_insert_with(Default::default)
+            .insert(self.key.clone(), ByteString(text.as_bytes().to_vec()));
+        match api
+            .replace(&self.name, &PostParams::default(), &secret)
+            .await
+        {
+            Ok(written) => Ok(Some(written.metadata.resource_version.unwrap_or_default())),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(None),
+            Err(e) => Err(anyhow::anyhow!(e).context(format!("updating {}", self.describe()))),
+        }
     }
 }
 
