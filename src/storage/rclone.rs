@@ -27,7 +27,7 @@ const TEMP_MARKER: &str = ".backstop-tmp-";
 /// Where the rclone config lives, so refreshed tokens can go back there.
 enum ConfigSource {
     File(PathBuf),
-    Secret(crate::tokens::kubernetes::SecretStore),
+    Secret(Box<crate::tokens::kubernetes::SecretStore>),
 }
 
 /// Our private copy, and the text/version last seen at the source.
@@ -55,7 +55,7 @@ impl RcloneStorage {
                     &s.name,
                     &s.key,
                     s.namespace.as_deref(),
-                ),
+                )),
             )),
             (None, None) => None,
         };
