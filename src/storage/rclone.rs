@@ -50,13 +50,13 @@ impl RcloneStorage {
     pub fn new(c: &RcloneStorageConfig) -> anyhow::Result<RcloneStorage> {
         let source = match (&c.rclone_config, &c.rclone_config_secret) {
             (Some(path), _) => Some(ConfigSource::File(path.clone())),
-            (None, Some(s)) => Some(ConfigSource::Secret(
+            (None, Some(s)) => Some(ConfigSource::Secret(Box::new(
                 crate::tokens::kubernetes::SecretStore::new(
                     &s.name,
                     &s.key,
                     s.namespace.as_deref(),
-                )),
-            )),
+                ),
+            ))),
             (None, None) => None,
         };
         Ok(RcloneStorage {
