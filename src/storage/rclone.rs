@@ -177,7 +177,7 @@ impl Inner {
                 Ok(Some(v)) => Ok(v),
                 Ok(None) => Err(anyhow::anyhow!(
                     "{} changed since it was read (409)",
-                    crate::tokens::TokenStore::describe(store)
+                    crate::tokens::TokenStore::describe(store.as_ref())
                 )),
                 Err(e) => Err(e),
             },
