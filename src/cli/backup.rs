@@ -42,10 +42,11 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     pub fn new(config: &'a Config, names: &[String]) -> anyhow::Result<Plan<'a>> {
+        let (storage, layout) = super::open_storage(config)?;
         Ok(Plan {
             targets: select_targets(config, names)?,
-            storage: crate::storage::from_config(&config.storage)?,
-            layout: Layout::new(config.storage.prefix()),
+            storage,
+            layout,
             codec: Codec::from_config(&config.compression),
             notifiers: crate::notify::from_config(&config.notify)
                 .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?,

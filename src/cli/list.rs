@@ -1,5 +1,5 @@
 use super::{select_targets, ConfigArg};
-use crate::catalog::{list_target, Layout};
+use crate::catalog::list_target;
 use crate::error::ExitKind;
 use crate::report::human_bytes;
 use clap::Args;
@@ -35,8 +35,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let storage = crate::storage::from_config(&config.storage)?;
-    let layout = Layout::new(config.storage.prefix());
+    let (storage, layout) = super::open_storage(&config)?;
     let mut listings = Vec::new();
     for t in targets {
         let listing = list_target(storage.as_ref(), &layout, t.name()).await?;

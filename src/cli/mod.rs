@@ -81,6 +81,16 @@ impl ConfigArg {
     }
 }
 
+/// The storage a config names, and its key layout.
+pub fn open_storage(
+    config: &Config,
+) -> anyhow::Result<(Box<dyn crate::storage::Storage>, crate::catalog::Layout)> {
+    Ok((
+        crate::storage::from_config(&config.storage)?,
+        crate::catalog::Layout::new(config.storage.prefix()),
+    ))
+}
+
 /// The targets a command works on: all, or the ones named (each must exist).
 pub fn select_targets<'a>(
     config: &'a Config,

@@ -1,5 +1,4 @@
 use super::{select_targets, ConfigArg};
-use crate::catalog::Layout;
 use crate::error::{usage, ExitKind};
 use crate::prune::{prune_target, PruneRequest};
 use chrono::Utc;
@@ -24,8 +23,7 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let storage = crate::storage::from_config(&config.storage)?;
-    let layout = Layout::new(config.storage.prefix());
+    let (storage, layout) = super::open_storage(&config)?;
     let now = Utc::now();
     let mut reports = Vec::new();
     for t in targets {

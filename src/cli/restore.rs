@@ -1,5 +1,4 @@
 use super::ConfigArg;
-use crate::catalog::Layout;
 use crate::config::Secret;
 use crate::error::{usage, ExitKind};
 use crate::restore::{restore, RestoreRequest};
@@ -36,8 +35,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         super::select_targets(&config, std::slice::from_ref(&args.target))?;
     }
     let into = parse_pg_url(&args.into)?;
-    let storage = crate::storage::from_config(&config.storage)?;
-    let layout = Layout::new(config.storage.prefix());
+    let (storage, layout) = super::open_storage(&config)?;
     let cancel = crate::signals::install();
     let outcome = restore(
         storage.as_ref(),

@@ -1,5 +1,5 @@
 use super::{select_targets, ConfigArg};
-use crate::catalog::{list_target, Layout};
+use crate::catalog::list_target;
 use crate::config::HumanDuration;
 use crate::error::ExitKind;
 use crate::report::{hostname, human_bytes, RunReport, Stage, Status, TargetReport};
@@ -48,8 +48,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let storage = crate::storage::from_config(&config.storage)?;
-    let layout = Layout::new(config.storage.prefix());
+    let (storage, layout) = super::open_storage(&config)?;
     let now = Utc::now();
     let started_at = now;
     let max_age = chrono::Duration::from_std(args.max_age.0).unwrap_or(chrono::Duration::MAX);

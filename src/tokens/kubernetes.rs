@@ -205,32 +205,9 @@ impl TokenStore for SecretStore {
     }
 
     async fn save(&self, token: &TokenSet, expected: &str) -> anyhow::Result<SaveOutcome> {
-        let api = self.api().await?;
-        let mut secret = api
-            .get(&self.name)
-            .await
-            .with_context(|| format!("reading {}", self.describe()))?;
-        // Other keys of the Secret are kept; the write is conditional on the
-        // version we read the token at, so the API server refuses it (409)
-        // when anyone wrote since.
-        secret.metadata.resource_version = Some(expected.to_string());
-        secret
-            .data
-            .get_or_insert_with(Default::default)
-            .insert(self.key.clone(), ByteString(token.to_json().into_bytes()));
-        match api
-            .replace(&self.name, &PostParams::default(), &secret)
-            .await
-        {
-            Ok(_) => Ok(SaveOutcome::Saved),
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let current = api
-                    .get(&self.name)
-                    .await
-                    .with_context(|| format!("re-reading {}", self.describe()))?;
-                Ok(SaveOutcome::Conflict(self.read(&current)?))
-            }
-            Err(e) => Err(anyhow::anyhow!(e).context(format!("updating {}", self.describe()))),
+        match self.write_text(&token.to_json(), expected).await? {
+            Some(_) => Ok(SaveOutcome::Saved),
+            None => Ok(SaveOutcome::Conflict(self.load().await?)),
         }
     }
 }
