@@ -20,6 +20,8 @@ pub struct PruneReport {
     pub decisions: Vec<Decision>,
     /// Keys of objects without a manifest, older than the grace period.
     pub orphans: Vec<String>,
+    /// Keys of half-done uploads of crashed runs that were aborted.
+    pub aborted_uploads: Vec<String>,
     /// Backup ids deleted (or that would be, in a dry run).
     pub deleted: Vec<String>,
     pub errors: Vec<String>,
@@ -38,6 +40,11 @@ impl PruneReport {
         for o in &self.orphans {
             out.push_str(&format!(
                 "  delete orphan {o}  (no manifest, older than the grace period)\n"
+            ));
+        }
+        for k in &self.aborted_uploads {
+            out.push_str(&format!(
+                "  aborted upload {k}  (left half-done by a crashed run)\n"
             ));
         }
         for e in &self.errors {
@@ -87,6 +94,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         dry_run: req.dry_run,
         decisions,
         orphans,
+        aborted_uploads: Vec::new(),
         deleted: Vec::new(),
         errors: Vec::new(),
     };
@@ -123,6 +131,14 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         }
     }
     if !req.dry_run {
+        match req
+            .storage
+            .abort_stale_uploads(&req.layout.target_prefix(req.target), grace_cutoff)
+            .await
+        {
+            Ok(keys) => report.aborted_uploads = keys,
+            Err(e) => report.errors.push(format!("aborting stale uploads: {e:#}")),
+        }
         for key in &report.orphans {
             match req.storage.delete(key).await {
                 Ok(()) | Err(StorageError::NotFound { .. }) => {

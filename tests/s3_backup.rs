@@ -321,3 +321,50 @@ fn missing_credentials_are_a_config_error() {
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("no S3 credentials"), "{}", r.all());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prune_aborts_multipart_uploads_a_crashed_run_left_behind() {
+    use backstop::storage::Storage;
+    let server = s3::server();
+    let bucket = server.create_bucket("stale");
+    let storage = server.storage(&bucket);
+    // A run that crashed mid-upload: parts went out, nobody aborted.
+    let mut upload = storage
+        .create("app/2026-01-01/app-20260101T000000Z.dump.zst")
+        .await
+        .unwrap();
+    upload
+        .write(bytes::Bytes::from(vec![7u8; 9 << 20]))
+        .await
+        .unwrap();
+    std::mem::forget(upload);
+    assert_eq!(storage.pending_uploads("app/").await.unwrap().len(), 1);
+
+    let layout = backstop::catalog::Layout::new("");
+    let policy = backstop::retention::Policy {
+        keep_last: 1,
+        ..Default::default()
+    };
+    let prune = |grace: u64| backstop::prune::PruneRequest {
+        storage: &storage,
+        layout: &layout,
+        target: "app",
+        policy: &policy,
+        orphan_grace: std::time::Duration::from_secs(grace),
+        now: chrono::Utc::now(),
+        dry_run: false,
+    };
+    // Within the grace period (it may be a run in progress): left alone.
+    let report = backstop::prune::prune_target(prune(3600)).await.unwrap();
+    assert!(report.aborted_uploads.is_empty());
+    assert_eq!(storage.pending_uploads("app/").await.unwrap().len(), 1);
+    // Older than the grace period: aborted.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let report = backstop::prune::prune_target(prune(0)).await.unwrap();
+    assert_eq!(
+        report.aborted_uploads,
+        vec!["app/2026-01-01/app-20260101T000000Z.dump.zst".to_string()]
+    );
+    assert!(storage.pending_uploads("app/").await.unwrap().is_empty());
+    server.delete_bucket(&bucket);
+}

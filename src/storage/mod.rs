@@ -84,6 +84,17 @@ pub trait Storage: Send + Sync {
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
     /// Remove an object; removing a missing key succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Abort uploads under `prefix` that a crashed run left half-done and
+    /// that started before `before` (S3 multipart uploads, which are
+    /// invisible but cost money); returns what was aborted. Backends whose
+    /// uploads leave nothing behind have nothing to do.
+    async fn abort_stale_uploads(
+        &self,
+        _prefix: &str,
+        _before: DateTime<Utc>,
+    ) -> StorageResult<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// A listing's RFC 3339 modification time; unknown or unparsable times

@@ -97,6 +97,19 @@ impl S3Storage {
     /// Multipart uploads started under `prefix` and not completed or
     /// aborted: (key, upload id).
     pub async fn pending_uploads(&self, prefix: &str) -> StorageResult<Vec<(String, String)>> {
+        Ok(self
+            .pending(prefix)
+            .await?
+            .into_iter()
+            .map(|(k, id, _)| (k, id))
+            .collect())
+    }
+
+    /// Pending multipart uploads with their start time.
+    async fn pending(
+        &self,
+        prefix: &str,
+    ) -> StorageResult<Vec<(String, String, chrono::DateTime<chrono::Utc>)>> {
         let inner = &self.inner;
         let url = rusty_s3::signing::sign(
             &jiff::Timestamp::now(),
@@ -122,7 +135,13 @@ impl S3Storage {
         Ok(body
             .split("<Upload>")
             .skip(1)
-            .filter_map(|u| Some((xml_field(u, "Key")?, xml_field(u, "UploadId")?)))
+            .filter_map(|u| {
+                Some((
+                    xml_field(u, "Key")?,
+                    xml_field(u, "UploadId")?,
+                    super::parse_time(xml_field(u, "Initiated").as_deref()),
+                ))
+            })
             .collect())
     }
 }
@@ -352,6 +371,21 @@ impl Storage for S3Storage {
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
+    }
+
+    async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<String>> {
+        let mut aborted = Vec::new();
+        for (key, id, initiated) in self.pending(prefix).await? {
+            if initiated < before {
+                self.inner.abort(&key, &id).await?;
+                aborted.push(key);
+            }
+        }
+        Ok(aborted)
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
