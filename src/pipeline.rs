@@ -269,64 +269,26 @@ async fn stream_object(
             )
         })?;
 
-    let flow = forward(job, stream, upload, rx, kill, &raw).await;
+    let (upload, flow) = forward(job, stream, upload, rx, kill, &raw).await;
     let outcome = done_rx
         .await
         .map_err(|_| StageError::new(Stage::Compress, "compressor thread panicked"))?;
-    let (mut upload, stored, sha256, flow_error) = match flow {
-        Ok((upload, stored, sha)) => (upload, stored, sha, None),
-        Err((upload, e)) => (upload, 0, String::new(), Some(e)),
-    };
-    let finished = outcome.finished.map_err(|e| {
-        StageError::new(
-            Stage::Dump,
-            format!("waiting for {}: {e}", stream.command.name()),
-        )
+    let checked = flow.and_then(|(stored, sha256)| {
+        judge(stream, outcome, stored, sink_bytes.load(Ordering::SeqCst)).map(|()| (stored, sha256))
     });
-    let failure = if let Some(e) = flow_error {
-        Some(e)
-    } else {
-        match &finished {
-            Err(_) => None,
-            Ok(f) if !f.success() => Some(StageError {
-                stage: Stage::Dump,
-                message: f.describe_with_last_line(),
-                stderr_tail: f.stderr_tail.clone(),
-            }),
-            Ok(_) => match &outcome.result {
-                Err(e) => Some(StageError::new(
-                    Stage::Compress,
-                    format!("compressing {}: {e}", stream.role),
-                )),
-                Ok(()) if stored != sink_bytes.load(Ordering::SeqCst) => Some(StageError::new(
-                    Stage::Compress,
-                    format!(
-                        "compressed stream incomplete: {} bytes produced, {stored} forwarded",
-                        sink_bytes.load(Ordering::SeqCst)
-                    ),
-                )),
-                Ok(()) => None,
-            },
-        }
-    };
-    let failure = match (failure, finished) {
-        (Some(e), _) => Some(e),
-        (None, Err(e)) => Some(e),
-        (None, Ok(_)) => None,
-    };
-    if let Some(e) = failure {
-        if let Some(u) = upload.take() {
-            if let Err(abort_err) = u.abort().await {
+    let (stored, sha256) = match checked {
+        Ok(v) => v,
+        Err(e) => {
+            if let Err(abort_err) = upload.abort().await {
                 tracing::warn!(
                     target_name = job.target,
                     key,
                     "aborting upload failed: {abort_err:#}"
                 );
             }
+            return Err(e);
         }
-        return Err(e);
-    }
-    let upload = upload.expect("upload present on success");
+    };
     let receipt = upload.commit().await.map_err(|e| {
         storage_stage_error(
             e,
@@ -342,8 +304,42 @@ async fn stream_object(
     })
 }
 
-type FlowOk = (Option<Box<dyn Upload>>, u64, String);
-type FlowErr = (Option<Box<dyn Upload>>, StageError);
+/// Fail closed: the first reason this object may not be committed, in
+/// order of cause (the dump's exit, then the compressor, then whether every
+/// compressed byte reached the upload).
+fn judge(
+    stream: &DumpStream,
+    outcome: WorkerOutcome,
+    stored: u64,
+    produced: u64,
+) -> Result<(), StageError> {
+    let finished = outcome.finished.map_err(|e| {
+        StageError::new(
+            Stage::Dump,
+            format!("waiting for {}: {e}", stream.command.name()),
+        )
+    })?;
+    if !finished.success() {
+        return Err(StageError {
+            stage: Stage::Dump,
+            message: finished.describe_with_last_line(),
+            stderr_tail: finished.stderr_tail,
+        });
+    }
+    if let Err(e) = outcome.result {
+        return Err(StageError::new(
+            Stage::Compress,
+            format!("compressing {}: {e}", stream.role),
+        ));
+    }
+    if stored != produced {
+        return Err(StageError::new(
+            Stage::Compress,
+            format!("compressed stream incomplete: {produced} bytes produced, {stored} forwarded"),
+        ));
+    }
+    Ok(())
+}
 
 /// Move compressed chunks from the channel into the upload, hashing them.
 async fn forward(
@@ -353,7 +349,7 @@ async fn forward(
     mut rx: mpsc::Receiver<Bytes>,
     kill: KillHandle,
     raw: &AtomicU64,
-) -> Result<FlowOk, FlowErr> {
+) -> (Box<dyn Upload>, Result<(u64, String), StageError>) {
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
     let clock = Instant::now();
@@ -364,7 +360,7 @@ async fn forward(
             biased;
             _ = job.cancel.cancelled() => {
                 kill.kill();
-                return Err((Some(upload), StageError::new(Stage::Interrupted, format!("interrupted while dumping {}", stream.role))));
+                return (upload, Err(StageError::new(Stage::Interrupted, format!("interrupted while dumping {}", stream.role))));
             }
             chunk = rx.recv() => match chunk {
                 Some(chunk) => {
@@ -372,7 +368,7 @@ async fn forward(
                     stored += chunk.len() as u64;
                     if let Err(e) = upload.write(chunk).await {
                         kill.kill();
-                        return Err((Some(upload), storage_stage_error(e, &format!("writing to {}", job.storage.describe()))));
+                        return (upload, Err(storage_stage_error(e, &format!("writing to {}", job.storage.describe()))));
                     }
                 }
                 None => break,
@@ -393,7 +389,7 @@ async fn forward(
             }
         }
     }
-    Ok((Some(upload), stored, hex::encode(hasher.finalize())))
+    (upload, Ok((stored, hex::encode(hasher.finalize()))))
 }
 
 /// Read the dump, compress it, and send chunks down the channel.
