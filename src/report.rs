@@ -32,6 +32,8 @@ pub enum Stage {
     Stale,
     /// Storage credentials need a person (e.g. Box `invalid_grant`).
     Auth,
+    /// `verify`: the backup did not restore.
+    Verify,
 }
 
 impl Stage {
@@ -45,6 +47,7 @@ impl Stage {
             Stage::Interrupted => "interrupted",
             Stage::Stale => "stale",
             Stage::Auth => "auth",
+            Stage::Verify => "verify",
         }
     }
 }

@@ -574,3 +574,54 @@ fn server_newer_than_every_pg_dump_fails_naming_both_versions() {
     );
     assert_nothing_stored(&ws, &cfg);
 }
+
+#[test]
+fn verify_restores_into_a_scratch_database_reads_it_and_drops_it() {
+    let src = TestDb::create("bs_verify");
+    src.sql("CREATE TABLE a AS SELECT g AS id FROM generate_series(1, 1234) g; CREATE TABLE b AS SELECT 'x' AS v;");
+    let ws = Workspace::new();
+    let target = unique("vfy").replace('_', "-");
+    let cfg = ws.config(&pg_target(&target, &src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let scratch = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/postgres");
+    let leftovers = || {
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'backstop_verify_{}%'",
+                target.replace('-', "_")
+            ),
+        )
+    };
+    let r = run(&["verify", "--scratch", &scratch], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["status"], "success");
+    assert!(t["backup_id"].as_str().unwrap().starts_with(&target));
+    assert!(
+        r.stderr.contains("\"tables\":2") && r.stderr.contains("\"rows\":1235"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(leftovers(), "0", "the scratch database is dropped");
+
+    // A damaged backup fails verification, and the scratch database goes too.
+    let data = ws
+        .stored_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+    let r = run(&["verify", "--scratch", &scratch], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["stage"], "verify");
+    assert!(
+        t["error"].as_str().unwrap().contains("checksum mismatch"),
+        "{t}"
+    );
+    assert_eq!(leftovers(), "0");
+}

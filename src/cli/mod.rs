@@ -10,6 +10,7 @@ pub mod prune;
 pub mod restore;
 pub mod schedule;
 pub mod status;
+pub mod verify;
 
 use crate::config::Config;
 use crate::error::{usage, ExitKind};
@@ -51,6 +52,9 @@ pub enum Command {
     List(list::ListArgs),
     /// Restore a backup into a PostgreSQL database.
     Restore(restore::RestoreArgs),
+    /// Prove backups restore: restore each target's newest into a scratch
+    /// database, read it through, drop it.
+    Verify(verify::VerifyArgs),
     /// Delete backups the retention policy no longer keeps (and orphans).
     Prune(prune::PruneArgs),
     /// Run backups on the [schedule] of the config, in the foreground.
@@ -120,6 +124,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Verify(args) => verify::run(args, json).await,
         Command::Status(args) => status::run(args).await,
         Command::Schedule(args) => schedule::run(args, json).await,
         Command::Notify(cmd) => notify::run(cmd).await,

@@ -9,6 +9,7 @@ pub fn short_reason(t: &TargetReport) -> String {
         (Some(Stage::Dump), Some(e)) => e.split(':').next().unwrap_or(e).trim().to_string(),
         (Some(Stage::Interrupted), _) => "interrupted".into(),
         (Some(Stage::Stale), _) => "no recent backup".into(),
+        (Some(Stage::Verify), _) => "does not restore".into(),
         (Some(stage), _) => format!("{} failed", stage.as_str()),
         (None, _) => "failed".into(),
     }

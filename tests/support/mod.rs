@@ -169,12 +169,13 @@ impl Run {
         format!("--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr)
     }
 
-    /// The JSON summary line a backup prints on stdout when not on a TTY.
+    /// The JSON report line (backup, verify) printed on stdout when not on
+    /// a TTY.
     pub fn summary(&self) -> serde_json::Value {
         let line = self
             .stdout
             .lines()
-            .find(|l| l.contains("\"event\":\"summary\""))
+            .find(|l| l.starts_with("{\"event\":"))
             .unwrap_or_else(|| panic!("no summary in output:\n{}", self.all()));
         serde_json::from_str(line).unwrap()
     }
