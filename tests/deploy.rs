@@ -212,7 +212,10 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     }
     let jobs = kind(&docs, "CronJob");
     let names: Vec<&str> = jobs.iter().map(|j| s(&j["metadata"]["name"])).collect();
-    assert_eq!(names, vec!["backstop", "backstop-watchdog"]);
+    assert_eq!(
+        names,
+        vec!["backstop", "backstop-verify", "backstop-watchdog"]
+    );
     for job in &jobs {
         let pod = &job["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         assert_eq!(pod["imagePullSecrets"][0]["name"], "docker-registry");
@@ -233,7 +236,14 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
             "Box replaces the base's S3 keys"
         );
     }
-    let watchdog = &jobs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    let verify = &jobs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(verify["args"][0], "verify");
+    assert!(verify["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "PGPASSWORD"));
+    let watchdog = &jobs[2]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         watchdog["args"],
         serde_norway::from_str::<Value>("[status, --max-age, 26h, --notify]").unwrap()
