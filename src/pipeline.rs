@@ -12,7 +12,7 @@
 use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord};
 use crate::codec::{Codec, FinishWrite};
 use crate::process::{Finished, KillHandle};
-use crate::report::{human_bytes, Stage, Status, TargetReport};
+use crate::report::{human_bytes, Stage, TargetReport};
 use crate::source::{DumpStream, Source};
 use crate::storage::{put_bytes, Storage, Upload};
 use bytes::{Bytes, BytesMut};
@@ -77,24 +77,16 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
     } else {
         backup(&job).await
     };
-    let finished_at = Utc::now();
     let duration_seconds = clock.elapsed().as_secs_f64();
+    let report = TargetReport::ok(job.target, started_at, duration_seconds);
     match result {
         Ok(done) => {
             let report = TargetReport {
-                target: job.target.to_string(),
-                status: Status::Success,
-                stage: None,
-                error: None,
-                stderr_tail: Vec::new(),
                 backup_id: Some(done.id.0.clone()),
                 manifest_key: Some(done.manifest_key.clone()),
                 raw_bytes: done.manifest.raw_bytes(),
                 stored_bytes: done.manifest.stored_bytes(),
-                started_at,
-                finished_at,
-                duration_seconds,
-                prune: None,
+                ..report
             };
             tracing::info!(
                 target_name = job.target,
@@ -108,21 +100,7 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
         }
         Err(e) => {
             tracing::error!(target_name = job.target, stage = ?e.stage, "backup failed: {}", e.message);
-            TargetReport {
-                target: job.target.to_string(),
-                status: Status::Failed,
-                stage: Some(e.stage),
-                error: Some(e.message),
-                stderr_tail: e.stderr_tail,
-                backup_id: None,
-                manifest_key: None,
-                raw_bytes: 0,
-                stored_bytes: 0,
-                started_at,
-                finished_at,
-                duration_seconds,
-                prune: None,
-            }
+            report.failed(e.stage, e.message, e.stderr_tail)
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use crate::catalog::{list_target, Layout};
 use crate::retention::{plan, Candidate, Decision, Policy};
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -117,7 +117,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
             .chain([&backup.manifest_key])
         {
             match req.storage.delete(key).await {
-                Ok(()) | Err(StorageError::NotFound { .. }) => {}
+                Ok(()) => {}
                 Err(e) => {
                     report.errors.push(format!("deleting {key}: {e:#}"));
                     failed = true;
@@ -141,7 +141,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         }
         for key in &report.orphans {
             match req.storage.delete(key).await {
-                Ok(()) | Err(StorageError::NotFound { .. }) => {
+                Ok(()) => {
                     tracing::info!(target_name = req.target, key = %key, "deleted orphan object")
                 }
                 Err(e) => report.errors.push(format!("deleting orphan {key}: {e:#}")),

@@ -100,6 +100,37 @@ impl PruneSummary {
 }
 
 impl TargetReport {
+    /// A successful report of work on `target` that ran from `started_at`
+    /// for `duration_seconds`; callers fill in what they know.
+    pub fn ok(target: &str, started_at: DateTime<Utc>, duration_seconds: f64) -> TargetReport {
+        TargetReport {
+            target: target.to_string(),
+            status: Status::Success,
+            stage: None,
+            error: None,
+            stderr_tail: Vec::new(),
+            backup_id: None,
+            manifest_key: None,
+            raw_bytes: 0,
+            stored_bytes: 0,
+            started_at,
+            finished_at: Utc::now(),
+            duration_seconds,
+            prune: None,
+        }
+    }
+
+    /// The same report, failed at `stage`.
+    pub fn failed(self, stage: Stage, error: String, stderr_tail: Vec<String>) -> TargetReport {
+        TargetReport {
+            status: Status::Failed,
+            stage: Some(stage),
+            error: Some(error),
+            stderr_tail,
+            ..self
+        }
+    }
+
     /// Raw (uncompressed) throughput in bytes per second.
     pub fn throughput(&self) -> f64 {
         if self.duration_seconds > 0.0 {

@@ -167,10 +167,8 @@ pub async fn restore(
                 let conn = req.into.with_database("postgres");
                 let psql = prepared.tools.tool("psql");
                 let name = req.into.database.clone();
-                let dropped = tokio::task::spawn_blocking(move || {
-                    conn.query(&psql, &format!("DROP DATABASE IF EXISTS {};", ident(&name)))
-                })
-                .await;
+                let dropped =
+                    tokio::task::spawn_blocking(move || drop_database(&conn, &psql, &name)).await;
                 match dropped {
                     Ok(Ok(_)) => {
                         tracing::info!(database = %req.into.database, "dropped the database this restore created")
@@ -187,6 +185,18 @@ pub async fn restore(
             )))
         }
     }
+}
+
+/// Drop `name` through the maintenance connection `conn`. FORCE
+/// (PostgreSQL 13+) ends leftover sessions, such as those of a restore tool
+/// just killed; older servers get a plain DROP.
+pub fn drop_database(conn: &PgConn, psql: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    conn.query(
+        psql,
+        &format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", ident(name)),
+    )
+    .or_else(|_| conn.query(psql, &format!("DROP DATABASE IF EXISTS {};", ident(name))))
+    .map(|_| ())
 }
 
 struct Prepared {

@@ -110,6 +110,17 @@ async fn prune_follows_the_listing_dry_run_first_then_for_real() {
         .join("app/2020-01-02/app-20200102T000000Z.dump.zst");
     std::fs::create_dir_all(fresh_orphan.parent().unwrap()).unwrap();
     std::fs::write(&fresh_orphan, b"partial").unwrap();
+    // A temp file of a run killed outright (no cleanup ran), and one of a
+    // run in progress.
+    let stale_temp = ws
+        .backups()
+        .join("app/2020-01-01/.backstop-tmp-1-2-3-app-20200101T000000Z.dump.zst");
+    std::fs::write(&stale_temp, b"partial").unwrap();
+    set_mtime(&stale_temp, 48);
+    let live_temp = ws
+        .backups()
+        .join("app/2020-01-02/.backstop-tmp-4-5-6-app-20200102T010000Z.dump.zst");
+    std::fs::write(&live_temp, b"partial").unwrap();
 
     let cfg = ws.config(&format!(
         "[retention]\nkeep_last = 2\nkeep_daily = 4\norphan_grace = \"24h\"\n\n{}",
@@ -148,6 +159,15 @@ async fn prune_follows_the_listing_dry_run_first_then_for_real() {
     assert_eq!(listed, kept);
     assert!(!old_orphan.exists(), "old orphan removed");
     assert!(fresh_orphan.exists(), "orphan within the grace period kept");
+    assert!(!stale_temp.exists(), "a crashed run's temp file is removed");
+    assert!(
+        live_temp.exists(),
+        "a temp file within the grace period is left alone"
+    );
+    assert_eq!(
+        done[0]["aborted_uploads"],
+        serde_json::json!(["app/2020-01-01/.backstop-tmp-1-2-3-app-20200101T000000Z.dump.zst"])
+    );
 
     // Human output names each decision with its reasons.
     let text = run(&["prune", "--dry-run"], &cfg);

@@ -2,7 +2,7 @@ use super::{select_targets, ConfigArg};
 use crate::catalog::list_target;
 use crate::config::HumanDuration;
 use crate::error::ExitKind;
-use crate::report::{hostname, human_bytes, RunReport, Stage, Status, TargetReport};
+use crate::report::{hostname, human_bytes, RunReport, Stage, TargetReport};
 use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
@@ -98,27 +98,20 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
             finished_at: Utc::now(),
             targets: stale
                 .iter()
-                .map(|r| TargetReport {
-                    target: r.target.clone(),
-                    status: Status::Failed,
-                    stage: Some(Stage::Stale),
-                    error: Some(match &r.newest {
+                .map(|r| {
+                    let why = match &r.newest {
                         Some(id) => format!(
                             "no complete backup newer than {}; the newest is {id}, finished {}",
                             humantime::format_duration(args.max_age.0),
                             r.finished_at.as_deref().unwrap_or("?")
                         ),
                         None => "no complete backup at all".into(),
-                    }),
-                    stderr_tail: Vec::new(),
-                    backup_id: None,
-                    manifest_key: None,
-                    raw_bytes: 0,
-                    stored_bytes: 0,
-                    started_at,
-                    finished_at: started_at,
-                    duration_seconds: 0.0,
-                    prune: None,
+                    };
+                    TargetReport::ok(&r.target, started_at, 0.0).failed(
+                        Stage::Stale,
+                        why,
+                        Vec::new(),
+                    )
                 })
                 .collect(),
         };

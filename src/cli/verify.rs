@@ -5,10 +5,12 @@
 
 use super::{select_targets, ConfigArg};
 use crate::error::ExitKind;
-use crate::report::{hostname, RunReport, Stage, Status, TargetReport};
-use crate::restore::{restore, RestoreRequest};
+use crate::report::{hostname, RunReport, Stage, TargetReport};
+use crate::restore::{drop_database, restore, RestoreRequest};
+use crate::source::pgtools::{discover, newest_psql, PgConn};
 use chrono::Utc;
 use clap::Args;
+use std::path::Path;
 use std::time::Instant;
 
 #[derive(Debug, Args)]
@@ -39,6 +41,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let notifiers = crate::notify::from_config(&config.notify)
         .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?;
     let cancel = crate::signals::install();
+    let psql = tokio::task::spawn_blocking(|| newest_psql(&discover())).await??;
     let started_at = Utc::now();
     let mut reports = Vec::new();
     for t in targets {
@@ -63,41 +66,36 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             },
         )
         .await;
+        let (into_c, psql_c) = (into.clone(), psql.clone());
         let checked = match result {
-            Ok(outcome) => read_through(&into).await.map(|tables| (outcome, tables)),
+            Ok(outcome) => tokio::task::spawn_blocking(move || read_through(&into_c, &psql_c))
+                .await?
+                .map(|counts| (outcome, counts)),
             Err(e) => Err(e),
         };
         if !args.keep {
-            drop_scratch(&scratch, &name).await;
+            let (conn, psql, name) = (scratch.clone(), psql.clone(), name.clone());
+            let dropped =
+                tokio::task::spawn_blocking(move || drop_database(&conn, &psql, &name)).await;
+            if !matches!(dropped, Ok(Ok(()))) {
+                tracing::warn!(database = %into.database, "could not drop the scratch database; drop it by hand");
+            }
         }
-        let mut report = TargetReport {
-            target: t.name().to_string(),
-            status: Status::Success,
-            stage: None,
-            error: None,
-            stderr_tail: Vec::new(),
-            backup_id: None,
-            manifest_key: None,
-            raw_bytes: 0,
-            stored_bytes: 0,
-            started_at: t_started,
-            finished_at: Utc::now(),
-            duration_seconds: clock.elapsed().as_secs_f64(),
-            prune: None,
-        };
-        match checked {
+        let report = TargetReport::ok(t.name(), t_started, clock.elapsed().as_secs_f64());
+        let report = match checked {
             Ok((outcome, (tables, rows))) => {
                 tracing::info!(target_name = t.name(), backup = %outcome.backup_id, tables, rows, "verified: the backup restores");
-                report.backup_id = Some(outcome.backup_id);
-                report.stored_bytes = outcome.bytes;
+                TargetReport {
+                    backup_id: Some(outcome.backup_id),
+                    stored_bytes: outcome.bytes,
+                    ..report
+                }
             }
             Err(e) => {
                 tracing::error!(target_name = t.name(), "verify failed: {e:#}");
-                report.status = Status::Failed;
-                report.stage = Some(Stage::Verify);
-                report.error = Some(format!("{e:#}"));
+                report.failed(Stage::Verify, format!("{e:#}"), Vec::new())
             }
-        }
+        };
         reports.push(report);
     }
     let run = RunReport {
@@ -122,56 +120,17 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
 
 /// Read every row of every user table (a restore that committed can still
 /// hold unreadable data on a broken server); returns (tables, rows).
-async fn read_through(conn: &crate::source::pgtools::PgConn) -> anyhow::Result<(u64, u64)> {
-    let conn = conn.clone();
-    tokio::task::spawn_blocking(move || {
-        let found = crate::source::pgtools::discover();
-        let psql = found
-            .iter()
-            .rev()
-            .map(|t| t.tool("psql"))
-            .find(|p| p.is_file())
-            .ok_or_else(|| anyhow::anyhow!("no psql found"))?;
-        let list = conn.query(
-            &psql,
-            "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables ORDER BY 1;",
-        )?;
-        let (mut tables, mut rows) = (0u64, 0u64);
-        for table in list.lines().filter(|l| !l.is_empty()) {
-            let n: u64 = conn.query(&psql, &format!("SELECT count(*) FROM {table};"))?.parse()?;
-            tables += 1;
-            rows += n;
-        }
-        Ok((tables, rows))
-    })
-    .await?
-}
-
-async fn drop_scratch(server: &crate::source::pgtools::PgConn, name: &str) {
-    let conn = server.clone();
-    let name = name.to_string();
-    let dropped = tokio::task::spawn_blocking(move || {
-        let found = crate::source::pgtools::discover();
-        let psql = found
-            .iter()
-            .rev()
-            .map(|t| t.tool("psql"))
-            .find(|p| p.is_file());
-        match psql {
-            Some(psql) => conn
-                .query(
-                    &psql,
-                    &format!(
-                        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE);",
-                        name.replace('"', "\"\"")
-                    ),
-                )
-                .map(|_| ()),
-            None => Err(anyhow::anyhow!("no psql found")),
-        }
-    })
-    .await;
-    if !matches!(dropped, Ok(Ok(()))) {
-        tracing::warn!("could not drop the scratch database; drop it by hand");
+fn read_through(conn: &PgConn, psql: &Path) -> anyhow::Result<(u64, u64)> {
+    let list = conn.query(
+        psql,
+        "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables ORDER BY 1;",
+    )?;
+    let (mut tables, mut rows) = (0u64, 0u64);
+    for table in list.lines().filter(|l| !l.is_empty()) {
+        rows += conn
+            .query(psql, &format!("SELECT count(*) FROM {table};"))?
+            .parse::<u64>()?;
+        tables += 1;
     }
+    Ok((tables, rows))
 }

@@ -172,6 +172,16 @@ pub fn tool_version(program: &Path) -> Option<PgVersion> {
     PgVersion::parse(after)
 }
 
+/// The newest psql installed: any psql runs plain SQL against any server.
+pub fn newest_psql(found: &[PgTools]) -> anyhow::Result<PathBuf> {
+    found
+        .iter()
+        .rev()
+        .map(|t| t.tool("psql"))
+        .find(|p| p.is_file())
+        .context("no psql found (install the PostgreSQL client tools)")
+}
+
 /// The lowest installed tools whose major is ≥ `needed`'s.
 pub fn select<'a>(
     found: &'a [PgTools],
@@ -273,14 +283,7 @@ impl PgConn {
 
     /// The server's version, asked with any psql we have.
     pub fn server_version(&self, found: &[PgTools]) -> anyhow::Result<(PgVersion, String)> {
-        let psql = found
-            .iter()
-            .rev()
-            .map(|t| t.tool("psql"))
-            .find(|p| p.is_file())
-            .context(
-                "no psql found to ask the server's version (install the PostgreSQL client tools)",
-            )?;
+        let psql = newest_psql(found)?;
         let out = self
             .query(&psql, "SELECT current_setting('server_version_num') || ' ' || current_setting('server_version');")
             .with_context(|| format!("connecting to {}", self.endpoint()))?;

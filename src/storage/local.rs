@@ -95,7 +95,7 @@ impl Storage for LocalStorage {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             if root.exists() {
-                walk(&root, &root, &prefix, &mut out).map_err(|e| {
+                walk(&root, &root, &prefix, false, &mut out).map_err(|e| {
                     StorageError::other(format!("local storage: list {}", root.display()), e)
                 })?;
             }
@@ -104,6 +104,32 @@ impl Storage for LocalStorage {
         })
         .await
         .map_err(|e| StorageError::other("local storage: list", e))?
+    }
+
+    /// Temp files of runs killed outright (SIGKILL, OOM, node loss) that
+    /// never reached their cleanup.
+    async fn abort_stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<String>> {
+        let (root, prefix) = (self.root.clone(), prefix.to_string());
+        tokio::task::spawn_blocking(move || {
+            let mut temps = Vec::new();
+            if root.exists() {
+                walk(&root, &root, &prefix, true, &mut temps)
+                    .map_err(|e| StorageError::other("local storage: list temp files", e))?;
+            }
+            let mut removed = Vec::new();
+            for t in temps.into_iter().filter(|t| t.modified < before) {
+                std::fs::remove_file(root.join(&t.key))
+                    .map_err(|e| io_err(&t.key, "remove stale temp file", e))?;
+                removed.push(t.key);
+            }
+            Ok(removed)
+        })
+        .await
+        .map_err(|e| StorageError::other("local storage: stale temp files", e))?
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
@@ -127,14 +153,19 @@ impl Storage for LocalStorage {
     }
 }
 
-fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std::io::Result<()> {
+/// Files under `dir` whose keys start with `prefix`: committed objects, or
+/// with `temps` only the temp files of uploads in progress (or crashed).
+fn walk(
+    root: &Path,
+    dir: &Path,
+    prefix: &str,
+    temps: bool,
+    out: &mut Vec<ObjectMeta>,
+) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(TEMP_MARKER) {
-            continue;
-        }
+        let is_temp = name.to_string_lossy().starts_with(TEMP_MARKER);
         let path = entry.path();
         let rel = path
             .strip_prefix(root)
@@ -146,9 +177,9 @@ fn walk(root: &Path, dir: &Path, prefix: &str, out: &mut Vec<ObjectMeta>) -> std
             // Only descend where keys under the prefix can be.
             let as_dir = format!("{rel}/");
             if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                walk(root, &path, prefix, out)?;
+                walk(root, &path, prefix, temps, out)?;
             }
-        } else if meta.is_file() && rel.starts_with(prefix) {
+        } else if meta.is_file() && is_temp == temps && rel.starts_with(prefix) {
             out.push(ObjectMeta {
                 key: rel,
                 size: meta.len(),

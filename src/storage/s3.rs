@@ -214,6 +214,13 @@ impl Inner {
                                 key: key.to_string(),
                             });
                         }
+                        // Only our conditional writes (If-None-Match: *) are
+                        // refused this way: the key is taken.
+                        if status == StatusCode::PRECONDITION_FAILED {
+                            return Attempt::Permanent(StorageError::AlreadyExists {
+                                key: key.to_string(),
+                            });
+                        }
                         let err = self.err(
                             what,
                             key,
@@ -507,19 +514,12 @@ impl S3Upload {
                 });
             }
             let body = self.buf.split().freeze();
-            return match inner
+            return inner
                 .send("put", &self.key, || {
                     inner.put_request(&self.key, body.clone())
                 })
                 .await
-            {
-                Err(StorageError::Other(e)) if e.to_string().contains("PreconditionFailed") => {
-                    Err(StorageError::AlreadyExists {
-                        key: self.key.clone(),
-                    })
-                }
-                other => other.map(|_| ()),
-            };
+                .map(|_| ());
         }
         if !self.buf.is_empty() {
             let last = self.buf.split().freeze();

@@ -69,14 +69,6 @@ impl SecretStore {
         ))
     }
 
-    fn read(&self, secret: &Secret) -> anyhow::Result<Versioned> {
-        let (text, version) = self.raw(secret)?;
-        Ok(Versioned {
-            token: TokenSet::from_json(&text).with_context(|| self.describe())?,
-            version,
-        })
-    }
-
     /// The value as text, with the resourceVersion it was read at (for
     /// other secrets than tokens: an rclone config).
     pub async fn read_text(&self) -> anyhow::Result<(String, String)> {
@@ -126,13 +118,11 @@ impl TokenStore for SecretStore {
     }
 
     async fn load(&self) -> anyhow::Result<Versioned> {
-        let secret = self
-            .api()
-            .await?
-            .get(&self.name)
-            .await
-            .with_context(|| format!("reading {}", self.describe()))?;
-        self.read(&secret)
+        let (text, version) = self.read_text().await?;
+        Ok(Versioned {
+            token: TokenSet::from_json(&text).with_context(|| self.describe())?,
+            version,
+        })
     }
 
     async fn check_writable(&self) -> anyhow::Result<()> {
