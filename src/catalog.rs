@@ -1,9 +1,11 @@
 //! The key layout, the manifest, and turning a storage listing into backups.
 //!
-//! `<prefix>/<target>/<YYYY-MM-DD>/<target>-<YYYYMMDDTHHMMSSZ>.<ext>` with
-//! `<…>.manifest.json` beside it. The manifest is written last, so a backup
-//! exists exactly when its manifest does and every object it names is listed
-//! with the recorded size; data objects no manifest claims are orphans.
+//! `<prefix>/<target>/<YYYY-MM-DD>/<id>.<ext>` with `<id>.manifest.json`
+//! beside it, where `<id>` is `<target>-<YYYYMMDDTHHMMSS.mmmZ>-<rand>`. The
+//! manifest is written last, so a backup exists exactly when its manifest
+//! does and every object it names is listed with the recorded size. Objects
+//! that share their id with no manifest-named file are orphans; objects beside
+//! a manifest-named file, even one that does not parse, never are.
 
 use crate::storage::{get_bytes, ObjectMeta, Storage, StorageResult};
 use anyhow::Context;
@@ -13,23 +15,65 @@ use std::collections::HashSet;
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 const MANIFEST_LIMIT: usize = 1 << 20;
-const STAMP_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
+/// Ids written before the random suffix (second resolution) still parse.
+const LEGACY_STAMP_FORMAT: &str = "%Y%m%dT%H%M%SZ";
+const SUFFIX_CHARS: &[u8] = b"abcdefghijkmnpqrstuvwxyz23456789";
 
-/// `<target>-<YYYYMMDDTHHMMSSZ>`: unique per target and second.
+/// `<target>-<YYYYMMDDTHHMMSS.mmmZ>-<rand>`: unique by construction, so two
+/// runs of one target never aim at the same key even on a storage that
+/// ignores conditional writes.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct BackupId(pub String);
 
 impl BackupId {
     pub fn new(target: &str, at: DateTime<Utc>) -> BackupId {
-        BackupId(format!("{target}-{}", at.format(STAMP_FORMAT)))
+        let suffix: String = (0..5)
+            .map(|_| SUFFIX_CHARS[fastrand::usize(..SUFFIX_CHARS.len())] as char)
+            .collect();
+        BackupId(format!("{target}-{}-{suffix}", at.format(STAMP_FORMAT)))
     }
 
-    /// The timestamp encoded in the id.
+    /// The timestamp encoded in the id (both the current and the legacy form).
     pub fn time(&self) -> Option<DateTime<Utc>> {
-        let stamp = self.0.rsplit_once('-')?.1;
+        let (rest, last) = self.0.rsplit_once('-')?;
+        if let Ok(t) = NaiveDateTime::parse_from_str(last, LEGACY_STAMP_FORMAT) {
+            return Some(t.and_utc());
+        }
+        let stamp = rest.rsplit_once('-')?.1;
         NaiveDateTime::parse_from_str(stamp, STAMP_FORMAT)
             .ok()
             .map(|n| n.and_utc())
+    }
+
+    /// The id of the backup an object key belongs to: the file name up to
+    /// the end of the id (legacy ids end at the stamp's `Z`, current ones at
+    /// the suffix after it). Names without a stamp are their own id.
+    pub fn of_key(key: &str) -> BackupId {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        let b = name.as_bytes();
+        let digits =
+            |r: std::ops::Range<usize>| r.end <= b.len() && b[r].iter().all(u8::is_ascii_digit);
+        // `-YYYYMMDDTHHMMSS`, searched from the right: a target name may
+        // itself contain digits and dashes.
+        let stamp = (0..b.len().saturating_sub(15)).rev().find(|&i| {
+            b[i] == b'-'
+                && digits(i + 1..i + 9)
+                && b.get(i + 9) == Some(&b'T')
+                && digits(i + 10..i + 16)
+        });
+        let end = stamp.and_then(|i| {
+            let after = i + 16;
+            match b.get(after) {
+                Some(b'Z') => Some(after + 1),
+                Some(b'.') if digits(after + 1..after + 4) && b.get(after + 4) == Some(&b'Z') => {
+                    let rest = after + 5;
+                    Some(rest + name[rest..].find('.').unwrap_or(name.len() - rest))
+                }
+                _ => None,
+            }
+        });
+        BackupId(name[..end.unwrap_or(name.len())].to_string())
     }
 }
 
@@ -60,22 +104,21 @@ impl Layout {
         }
     }
 
-    fn stem(&self, target: &str, at: DateTime<Utc>) -> String {
+    fn stem(&self, target: &str, id: &BackupId, at: DateTime<Utc>) -> String {
         format!(
-            "{}{}/{}",
+            "{}{}/{id}",
             self.target_prefix(target),
             at.format("%Y-%m-%d"),
-            BackupId::new(target, at)
         )
     }
 
     /// Key of one object of a backup: `ext` like `dump.zst`.
-    pub fn object_key(&self, target: &str, at: DateTime<Utc>, ext: &str) -> String {
-        format!("{}.{ext}", self.stem(target, at))
+    pub fn object_key(&self, target: &str, id: &BackupId, at: DateTime<Utc>, ext: &str) -> String {
+        format!("{}.{ext}", self.stem(target, id, at))
     }
 
-    pub fn manifest_key(&self, target: &str, at: DateTime<Utc>) -> String {
-        format!("{}{MANIFEST_SUFFIX}", self.stem(target, at))
+    pub fn manifest_key(&self, target: &str, id: &BackupId, at: DateTime<Utc>) -> String {
+        format!("{}{MANIFEST_SUFFIX}", self.stem(target, id, at))
     }
 }
 
@@ -90,6 +133,10 @@ pub struct ObjectRecord {
     pub stored_bytes: u64,
     /// SHA-256 of the stored bytes, hex.
     pub sha256: String,
+    /// Rows per table the dump holds (for `verify` to compare), when the
+    /// format lets them be counted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tables: Vec<crate::source::pg_archive::TableRows>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -139,15 +186,41 @@ pub struct Backup {
     pub manifest: Manifest,
 }
 
+/// A manifest-named file whose backup is not complete: objects missing or
+/// of the wrong size, or a manifest that cannot be read or parsed.
+#[derive(Debug, Clone)]
+pub struct Damaged {
+    pub manifest_key: String,
+    pub id: BackupId,
+    /// From the manifest when it parses, else from the id in the key.
+    pub time: Option<DateTime<Utc>>,
+    pub why: String,
+}
+
 #[derive(Debug, Default)]
 pub struct Listing {
     /// Complete backups, oldest first.
     pub backups: Vec<Backup>,
-    /// Manifests whose objects are missing or have the wrong size, or that
-    /// cannot be parsed: (key, why).
-    pub damaged: Vec<(String, String)>,
-    /// Objects no manifest claims (an interrupted run's leftovers).
+    /// Backups that are not complete, oldest first. Kept and reported until
+    /// a person removes them; never orphans.
+    pub damaged: Vec<Damaged>,
+    /// Objects no manifest-named file claims (an interrupted run's leftovers).
     pub orphans: Vec<ObjectMeta>,
+}
+
+impl Listing {
+    /// The newest backup attempt that left a manifest, when it is damaged:
+    /// it must be judged, not silently replaced by an older complete one.
+    pub fn damaged_newest(&self) -> Option<&Damaged> {
+        let newest_damaged = self.damaged.last()?;
+        match self.backups.last() {
+            None => Some(newest_damaged),
+            Some(b) => {
+                let complete = (Some(b.manifest.started_at), &b.manifest.id);
+                ((newest_damaged.time, &newest_damaged.id) > complete).then_some(newest_damaged)
+            }
+        }
+    }
 }
 
 /// List one target's backups from the storage alone.
@@ -162,32 +235,50 @@ pub async fn list_target(
         .await
         .with_context(|| format!("listing {} under {prefix}", storage.describe()))?;
     let mut listing = Listing::default();
-    let mut claimed = HashSet::new();
+    // Regression (prune deleted the data of a backup whose manifest would
+    // not parse): every object that shares its backup id with a
+    // manifest-named file is claimed, whatever the manifest says.
+    let mut claimed_ids = HashSet::new();
+    let mut claimed_keys = HashSet::new();
     for meta in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
-        claimed.insert(meta.key.clone());
+        let id = BackupId::of_key(&meta.key);
+        claimed_ids.insert(id.clone());
+        let damaged = |why: String, time: Option<DateTime<Utc>>| Damaged {
+            manifest_key: meta.key.clone(),
+            id: id.clone(),
+            time: time.or_else(|| id.time()),
+            why,
+        };
         match read_manifest(storage, &meta.key).await {
             Ok(manifest) => {
-                for o in &manifest.objects {
-                    claimed.insert(o.key.clone());
-                }
+                claimed_keys.extend(manifest.objects.iter().map(|o| o.key.clone()));
                 match check_objects(&manifest, &objects) {
                     Ok(()) => listing.backups.push(Backup {
                         manifest_key: meta.key.clone(),
                         manifest,
                     }),
-                    Err(why) => listing.damaged.push((meta.key.clone(), why)),
+                    Err(why) => listing
+                        .damaged
+                        .push(damaged(why, Some(manifest.started_at))),
                 }
             }
-            Err(e) => listing.damaged.push((meta.key.clone(), format!("{e:#}"))),
+            Err(e) => listing.damaged.push(damaged(format!("{e:#}"), None)),
         }
     }
     listing.orphans = objects
         .into_iter()
-        .filter(|o| !claimed.contains(&o.key))
+        .filter(|o| {
+            !o.key.ends_with(MANIFEST_SUFFIX)
+                && !claimed_keys.contains(&o.key)
+                && !claimed_ids.contains(&BackupId::of_key(&o.key))
+        })
         .collect();
     listing.backups.sort_by(|a, b| {
         (a.manifest.started_at, &a.manifest.id).cmp(&(b.manifest.started_at, &b.manifest.id))
     });
+    listing
+        .damaged
+        .sort_by(|a, b| (a.time, &a.id).cmp(&(b.time, &b.id)));
     Ok(listing)
 }
 
@@ -222,17 +313,64 @@ mod tests {
     fn keys_follow_the_documented_layout() {
         let at = Utc.with_ymd_and_hms(2026, 3, 8, 7, 5, 9).unwrap();
         let l = Layout::new("/cluster-a/");
+        let id = BackupId("prod-20260308T070509.000Z-abcde".into());
         assert_eq!(
-            l.object_key("prod", at, "dump.zst"),
-            "cluster-a/prod/2026-03-08/prod-20260308T070509Z.dump.zst"
+            l.object_key("prod", &id, at, "dump.zst"),
+            "cluster-a/prod/2026-03-08/prod-20260308T070509.000Z-abcde.dump.zst"
         );
         assert_eq!(
-            l.manifest_key("prod", at),
-            "cluster-a/prod/2026-03-08/prod-20260308T070509Z.manifest.json"
+            l.manifest_key("prod", &id, at),
+            "cluster-a/prod/2026-03-08/prod-20260308T070509.000Z-abcde.manifest.json"
         );
         assert_eq!(Layout::new("").target_prefix("dev"), "dev/");
         let id = BackupId::new("my-db-2", at);
-        assert_eq!(id.0, "my-db-2-20260308T070509Z");
+        assert!(id.0.starts_with("my-db-2-20260308T070509.000Z-"), "{id}");
         assert_eq!(id.time(), Some(at));
+    }
+
+    #[test]
+    fn ids_are_unique_within_one_millisecond() {
+        // Regression (key collisions when the server ignores If-None-Match):
+        // two runs in the same second used the same key.
+        let at = Utc::now();
+        let ids: HashSet<BackupId> = (0..200).map(|_| BackupId::new("prod", at)).collect();
+        assert_eq!(ids.len(), 200);
+    }
+
+    #[test]
+    fn every_object_key_maps_back_to_its_backup_id() {
+        for (key, id) in [
+            (
+                "p/prod/2026-03-08/prod-20260308T070509.123Z-abcde.dump.zst",
+                "prod-20260308T070509.123Z-abcde",
+            ),
+            (
+                "p/prod/2026-03-08/prod-20260308T070509.123Z-abcde.globals.sql.gz",
+                "prod-20260308T070509.123Z-abcde",
+            ),
+            (
+                "p/prod/2026-03-08/prod-20260308T070509.123Z-abcde.manifest.json",
+                "prod-20260308T070509.123Z-abcde",
+            ),
+            (
+                "prod/2026-03-08/prod-20260308T070509Z.dump.zst",
+                "prod-20260308T070509Z",
+            ),
+            (
+                "prod/2026-03-08/prod-20260308T070509Z.manifest.json",
+                "prod-20260308T070509Z",
+            ),
+            (
+                "Z-9/2026-03-08/Z-9-20260308T070509.123Z-zz9zz.sql",
+                "Z-9-20260308T070509.123Z-zz9zz",
+            ),
+        ] {
+            assert_eq!(BackupId::of_key(key).0, id, "{key}");
+        }
+        let legacy = BackupId("a-b-20260308T070509Z".into());
+        assert_eq!(
+            legacy.time(),
+            Some(Utc.with_ymd_and_hms(2026, 3, 8, 7, 5, 9).unwrap())
+        );
     }
 }

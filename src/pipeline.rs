@@ -13,8 +13,9 @@ use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord
 use crate::codec::{Codec, FinishWrite};
 use crate::process::{Finished, KillHandle};
 use crate::report::{human_bytes, Stage, TargetReport};
+use crate::source::pg_archive::{DumpFacts, DumpInspector};
 use crate::source::{DumpStream, Source};
-use crate::storage::{put_bytes, Storage, Upload};
+use crate::storage::{commit_verified, put_bytes, Storage, Upload};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
@@ -132,7 +133,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
             Some(c) => format!("{}.{c}", stream.extension),
             None => stream.extension.to_string(),
         };
-        let key = job.layout.object_key(job.target, started_at, &ext);
+        let key = job.layout.object_key(job.target, &id, started_at, &ext);
         match stream_object(job, stream, &key).await {
             Ok(record) => objects.push(record),
             Err(e) => {
@@ -161,7 +162,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         finished_at: Utc::now(),
         tool_version: crate::TOOL_VERSION.to_string(),
     };
-    let manifest_key = job.layout.manifest_key(job.target, started_at);
+    let manifest_key = job.layout.manifest_key(job.target, &id, started_at);
     let mut body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
     body.push(b'\n');
     if job.cancel.is_cancelled() {
@@ -172,7 +173,15 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         ));
     }
     if let Err(e) = put_bytes(job.storage, &manifest_key, Bytes::from(body)).await {
-        remove_committed(job, &manifest.objects).await;
+        // A manifest that landed although we were told otherwise makes the
+        // data a backup: keep it (it is reported as damaged if anything is
+        // wrong). Only a manifest that is certainly absent frees the data.
+        if matches!(
+            job.storage.open(&manifest_key).await,
+            Err(crate::storage::StorageError::NotFound { .. })
+        ) {
+            remove_committed(job, &manifest.objects).await;
+        }
         return Err(StageError::new(
             Stage::Manifest,
             format!("writing manifest {manifest_key}: {e:#}"),
@@ -208,6 +217,8 @@ fn storage_stage_error(e: crate::storage::StorageError, doing: &str) -> StageErr
 struct WorkerOutcome {
     result: std::io::Result<()>,
     finished: std::io::Result<Finished>,
+    /// The inspector's verdict on the dump's bytes, when there is one.
+    facts: Option<Result<DumpFacts, String>>,
 }
 
 async fn stream_object(
@@ -230,15 +241,21 @@ async fn stream_object(
     let (done_tx, done_rx) = oneshot::channel();
     let codec = job.codec;
     let (raw_w, sink_w) = (Arc::clone(&raw), Arc::clone(&sink_bytes));
+    let mut inspector = stream.check.map(DumpInspector::new);
     std::thread::Builder::new()
         .name(format!("compress-{}", stream.role))
         .spawn(move || {
-            let result = compress(stdout, codec, tx, &raw_w, &sink_w);
+            let result = compress(stdout, codec, tx, &raw_w, &sink_w, inspector.as_mut());
             if result.is_err() {
                 running.kill();
             }
             let finished = running.wait();
-            let _ = done_tx.send(WorkerOutcome { result, finished });
+            let facts = inspector.map(DumpInspector::finish);
+            let _ = done_tx.send(WorkerOutcome {
+                result,
+                finished,
+                facts,
+            });
         })
         .map_err(|e| {
             StageError::new(
@@ -252,9 +269,10 @@ async fn stream_object(
         .await
         .map_err(|_| StageError::new(Stage::Compress, "compressor thread panicked"))?;
     let checked = flow.and_then(|(stored, sha256)| {
-        judge(stream, outcome, stored, sink_bytes.load(Ordering::SeqCst)).map(|()| (stored, sha256))
+        judge(stream, outcome, stored, sink_bytes.load(Ordering::SeqCst))
+            .map(|facts| (stored, sha256, facts))
     });
-    let (stored, sha256) = match checked {
+    let (stored, sha256, facts) = match checked {
         Ok(v) => v,
         Err(e) => {
             if let Err(abort_err) = upload.abort().await {
@@ -267,30 +285,34 @@ async fn stream_object(
             return Err(e);
         }
     };
-    let receipt = upload.commit().await.map_err(|e| {
-        storage_stage_error(
-            e,
-            &format!("committing {key} to {}", job.storage.describe()),
-        )
-    })?;
+    let receipt = commit_verified(job.storage, upload, key, stored, &sha256)
+        .await
+        .map_err(|e| {
+            storage_stage_error(
+                e,
+                &format!("committing {key} to {}", job.storage.describe()),
+            )
+        })?;
     Ok(ObjectRecord {
         role: stream.role.to_string(),
         key: receipt.key,
         raw_bytes: raw.load(Ordering::SeqCst),
         stored_bytes: stored,
         sha256,
+        tables: facts.map(|f| f.tables).unwrap_or_default(),
     })
 }
 
 /// Fail closed: the first reason this object may not be committed, in
 /// order of cause (the dump's exit, then the compressor, then whether every
-/// compressed byte reached the upload).
+/// compressed byte reached the upload, then whether the dump's own bytes
+/// are complete: a dump that exits 0 but ends early is not a backup).
 fn judge(
     stream: &DumpStream,
     outcome: WorkerOutcome,
     stored: u64,
     produced: u64,
-) -> Result<(), StageError> {
+) -> Result<Option<DumpFacts>, StageError> {
     let finished = outcome.finished.map_err(|e| {
         StageError::new(
             Stage::Dump,
@@ -316,7 +338,12 @@ fn judge(
             format!("compressed stream incomplete: {produced} bytes produced, {stored} forwarded"),
         ));
     }
-    Ok(())
+    outcome.facts.transpose().map_err(|why| {
+        StageError::new(
+            Stage::Dump,
+            format!("{} exited 0, but {why}", stream.command.name()),
+        )
+    })
 }
 
 /// Move compressed chunks from the channel into the upload, hashing them.
@@ -377,6 +404,7 @@ fn compress(
     tx: mpsc::Sender<Bytes>,
     raw: &AtomicU64,
     sink_bytes: &Arc<AtomicU64>,
+    mut inspector: Option<&mut DumpInspector>,
 ) -> std::io::Result<()> {
     let sink = ChunkSink {
         tx,
@@ -393,6 +421,9 @@ fn compress(
             Err(e) => break Err(e),
         };
         raw.fetch_add(n as u64, Ordering::Relaxed);
+        if let Some(i) = inspector.as_deref_mut() {
+            i.write_all(&buf[..n])?;
+        }
         if let Err(e) = encoder.write_all(&buf[..n]) {
             break Err(e);
         }

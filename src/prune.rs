@@ -9,6 +9,7 @@
 use crate::catalog::{list_target, Layout};
 use crate::retention::{plan, Candidate, Decision, Policy};
 use crate::storage::Storage;
+use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::time::Duration;
@@ -20,8 +21,11 @@ pub struct PruneReport {
     pub decisions: Vec<Decision>,
     /// Keys of objects without a manifest, older than the grace period.
     pub orphans: Vec<String>,
-    /// Keys of half-done uploads of crashed runs that were aborted.
+    /// Keys of half-done uploads and temp files of killed runs, older than
+    /// the grace period, that were (or in a dry run would be) removed.
     pub aborted_uploads: Vec<String>,
+    /// Backups that are not complete: kept for a person to look at.
+    pub damaged: Vec<String>,
     /// Backup ids deleted (or that would be, in a dry run).
     pub deleted: Vec<String>,
     pub errors: Vec<String>,
@@ -44,8 +48,11 @@ impl PruneReport {
         }
         for k in &self.aborted_uploads {
             out.push_str(&format!(
-                "  aborted upload {k}  (left half-done by a crashed run)\n"
+                "  abort upload {k}  (left half-done by a killed run, older than the grace period)\n"
             ));
+        }
+        for d in &self.damaged {
+            out.push_str(&format!("  keep   damaged {d}\n"));
         }
         for e in &self.errors {
             out.push_str(&format!("  ERROR {e}\n"));
@@ -85,16 +92,31 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         .filter(|o| o.modified < grace_cutoff)
         .map(|o| o.key.clone())
         .collect();
-    for (key, why) in &listing.damaged {
-        tracing::warn!(target_name = req.target, key = %key, "damaged backup left in place: {why}");
+    for d in &listing.damaged {
+        tracing::warn!(target_name = req.target, key = %d.manifest_key, "damaged backup left in place for a person to inspect: {}", d.why);
     }
     orphans.sort();
+    let stale = req
+        .storage
+        .stale_uploads(&req.layout.target_prefix(req.target), grace_cutoff)
+        .await
+        .with_context(|| {
+            format!(
+                "listing uploads left by killed runs in {}",
+                req.storage.describe()
+            )
+        })?;
     let mut report = PruneReport {
         target: req.target.to_string(),
         dry_run: req.dry_run,
         decisions,
         orphans,
-        aborted_uploads: Vec::new(),
+        aborted_uploads: stale.iter().map(|s| s.key.clone()).collect(),
+        damaged: listing
+            .damaged
+            .iter()
+            .map(|d| format!("{}  ({})", d.manifest_key, d.why))
+            .collect(),
         deleted: Vec::new(),
         errors: Vec::new(),
     };
@@ -131,13 +153,12 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         }
     }
     if !req.dry_run {
-        match req
-            .storage
-            .abort_stale_uploads(&req.layout.target_prefix(req.target), grace_cutoff)
-            .await
-        {
-            Ok(keys) => report.aborted_uploads = keys,
-            Err(e) => report.errors.push(format!("aborting stale uploads: {e:#}")),
+        for upload in &stale {
+            if let Err(e) = req.storage.remove_stale(upload).await {
+                report
+                    .errors
+                    .push(format!("aborting upload {}: {e:#}", upload.key));
+            }
         }
         for key in &report.orphans {
             match req.storage.delete(key).await {

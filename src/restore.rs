@@ -44,7 +44,9 @@ pub struct RestoreOutcome {
     pub bytes: u64,
 }
 
-/// Pick the backup to restore: an id, or the newest complete one.
+/// Pick the backup to restore: an id, or the newest one. "latest" means the
+/// newest backup *attempt*: when that one is damaged we refuse and name it
+/// and the newest intact one, rather than quietly restoring older data.
 pub async fn choose_backup(
     storage: &dyn Storage,
     layout: &Layout,
@@ -53,25 +55,39 @@ pub async fn choose_backup(
 ) -> anyhow::Result<Backup> {
     let listing = list_target(storage, layout, target).await?;
     match id {
-        None | Some("latest") => listing.backups.last().cloned().ok_or_else(|| {
-            usage(format!(
-                "target `{target}` has no complete backup in {}",
-                storage.describe()
-            ))
-        }),
-        Some(id) => listing
-            .backups
-            .iter()
-            .find(|b| b.manifest.id.0 == id)
-            .cloned()
-            .ok_or_else(|| {
-                let damaged = listing.damaged.iter().any(|(k, _)| k.contains(id));
-                usage(if damaged {
-                    format!("backup `{id}` of target `{target}` is incomplete or damaged")
-                } else {
-                    format!("backup `{id}` of target `{target}` not found (see `backstop list`)")
-                })
-            }),
+        None | Some("latest") => {
+            if let Some(d) = listing.damaged_newest() {
+                let older = match listing.backups.last() {
+                    Some(b) => format!(
+                        "the newest intact backup is {}; restore it explicitly with --backup {}",
+                        b.manifest.id, b.manifest.id
+                    ),
+                    None => "there is no intact backup".to_string(),
+                };
+                bail!(
+                    "the newest backup of target `{target}`, {}, is damaged ({}); {older}",
+                    d.id,
+                    d.why
+                );
+            }
+            listing.backups.last().cloned().ok_or_else(|| {
+                usage(format!(
+                    "target `{target}` has no complete backup in {}",
+                    storage.describe()
+                ))
+            })
+        }
+        Some(id) => {
+            if let Some(b) = listing.backups.iter().find(|b| b.manifest.id.0 == id) {
+                return Ok(b.clone());
+            }
+            match listing.damaged.iter().find(|d| d.id.0 == id) {
+                Some(d) => bail!("backup `{id}` of target `{target}` is damaged: {}", d.why),
+                None => Err(usage(format!(
+                    "backup `{id}` of target `{target}` not found (see `backstop list`)"
+                ))),
+            }
+        }
     }
 }
 

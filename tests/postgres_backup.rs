@@ -625,3 +625,100 @@ fn verify_restores_into_a_scratch_database_reads_it_and_drops_it() {
     );
     assert_eq!(leftovers(), "0");
 }
+
+/// Regression (a dump that exits 0 but ends early was published): a
+/// wrapper that cuts pg_dump's output at several points and exits 0 must
+/// fail the backup at stage `dump` and store nothing, in both formats.
+#[test]
+fn pg_dump_exiting_0_with_a_truncated_dump_is_not_published() {
+    let src = TestDb::create("bs_trunc0");
+    src.sql(
+        "CREATE TABLE t AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 50000) g;
+         CREATE TABLE u (id int PRIMARY KEY); INSERT INTO u SELECT generate_series(1, 10);",
+    );
+    let full = std::process::Command::new(real_pg_dump())
+        .args([
+            "-h", PG_HOST, "-U", "postgres", "-Fc", "-Z0", "-d", &src.name,
+        ])
+        .output()
+        .unwrap()
+        .stdout
+        .len();
+    for (format, cut) in [
+        ("custom", 200),
+        ("custom", full / 2),
+        ("custom", full - 1),
+        ("plain", 1500),
+        ("plain", full / 2),
+    ] {
+        let ws = Workspace::new();
+        let wrapper = ws.script(
+            "pg_dump_truncates",
+            &format!(
+                "[ \"$1\" = --version ] && exec {real} --version\n{real} \"$@\" | head -c {cut}\nexit 0",
+                real = real_pg_dump()
+            ),
+        );
+        let cfg = ws.config(&pg_target(
+            "trunc",
+            &src.name,
+            &format!(
+                "format = \"{format}\"\npg_dump_path = \"{}\"",
+                wrapper.display()
+            ),
+        ));
+        let r = run(&["backup"], &cfg);
+        assert_eq!(r.code, 1, "{format} cut at {cut}: {}", r.all());
+        let t = &r.summary()["targets"][0];
+        assert_eq!(t["stage"], "dump", "{t}");
+        assert!(
+            t["error"].as_str().unwrap().contains("truncated"),
+            "{format} cut at {cut}: {t}"
+        );
+        assert_nothing_stored(&ws, &cfg);
+    }
+}
+
+/// The manifest records the rows each table's data holds, read from the
+/// dump's own bytes, in both formats; they equal the source's counts.
+#[test]
+fn manifest_counts_the_rows_of_every_table_in_both_formats() {
+    let src = rich_database();
+    src.sql("CREATE TABLE empty_one (x int); CREATE TABLE \"select\" (\"from\" text); INSERT INTO \"select\" VALUES (E'a\\nb'), ('\\.'), (E'\\\\.');");
+    for format in ["custom", "plain"] {
+        let ws = Workspace::new();
+        let cfg = ws.config(&pg_target(
+            "rows",
+            &src.name,
+            &format!("format = \"{format}\""),
+        ));
+        let r = run(&["backup"], &cfg);
+        assert_eq!(r.code, 0, "{}", r.all());
+        let manifest_path = ws
+            .stored_files()
+            .into_iter()
+            .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
+            .unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
+        let tables = m["objects"][0]["tables"].as_array().unwrap().clone();
+        assert_eq!(tables.len(), 5, "{format}: {tables:?}");
+        for t in tables {
+            let (schema, table) = (t["schema"].as_str().unwrap(), t["table"].as_str().unwrap());
+            let actual = src.sql(&format!(
+                "SELECT count(*) FROM ONLY {}.{}",
+                quote(schema),
+                quote(table)
+            ));
+            assert_eq!(
+                t["rows"].as_u64().unwrap().to_string(),
+                actual,
+                "{format} {schema}.{table}"
+            );
+        }
+    }
+}
+
+fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}

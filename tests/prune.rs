@@ -22,11 +22,12 @@ async fn fake_backup(
     at: DateTime<Utc>,
 ) -> Manifest {
     let data = format!("dump of {target} at {at}").into_bytes();
-    let key = layout.object_key(target, at, "dump.zst");
+    let id = BackupId::new(target, at);
+    let key = layout.object_key(target, &id, at, "dump.zst");
     put_bytes(s, &key, Bytes::from(data.clone())).await.unwrap();
     let manifest = Manifest {
         manifest_version: 1,
-        id: BackupId::new(target, at),
+        id: id.clone(),
         target: target.into(),
         source_type: "postgres".into(),
         database: "db".into(),
@@ -45,6 +46,7 @@ async fn fake_backup(
             raw_bytes: data.len() as u64,
             stored_bytes: data.len() as u64,
             sha256: "0".repeat(64),
+            tables: vec![],
         }],
         started_at: at,
         finished_at: at,
@@ -52,7 +54,7 @@ async fn fake_backup(
     };
     put_bytes(
         s,
-        &layout.manifest_key(target, at),
+        &layout.manifest_key(target, &id, at),
         Bytes::from(serde_json::to_vec(&manifest).unwrap()),
     )
     .await
@@ -236,7 +238,7 @@ async fn data_is_deleted_before_its_manifest_and_the_newest_is_never_deleted() {
         deletes,
         vec![
             old.objects[0].key.clone(),
-            layout.manifest_key("db", old.started_at)
+            layout.manifest_key("db", &old.id, old.started_at)
         ]
     );
     let listing = backstop::catalog::list_target(&s, &layout, "db")

@@ -39,8 +39,8 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     let mut listings = Vec::new();
     for t in targets {
         let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
-        for (key, why) in &listing.damaged {
-            tracing::warn!(target_name = t.name(), key = %key, "incomplete or damaged backup ignored: {why}");
+        for d in &listing.damaged {
+            tracing::warn!(target_name = t.name(), key = %d.manifest_key, "incomplete or damaged backup: {}", d.why);
         }
         if !listing.orphans.is_empty() {
             tracing::warn!(
@@ -75,7 +75,8 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         );
     } else if rows.is_empty() {
         println!("no backups");
-    } else {
+    }
+    if !args.json && !rows.is_empty() {
         println!(
             "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
             "TARGET", "ID", "STARTED (UTC)", "FORMAT", "CODEC", "STORED", "RAW"
@@ -91,6 +92,13 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 human_bytes(r.stored_bytes),
                 human_bytes(r.raw_bytes)
             );
+        }
+    }
+    if !args.json {
+        for (name, l) in &listings {
+            for d in &l.damaged {
+                println!("{name:<12} DAMAGED {}: {}", d.id, d.why);
+            }
         }
     }
     Ok(ExitKind::Success)

@@ -39,6 +39,8 @@ struct Row {
     finished_at: Option<String>,
     age_seconds: Option<i64>,
     stored_bytes: Option<u64>,
+    /// The newest backup attempt, when it is damaged (and why).
+    damaged_newest: Option<String>,
 }
 
 /// From the storage listing alone: the newest complete backup of each
@@ -57,9 +59,13 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
         let newest = listing.backups.last();
         let age = newest.map(|b| now - b.manifest.finished_at);
+        let damaged_newest = listing
+            .damaged_newest()
+            .map(|d| format!("{} ({})", d.id, d.why));
         rows.push(Row {
             target: t.name().to_string(),
-            fresh: age.is_some_and(|a| a <= max_age),
+            fresh: age.is_some_and(|a| a <= max_age) && damaged_newest.is_none(),
+            damaged_newest,
             newest: newest.map(|b| b.manifest.id.0.clone()),
             finished_at: newest.map(|b| b.manifest.finished_at.to_rfc3339()),
             age_seconds: age.map(|a| a.num_seconds()),
@@ -73,6 +79,12 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         );
     } else {
         for r in &rows {
+            if let Some(d) = &r.damaged_newest {
+                println!(
+                    "{:<20} {:<6} newest backup is damaged: {d}",
+                    r.target, "DAMAGED"
+                );
+            }
             match (&r.newest, r.age_seconds) {
                 (Some(id), Some(age)) => println!(
                     "{:<20} {:<6} newest {id}, {} old, {}",
@@ -100,6 +112,10 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                 .iter()
                 .map(|r| {
                     let why = match &r.newest {
+                        _ if r.damaged_newest.is_some() => format!(
+                            "the newest backup is damaged: {}",
+                            r.damaged_newest.as_deref().unwrap_or("")
+                        ),
                         Some(id) => format!(
                             "no complete backup newer than {}; the newest is {id}, finished {}",
                             humantime::format_duration(args.max_age.0),

@@ -2,6 +2,7 @@
 //! returns the commands whose stdout is the dump; the pipeline runs them, so
 //! every source gets the same streaming, exit-status and signal handling.
 
+pub mod pg_archive;
 pub mod pgtools;
 pub mod postgres;
 
@@ -23,6 +24,8 @@ pub struct DumpStream {
     /// Extension before the codec's (`dump`, `sql`, `globals.sql`).
     pub extension: &'static str,
     pub command: ChildCommand,
+    /// How to judge the bytes: complete or truncated, and rows per table.
+    pub check: Option<pg_archive::DumpKind>,
 }
 
 #[derive(Debug, Clone)]

@@ -1,6 +1,7 @@
 //! PostgreSQL through pg_dump (and pg_dumpall for globals), with the client
 //! chosen to match the server's major version.
 
+use super::pg_archive::DumpKind;
 use super::pgtools::{self, PgConn, PgTools};
 use super::{DumpPlan, DumpStream, Source, SourceInfo};
 use crate::config::{PgFormat, PostgresTarget};
@@ -59,6 +60,10 @@ impl PostgresSource {
             role: "database",
             extension,
             command: self.conn.apply(dump),
+            check: Some(match self.format {
+                PgFormat::Custom => DumpKind::Custom,
+                PgFormat::Plain => DumpKind::Plain,
+            }),
         }];
         if self.globals {
             let pg_dumpall = match tools {
@@ -83,6 +88,7 @@ impl PostgresSource {
                         // connection string.
                         .arg(format!("--database={}", self.conn.database)),
                 ),
+                check: Some(DumpKind::Globals),
             });
         }
         Ok(DumpPlan {

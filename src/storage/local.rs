@@ -108,11 +108,11 @@ impl Storage for LocalStorage {
 
     /// Temp files of runs killed outright (SIGKILL, OOM, node loss) that
     /// never reached their cleanup.
-    async fn abort_stale_uploads(
+    async fn stale_uploads(
         &self,
         prefix: &str,
         before: chrono::DateTime<chrono::Utc>,
-    ) -> StorageResult<Vec<String>> {
+    ) -> StorageResult<Vec<super::StaleUpload>> {
         let (root, prefix) = (self.root.clone(), prefix.to_string());
         tokio::task::spawn_blocking(move || {
             let mut temps = Vec::new();
@@ -120,16 +120,37 @@ impl Storage for LocalStorage {
                 walk(&root, &root, &prefix, true, &mut temps)
                     .map_err(|e| StorageError::other("local storage: list temp files", e))?;
             }
-            let mut removed = Vec::new();
-            for t in temps.into_iter().filter(|t| t.modified < before) {
-                std::fs::remove_file(root.join(&t.key))
-                    .map_err(|e| io_err(&t.key, "remove stale temp file", e))?;
-                removed.push(t.key);
-            }
-            Ok(removed)
+            Ok(temps
+                .into_iter()
+                .filter(|t| t.modified < before)
+                .map(|t| super::StaleUpload {
+                    key: t.key.clone(),
+                    handle: t.key,
+                })
+                .collect())
         })
         .await
         .map_err(|e| StorageError::other("local storage: stale temp files", e))?
+    }
+
+    async fn remove_stale(&self, upload: &super::StaleUpload) -> StorageResult<()> {
+        // The handle is a temp file's path under the root, never a key.
+        let path = self.root.join(&upload.handle);
+        let named_temp = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(TEMP_MARKER));
+        if !named_temp || upload.handle.split('/').any(|s| s == ".." || s.is_empty()) {
+            return Err(StorageError::InvalidKey {
+                key: upload.handle.clone(),
+                reason: "not a temp file of this storage".into(),
+            });
+        }
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io_err(&upload.handle, "remove stale temp file", e))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures::Stream;
+use sha2::{Digest, Sha256};
 use std::pin::Pin;
 
 #[derive(Debug, thiserror::Error)]
@@ -84,17 +85,30 @@ pub trait Storage: Send + Sync {
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>>;
     /// Remove an object; removing a missing key succeeds.
     async fn delete(&self, key: &str) -> StorageResult<()>;
-    /// Abort uploads under `prefix` that a crashed run left half-done and
-    /// that started before `before` (S3 multipart uploads, which are
-    /// invisible but cost money); returns what was aborted. Backends whose
-    /// uploads leave nothing behind have nothing to do.
-    async fn abort_stale_uploads(
+    /// What runs killed outright left under `prefix` before `before`:
+    /// S3 multipart uploads (invisible, but their parts are billed), local
+    /// and rclone temp files. Listing is separate from removing so that
+    /// `prune --dry-run` prints exactly what `prune` then removes. Backends
+    /// whose uploads leave nothing behind have nothing to list.
+    async fn stale_uploads(
         &self,
         _prefix: &str,
         _before: DateTime<Utc>,
-    ) -> StorageResult<Vec<String>> {
+    ) -> StorageResult<Vec<StaleUpload>> {
         Ok(Vec::new())
     }
+    /// Remove one leftover that `stale_uploads` listed.
+    async fn remove_stale(&self, _upload: &StaleUpload) -> StorageResult<()> {
+        Ok(())
+    }
+}
+
+/// A leftover of a killed run: the key it was for, and the backend's handle
+/// on it (an S3 upload id, a temp file's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleUpload {
+    pub key: String,
+    pub handle: String,
 }
 
 /// A listing's RFC 3339 modification time; unknown or unparsable times
@@ -107,12 +121,55 @@ pub fn parse_time(t: Option<&str>) -> DateTime<Utc> {
 
 /// Write a whole small object (a manifest) in one go.
 pub async fn put_bytes(storage: &dyn Storage, key: &str, data: Bytes) -> StorageResult<Receipt> {
+    let (size, sha256) = (data.len() as u64, hex::encode(Sha256::digest(&data)));
     let mut upload = storage.create(key).await?;
     if let Err(e) = upload.write(data).await {
         let _ = upload.abort().await;
         return Err(e);
     }
-    upload.commit().await
+    commit_verified(storage, upload, key, size, &sha256).await
+}
+
+/// Commit, recognising our own earlier attempt. When the server carried out
+/// a commit but its response was lost, the retry finds the object (S3: 412
+/// from `If-None-Match`, or `NoSuchUpload` for a completed multipart
+/// upload) and the commit reports failure. Keys are unique per run, so an
+/// object under our key holding exactly our bytes is our write: success.
+pub async fn commit_verified(
+    storage: &dyn Storage,
+    upload: Box<dyn Upload>,
+    key: &str,
+    size: u64,
+    sha256: &str,
+) -> StorageResult<Receipt> {
+    let err = match upload.commit().await {
+        Ok(r) => return Ok(r),
+        Err(e @ (StorageError::Auth(_) | StorageError::InvalidKey { .. })) => return Err(e),
+        Err(e) => e,
+    };
+    match stored_digest(storage, key).await {
+        Ok((n, digest)) if n == size && digest == sha256 => {
+            tracing::warn!(key, "the commit reported `{err}`, but the object holds exactly the bytes written: an earlier attempt of this run succeeded");
+            Ok(Receipt {
+                key: key.to_string(),
+                size,
+            })
+        }
+        _ => Err(err),
+    }
+}
+
+/// Size and SHA-256 (hex) of a stored object, read through.
+pub async fn stored_digest(storage: &dyn Storage, key: &str) -> StorageResult<(u64, String)> {
+    use futures::StreamExt;
+    let mut stream = storage.open(key).await?;
+    let (mut n, mut hasher) = (0u64, Sha256::new());
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        n += chunk.len() as u64;
+        hasher.update(&chunk);
+    }
+    Ok((n, hex::encode(hasher.finalize())))
 }
 
 /// Read a whole small object (a manifest) into memory, refusing large ones.

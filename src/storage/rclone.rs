@@ -193,7 +193,7 @@ impl Inner {
 
     async fn stat(&self, key: &str) -> StorageResult<Option<ObjectMeta>> {
         let (dir, name) = key.rsplit_once('/').unwrap_or(("", key));
-        let found = self.lsjson(dir, false).await?;
+        let found = self.lsjson(dir, false, false).await?;
         let hit = found.into_iter().find(|m| m.key == name).map(|mut m| {
             m.key = key.to_string();
             m
@@ -201,8 +201,14 @@ impl Inner {
         Ok(hit)
     }
 
-    /// Files in `dir` (recursively when asked), keys relative to `dir`.
-    async fn lsjson(&self, dir: &str, recursive: bool) -> StorageResult<Vec<ObjectMeta>> {
+    /// Files in `dir` (recursively when asked), keys relative to `dir`:
+    /// committed objects, or with `temps` only our temp objects.
+    async fn lsjson(
+        &self,
+        dir: &str,
+        recursive: bool,
+        temps: bool,
+    ) -> StorageResult<Vec<ObjectMeta>> {
         let target = self.path(dir);
         let mut args = vec!["lsjson", "--files-only", "--no-mimetype"];
         if recursive {
@@ -231,11 +237,12 @@ impl Inner {
         Ok(entries
             .into_iter()
             .filter(|e| {
-                !e.path
+                e.path
                     .rsplit('/')
                     .next()
                     .unwrap_or("")
                     .starts_with(TEMP_MARKER)
+                    == temps
             })
             .map(|e| ObjectMeta {
                 key: e.path,
@@ -243,6 +250,28 @@ impl Inner {
                 modified: super::parse_time(Some(&e.mod_time)),
             })
             .collect())
+    }
+}
+
+impl RcloneStorage {
+    /// Objects (or our temp objects) whose key starts with `prefix`.
+    async fn list_matching(&self, prefix: &str, temps: bool) -> StorageResult<Vec<ObjectMeta>> {
+        let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
+        let mut out: Vec<ObjectMeta> = self
+            .inner
+            .lsjson(dir, true, temps)
+            .await?
+            .into_iter()
+            .map(|mut m| {
+                if !dir.is_empty() {
+                    m.key = format!("{dir}/{}", m.key);
+                }
+                m
+            })
+            .filter(|m| m.key.starts_with(prefix))
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
     }
 }
 
@@ -325,22 +354,44 @@ impl Storage for RcloneStorage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
-        let dir = prefix.rfind('/').map(|i| &prefix[..i]).unwrap_or("");
-        let mut out: Vec<ObjectMeta> = self
-            .inner
-            .lsjson(dir, true)
+        self.list_matching(prefix, false).await
+    }
+
+    async fn stale_uploads(
+        &self,
+        prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<super::StaleUpload>> {
+        Ok(self
+            .list_matching(prefix, true)
             .await?
             .into_iter()
-            .map(|mut m| {
-                if !dir.is_empty() {
-                    m.key = format!("{dir}/{}", m.key);
-                }
-                m
+            .filter(|m| m.modified < before)
+            .map(|m| super::StaleUpload {
+                key: m.key.clone(),
+                handle: m.key,
             })
-            .filter(|m| m.key.starts_with(prefix))
-            .collect();
-        out.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(out)
+            .collect())
+    }
+
+    async fn remove_stale(&self, upload: &super::StaleUpload) -> StorageResult<()> {
+        let name = upload.handle.rsplit('/').next().unwrap_or("");
+        if !name.starts_with(TEMP_MARKER) {
+            return Err(StorageError::InvalidKey {
+                key: upload.handle.clone(),
+                reason: "not a temp object of this storage".into(),
+            });
+        }
+        let target = self.inner.path(&upload.handle);
+        let (ok, _, stderr) = self.inner.run(&["deletefile", &target]).await?;
+        if ok || stderr.contains("not found") {
+            Ok(())
+        } else {
+            Err(StorageError::other(
+                format!("rclone deletefile {target}"),
+                stderr,
+            ))
+        }
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {

@@ -380,19 +380,22 @@ impl Storage for S3Storage {
         Ok(out)
     }
 
-    async fn abort_stale_uploads(
+    async fn stale_uploads(
         &self,
         prefix: &str,
         before: chrono::DateTime<chrono::Utc>,
-    ) -> StorageResult<Vec<String>> {
-        let mut aborted = Vec::new();
-        for (key, id, initiated) in self.pending(prefix).await? {
-            if initiated < before {
-                self.inner.abort(&key, &id).await?;
-                aborted.push(key);
-            }
-        }
-        Ok(aborted)
+    ) -> StorageResult<Vec<super::StaleUpload>> {
+        Ok(self
+            .pending(prefix)
+            .await?
+            .into_iter()
+            .filter(|(_, _, initiated)| *initiated < before)
+            .map(|(key, handle, _)| super::StaleUpload { key, handle })
+            .collect())
+    }
+
+    async fn remove_stale(&self, upload: &super::StaleUpload) -> StorageResult<()> {
+        self.inner.abort(&upload.key, &upload.handle).await
     }
 
     async fn delete(&self, key: &str) -> StorageResult<()> {
