@@ -161,6 +161,10 @@ pub struct Manifest {
     #[serde(default)]
     pub encryption_recipients: Vec<String>,
     pub objects: Vec<ObjectRecord>,
+    /// What a restore needs to recreate the database as it was (engine
+    /// specific: encoding, locale, owner, ACL, settings for PostgreSQL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_properties: Option<serde_json::Value>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub tool_version: String,

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod schedule;
 pub mod signals;
 pub mod source;
+pub mod sql;
 pub mod storage;
 pub mod tokens;
 

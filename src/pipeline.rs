@@ -158,6 +158,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         },
         encryption_recipients: Vec::new(),
         objects,
+        database_properties: plan.database_properties,
         started_at,
         finished_at: Utc::now(),
         tool_version: crate::TOOL_VERSION.to_string(),

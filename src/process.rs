@@ -149,12 +149,46 @@ impl Finished {
         }
     }
 
-    /// `describe()` plus the last stderr line, for one-line errors.
+    /// `describe()` plus the line that explains the failure, for one-line
+    /// errors: the last ERROR/FATAL line with the context lines after it
+    /// (LINE, DETAIL, CONTEXT), else the last non-empty line. The last line
+    /// alone is often a HINT, a WARNING or "Command was: …".
     pub fn describe_with_last_line(&self) -> String {
-        match self.stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
-            Some(line) => format!("{}: {}", self.describe(), line.trim()),
-            None => self.describe(),
-        }
+        let lines: Vec<&str> = self
+            .stderr_tail
+            .iter()
+            .map(|l| l.trim())
+            .filter(|l| !l.is_empty())
+            .collect();
+        let is_error = |l: &&str| {
+            l.contains("ERROR:")
+                || l.contains("FATAL:")
+                || l.contains(" error: ")
+                || l.starts_with("error:")
+        };
+        let explanation = match lines.iter().rposition(|l| is_error(l)) {
+            Some(i) => {
+                let context = lines[i + 1..]
+                    .iter()
+                    .take_while(|l| !is_error(l))
+                    .filter(|l| {
+                        ["LINE ", "DETAIL:", "CONTEXT:", "HINT:", "Command was:"]
+                            .iter()
+                            .any(|p| l.contains(p))
+                    })
+                    .take(3)
+                    .copied();
+                std::iter::once(lines[i])
+                    .chain(context)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            }
+            None => match lines.last() {
+                Some(l) => l.to_string(),
+                None => return self.describe(),
+            },
+        };
+        format!("{}: {explanation}", self.describe())
     }
 }
 

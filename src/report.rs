@@ -74,6 +74,20 @@ pub struct TargetReport {
     /// What retention did after a successful backup.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSummary>,
+    /// What `verify` read back from the restored database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verified: Option<VerifySummary>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifySummary {
+    /// Tables read through, and the rows in them.
+    pub tables: u64,
+    pub rows: u64,
+    /// Tables whose row count was compared with the count in the dump.
+    pub tables_compared: u64,
+    /// Materialized views created WITH NO DATA: reported, not read.
+    pub unpopulated_matviews: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -117,6 +131,7 @@ impl TargetReport {
             finished_at: Utc::now(),
             duration_seconds,
             prune: None,
+            verified: None,
         }
     }
 
@@ -172,6 +187,28 @@ impl RunReport {
         let mut out = String::from("summary:\n");
         for t in &self.targets {
             match t.status {
+                Status::Success if t.verified.is_some() => {
+                    let v = t.verified.as_ref().expect("checked");
+                    out.push_str(&format!(
+                        "  {:<20} ok      restored {} ({} stored) in {:.1}s; read {} tables, {} rows ({} counts match the dump){}  {}\n",
+                        t.target,
+                        human_bytes(t.raw_bytes),
+                        human_bytes(t.stored_bytes),
+                        t.duration_seconds,
+                        v.tables,
+                        v.rows,
+                        v.tables_compared,
+                        if v.unpopulated_matviews.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; unpopulated materialized views not read: {}",
+                                v.unpopulated_matviews.join(", ")
+                            )
+                        },
+                        t.backup_id.as_deref().unwrap_or("")
+                    ));
+                }
                 Status::Success => {
                     out.push_str(&format!(
                         "  {:<20} ok      {:>10} stored ({} raw) in {:.1}s, {}/s  {}\n",

@@ -1,17 +1,19 @@
 //! Restore: stream a stored object back through the decompressor into
 //! pg_restore (custom format) or psql (plain), checking SHA-256 and size on
-//! the way.
+//! the way, into a new database that is renamed into place only when
+//! everything succeeded.
 //!
-//! The restore tool runs in one transaction, and the last decompressed bytes
-//! are held back until the whole stored object has been hashed: a corrupted
-//! or truncated object makes us kill the tool before it can read to the end
-//! and commit, so the target database is left as it was.
+//! The last decompressed bytes are held back until the whole stored object
+//! has been hashed: a corrupted or truncated object makes us kill the tool
+//! before it reads to the end, and the half-loaded database is dropped.
 
 use crate::catalog::{list_target, Backup, Layout};
 use crate::codec::decoder;
 use crate::error::usage;
 use crate::process::{Finished, Running};
+use crate::source::pg_database::{Fidelity, PgDatabaseProps};
 use crate::source::pgtools::{self, PgConn, PgVersion};
+use crate::sql::{ident, literal};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
@@ -26,23 +28,6 @@ use tokio_util::sync::CancellationToken;
 
 /// Decompressed bytes withheld until the checksum is verified.
 const HOLDBACK_BYTES: usize = 256 << 10;
-
-pub struct RestoreRequest {
-    pub target: String,
-    /// A backup id, or None for the newest complete one.
-    pub backup: Option<String>,
-    pub into: PgConn,
-    pub create: bool,
-    pub no_owner: bool,
-    pub cancel: CancellationToken,
-}
-
-#[derive(Debug)]
-pub struct RestoreOutcome {
-    pub backup_id: String,
-    pub database: String,
-    pub bytes: u64,
-}
 
 /// Pick the backup to restore: an id, or the newest one. "latest" means the
 /// newest backup *attempt*: when that one is damaged we refuse and name it
@@ -91,16 +76,47 @@ pub async fn choose_backup(
     }
 }
 
-/// Quote an SQL identifier.
-fn ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+/// What happens to the destination database name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The database must not exist; it is created.
+    Create,
+    /// The database must exist and be empty; it is replaced by the restored one.
+    Empty,
+    /// The database must exist; it is replaced by the restored one (its
+    /// sessions are ended), and kept under a dated name when asked.
+    Replace { keep_replaced: bool },
 }
 
-/// Quote an SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+pub struct RestoreRequest {
+    pub target: String,
+    /// A backup id, or None for the newest.
+    pub backup: Option<String>,
+    pub into: PgConn,
+    /// Where CREATE, RENAME and DROP DATABASE run: a database other than
+    /// the destination (and the one that drops what it created).
+    pub maintenance: PgConn,
+    pub mode: Mode,
+    pub fidelity: Fidelity,
+    pub cancel: CancellationToken,
 }
 
+#[derive(Debug)]
+pub struct RestoreOutcome {
+    pub backup_id: String,
+    pub database: String,
+    /// Stored bytes read.
+    pub bytes: u64,
+    /// The replaced database, when it was kept.
+    pub kept_replaced: Option<String>,
+    pub manifest: crate::catalog::Manifest,
+}
+
+/// The restore runs into a new database under a temporary name on the same
+/// server, and only a complete restore is renamed into place: the
+/// destination is untouched by every failure, and no single huge
+/// transaction is needed (thousands of tables or large objects restore on
+/// default `max_locks_per_transaction`).
 pub async fn restore(
     storage: &dyn Storage,
     layout: &Layout,
@@ -118,84 +134,91 @@ pub async fn restore(
         .object("database")
         .ok_or_else(|| anyhow!("manifest {} names no database object", backup.manifest_key))?
         .clone();
+    let props: Option<PgDatabaseProps> = match &m.database_properties {
+        Some(v) => Some(serde_json::from_value(v.clone()).with_context(|| {
+            format!("reading the database properties in {}", backup.manifest_key)
+        })?),
+        None => None,
+    };
     let dumped_with = PgVersion::parse(&m.dump_tool_version);
-    let format = m.format.clone();
-    let into = req.into.clone();
-    let create = req.create;
-    tracing::info!(backup = %m.id, database = %into.database, "preparing restore");
+    tracing::info!(backup = %m.id, database = %req.into.database, "preparing restore");
 
-    // Connect, choose the client, create or check the database.
-    let prepared = tokio::task::spawn_blocking(move || prepare(&into, dumped_with, create))
+    let prepared = {
+        let (into, maint, mode, fidelity, props) = (
+            req.into.clone(),
+            req.maintenance.clone(),
+            req.mode,
+            req.fidelity,
+            props.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            prepare(&into, &maint, mode, fidelity, props.as_ref(), dumped_with)
+        })
         .await
-        .context("restore preparation task")??;
-
-    let tool = if format == "custom" {
-        "pg_restore"
-    } else {
-        "psql"
+        .context("restore preparation task")??
     };
-    let program = prepared.tools.require(tool)?;
-    let mut cmd = crate::process::ChildCommand::new(program);
-    cmd = if format == "custom" {
-        let mut c = cmd
-            .arg("--exit-on-error")
-            .arg("--single-transaction")
-            .arg("--no-password")
-            .arg("--dbname")
-            .arg(&req.into.database);
-        if req.no_owner {
-            c = c.arg("--no-owner").arg("--no-privileges");
-        }
-        c
-    } else {
-        cmd.arg("-X")
-            .arg("-q")
-            .arg("-w")
-            .arg("-v")
-            .arg("ON_ERROR_STOP=1")
-            .arg("--single-transaction")
-            .arg("-f")
-            .arg("-")
-    };
-    let cmd = req.into.apply(cmd);
+    let temp_conn = req.into.with_database(&prepared.temp);
+    let psql = prepared.tools.require("psql")?;
 
-    let result = stream_into(
-        storage,
-        &object.key,
-        &object.sha256,
-        object.stored_bytes,
-        m.compression.algorithm,
-        &cmd,
-        &req.cancel,
-    )
+    let loaded = async {
+        let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?;
+        stream_into(
+            storage,
+            &object.key,
+            &object.sha256,
+            object.stored_bytes,
+            m.compression.algorithm,
+            &cmd,
+            &req.cancel,
+        )
+        .await
+    }
     .await;
-    match result {
-        Ok(bytes) => {
+    let finished = match loaded {
+        Ok(bytes) if !req.cancel.is_cancelled() => {
+            let (maint, psql, temp, into, mode, fidelity) = (
+                req.maintenance.clone(),
+                psql.clone(),
+                prepared.temp.clone(),
+                req.into.database.clone(),
+                req.mode,
+                req.fidelity,
+            );
+            tokio::task::spawn_blocking(move || {
+                put_in_place(&maint, &psql, &temp, &into, mode, fidelity, props.as_ref())
+            })
+            .await
+            .context("restore finishing task")?
+            .map(|kept| (bytes, kept))
+        }
+        Ok(_) => Err(anyhow!("interrupted by signal")),
+        Err(e) => Err(e),
+    };
+    match finished {
+        Ok((bytes, kept_replaced)) => {
             tracing::info!(backup = %m.id, database = %req.into.database, bytes, "restore complete");
             Ok(RestoreOutcome {
                 backup_id: m.id.0.clone(),
                 database: req.into.database.clone(),
                 bytes,
+                kept_replaced,
+                manifest: m.clone(),
             })
         }
         Err(e) => {
-            if prepared.created {
-                let conn = req.into.with_database("postgres");
-                let psql = prepared.tools.tool("psql");
-                let name = req.into.database.clone();
-                let dropped =
-                    tokio::task::spawn_blocking(move || drop_database(&conn, &psql, &name)).await;
-                match dropped {
-                    Ok(Ok(_)) => {
-                        tracing::info!(database = %req.into.database, "dropped the database this restore created")
-                    }
-                    _ => {
-                        tracing::warn!(database = %req.into.database, "could not drop the database this restore created")
-                    }
+            let (maint, psql_c, temp) =
+                (req.maintenance.clone(), psql.clone(), prepared.temp.clone());
+            match tokio::task::spawn_blocking(move || drop_database(&maint, &psql_c, &temp)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(database = %prepared.temp, "dropped the unfinished restore; the destination is untouched")
                 }
+                _ => tracing::warn!(
+                    database = %prepared.temp,
+                    "could not drop the unfinished restore database; drop it by hand"
+                ),
             }
             Err(e.context(format!(
-                "restoring backup {} into {}",
+                "restoring backup {} into {} (nothing was changed there)",
                 m.id,
                 req.into.endpoint()
             )))
@@ -203,10 +226,71 @@ pub async fn restore(
     }
 }
 
-/// Drop `name` through the maintenance connection `conn`. FORCE
-/// (PostgreSQL 13+) ends leftover sessions, such as those of a restore tool
-/// just killed; older servers get a plain DROP.
+/// pg_restore for custom archives, psql for plain SQL, into `conn`.
+fn restore_command(
+    tools: &pgtools::PgTools,
+    format: &str,
+    conn: &PgConn,
+    f: Fidelity,
+) -> anyhow::Result<crate::process::ChildCommand> {
+    let cmd = if format == "custom" {
+        let mut c = crate::process::ChildCommand::new(tools.require("pg_restore")?)
+            .arg("--exit-on-error")
+            .arg("--no-password")
+            .arg("--dbname")
+            .arg(&conn.database);
+        for (on, flag) in [
+            (f.no_owner, "--no-owner"),
+            (f.no_acl, "--no-privileges"),
+            (f.no_tablespaces, "--no-tablespaces"),
+        ] {
+            if on {
+                c = c.arg(flag);
+            }
+        }
+        c
+    } else {
+        crate::process::ChildCommand::new(tools.require("psql")?)
+            .arg("-X")
+            .arg("-q")
+            .arg("-w")
+            .arg("-v")
+            .arg("ON_ERROR_STOP=1")
+            .arg("-f")
+            .arg("-")
+    };
+    Ok(conn.apply(cmd))
+}
+
+/// Drop `name` through the maintenance connection `conn`. Subscriptions in
+/// it are detached from their slots first (DROP DATABASE refuses
+/// otherwise); FORCE (PostgreSQL 13+) ends leftover sessions, such as those
+/// of a restore tool just killed; older servers get a plain DROP.
 pub fn drop_database(conn: &PgConn, psql: &std::path::Path, name: &str) -> anyhow::Result<()> {
+    let has_subscriptions = conn
+        .query(
+            psql,
+            &format!(
+                "SELECT count(*) FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid WHERE d.datname = {};",
+                literal(name)
+            ),
+        )
+        .map(|n| n != "0")
+        .unwrap_or(false);
+    if has_subscriptions {
+        let detach = "DO $$ DECLARE s record; BEGIN \
+             FOR s IN SELECT subname FROM pg_subscription WHERE subdbid = \
+               (SELECT oid FROM pg_database WHERE datname = current_database()) LOOP \
+               EXECUTE format('ALTER SUBSCRIPTION %I DISABLE', s.subname); \
+               EXECUTE format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', s.subname); \
+             END LOOP; END $$;";
+        if let Err(e) = conn.with_database(name).query(psql, detach) {
+            tracing::warn!(
+                database = name,
+                "could not detach subscriptions before dropping: {e:#}"
+            );
+        }
+    }
     conn.query(
         psql,
         &format!("DROP DATABASE IF EXISTS {} WITH (FORCE);", ident(name)),
@@ -217,23 +301,29 @@ pub fn drop_database(conn: &PgConn, psql: &std::path::Path, name: &str) -> anyho
 
 struct Prepared {
     tools: pgtools::PgTools,
-    created: bool,
+    /// The new database the restore loads, renamed into place at the end.
+    temp: String,
+}
+
+/// A name for the database being loaded: recognisable, unique, ≤ 63 bytes.
+fn temp_name(target: &str) -> String {
+    let mut base: String = target.chars().take(30).collect();
+    while base.len() > 30 {
+        base.pop();
+    }
+    format!("{base}_bs_restore_{:08x}", fastrand::u32(..))
 }
 
 fn prepare(
     into: &PgConn,
+    maint: &PgConn,
+    mode: Mode,
+    fidelity: Fidelity,
+    props: Option<&PgDatabaseProps>,
     dumped_with: Option<PgVersion>,
-    create: bool,
 ) -> anyhow::Result<Prepared> {
     let found = pgtools::discover();
-    // The server is asked through its maintenance database when we are to
-    // create the target; otherwise through the target itself.
-    let probe = if create {
-        into.with_database("postgres")
-    } else {
-        into.clone()
-    };
-    let (server, _) = probe.server_version(&found)?;
+    let (server, _) = maint.server_version(&found)?;
     // pg_restore must be at least as new as the server and as the pg_dump
     // that wrote the archive.
     let needed = dumped_with.map_or(server, |d| d.max(server));
@@ -244,49 +334,194 @@ fn prepare(
     )?
     .clone();
     let psql = tools.require("psql")?;
-    if create {
-        let exists = probe.query(
-            &psql,
+    let db = &into.database;
+    let exists = maint.query(
+        &psql,
+        &format!(
+            "SELECT count(*) FROM pg_database WHERE datname = {};",
+            literal(db)
+        ),
+    )? != "0";
+    let place = format!("{}:{}", into.host, into.port);
+    match (mode, exists) {
+        (Mode::Create, true) => bail!(usage(format!(
+            "database `{db}` already exists on {place}; choose a new name, or pass --replace to replace it"
+        ))),
+        (Mode::Empty | Mode::Replace { .. }, false) => bail!(usage(format!(
+            "database `{db}` does not exist on {place}; pass --create to create it"
+        ))),
+        (Mode::Empty, true) => {
+            let relations = into
+                .query(
+                    &psql,
+                    "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind IN ('r','p','v','m','S','f') \
+                     AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%';",
+                )
+                .map_err(|e| usage(format!("cannot inspect database `{db}`: {e:#}")))?;
+            if relations != "0" {
+                bail!(usage(format!(
+                    "database `{db}` is not empty ({relations} relations); pass --replace to replace it, or --create with a new name"
+                )));
+            }
+        }
+        _ => {}
+    }
+    if let Some(p) = props {
+        check_destination(maint, &psql, p, fidelity)?;
+    }
+    let temp = temp_name(db);
+    let create = match props {
+        Some(p) => p.create_sql(&temp, fidelity),
+        None => {
+            tracing::warn!("the backup's manifest has no database properties (made by an older backstop): the database gets the server's defaults");
+            format!("CREATE DATABASE {} TEMPLATE template0;", ident(&temp))
+        }
+    };
+    if let Err(e) = maint.query(&psql, &create) {
+        let text = format!("{e:#}");
+        if let (Some(p), true) = (
+            props,
+            ["locale", "collation", "encoding", "LC_", "ICU", "provider"]
+                .iter()
+                .any(|w| text.contains(w)),
+        ) {
+            bail!(usage(format!(
+                "the server at {place} cannot create the database as the source had it ({}): {text}. \
+                 Pass --server-locale to use that server's default locale instead (the encoding stays {})",
+                p.describe_locale(),
+                p.encoding
+            )));
+        }
+        return Err(e.context(format!("creating database {temp} for the restore")));
+    }
+    tracing::info!(database = %temp, "created the database the restore loads");
+    Ok(Prepared { tools, temp })
+}
+
+/// Stop before anything is created when the destination lacks what the
+/// source's database needs: its roles, its tablespace.
+fn check_destination(
+    maint: &PgConn,
+    psql: &std::path::Path,
+    p: &PgDatabaseProps,
+    f: Fidelity,
+) -> anyhow::Result<()> {
+    let roles = p.roles(f);
+    if !roles.is_empty() {
+        let list = roles
+            .iter()
+            .map(|r| literal(r))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let present = maint.query(
+            psql,
+            &format!("SELECT rolname FROM pg_roles WHERE rolname IN ({list});"),
+        )?;
+        let present: Vec<&str> = present.lines().collect();
+        let missing: Vec<&String> = roles
+            .iter()
+            .filter(|r| !present.contains(&r.as_str()))
+            .collect();
+        if !missing.is_empty() {
+            bail!(usage(format!(
+                "the destination server lacks the role(s) {} that own or have privileges on the database; \
+                 restore the globals first (backstop restore --globals), or pass --no-owner and --no-acl",
+                missing.iter().map(|r| format!("`{r}`")).collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
+    if !f.no_tablespaces && p.tablespace != "pg_default" {
+        let n = maint.query(
+            psql,
             &format!(
-                "SELECT count(*) FROM pg_database WHERE datname = {};",
-                literal(&into.database)
+                "SELECT count(*) FROM pg_tablespace WHERE spcname = {};",
+                literal(&p.tablespace)
             ),
         )?;
-        if exists != "0" {
+        if n == "0" {
             bail!(usage(format!(
-                "database `{}` already exists on {}:{}; drop it or restore without --create into an empty database",
-                into.database, into.host, into.port
+                "the destination server has no tablespace `{}` (the source database's); create it, or pass --no-tablespaces",
+                p.tablespace
             )));
         }
-        probe.query(
-            &psql,
-            &format!("CREATE DATABASE {};", ident(&into.database)),
-        )?;
-        tracing::info!(database = %into.database, "created database");
-        Ok(Prepared {
-            tools,
-            created: true,
-        })
-    } else {
-        let tables = into
-            .query(
-                &psql,
-                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE c.relkind IN ('r','p','v','m','S','f') \
-                 AND n.nspname NOT IN ('pg_catalog','information_schema') AND n.nspname NOT LIKE 'pg_toast%';",
-            )
-            .map_err(|e| usage(format!("cannot use target database (does it exist? pass --create to create it): {e:#}")))?;
-        if tables != "0" {
-            bail!(usage(format!(
-                "database `{}` is not empty ({tables} relations); restore needs an empty database or --create with a new name",
-                into.database
-            )));
-        }
-        Ok(Prepared {
-            tools,
-            created: false,
-        })
     }
+    Ok(())
+}
+
+/// Give the loaded database the source's settings and privileges, then
+/// rename it into place; for a replace, the old database is renamed away in
+/// the same transaction, so the name is never missing or half-restored.
+/// Returns the name the replaced database was kept under.
+fn put_in_place(
+    maint: &PgConn,
+    psql: &std::path::Path,
+    temp: &str,
+    target: &str,
+    mode: Mode,
+    f: Fidelity,
+    props: Option<&PgDatabaseProps>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(p) = props {
+        let finish = p.finish_sql(temp, f).join("\n");
+        if !finish.is_empty() {
+            maint
+                .query(psql, &finish)
+                .context("applying the database's settings, comment and privileges")?;
+        }
+    }
+    if mode == Mode::Create {
+        maint
+            .query(
+                psql,
+                &format!(
+                    "ALTER DATABASE {} RENAME TO {};",
+                    ident(temp),
+                    ident(target)
+                ),
+            )
+            .with_context(|| format!("renaming the restored database to {target}"))?;
+        return Ok(None);
+    }
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    let mut old: String = target.chars().take(40).collect();
+    while old.len() > 40 {
+        old.pop();
+    }
+    let old = format!("{old}_replaced_{stamp}");
+    let terminate = if matches!(mode, Mode::Replace { .. }) {
+        format!(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\n",
+            literal(target)
+        )
+    } else {
+        String::new()
+    };
+    maint
+        .query(
+            psql,
+            &format!(
+                "{terminate}BEGIN;\nALTER DATABASE {} RENAME TO {};\nALTER DATABASE {} RENAME TO {};\nCOMMIT;",
+                ident(target),
+                ident(&old),
+                ident(temp),
+                ident(target)
+            ),
+        )
+        .with_context(|| format!("swapping the restored database in place of {target} (it is unchanged)"))?;
+    if matches!(
+        mode,
+        Mode::Replace {
+            keep_replaced: true
+        }
+    ) {
+        tracing::info!(database = %old, "kept the replaced database");
+        return Ok(Some(old));
+    }
+    if let Err(e) = drop_database(maint, psql, &old) {
+        tracing::warn!(database = %old, "the restore is in place, but the replaced database could not be dropped: {e:#}");
+    }
+    Ok(None)
 }
 
 /// Stream `key` into the command's stdin; returns the stored bytes read.
@@ -489,11 +724,5 @@ mod tests {
         release.store(true, Ordering::SeqCst);
         h.flush().unwrap();
         assert_eq!(h.inner, data);
-    }
-
-    #[test]
-    fn sql_quoting_doubles_quotes() {
-        assert_eq!(ident("a\"b"), "\"a\"\"b\"");
-        assert_eq!(literal("o'k"), "'o''k'");
     }
 }

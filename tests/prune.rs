@@ -48,6 +48,7 @@ async fn fake_backup(
             sha256: "0".repeat(64),
             tables: vec![],
         }],
+        database_properties: None,
         started_at: at,
         finished_at: at,
         tool_version: "test".into(),

@@ -117,6 +117,22 @@ pub fn select_targets<'a>(
         .collect()
 }
 
+/// The target a single-target command works on: the one named, or the only
+/// one configured.
+pub fn one_target(config: &Config, name: Option<&str>) -> anyhow::Result<String> {
+    match name {
+        Some(n) => select_targets(config, &[n.to_string()]).map(|t| t[0].name().to_string()),
+        None => match config.targets.as_slice() {
+            [only] => Ok(only.name().to_string()),
+            many => Err(usage(format!(
+                "--target is needed: the config has {} targets ({})",
+                many.len(),
+                many.iter().map(|t| t.name()).collect::<Vec<_>>().join(", ")
+            ))),
+        },
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
     let json = cli.log_format.resolve() == LogFormat::Json;
     match cli.command {

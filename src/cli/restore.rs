@@ -1,7 +1,8 @@
 use super::ConfigArg;
 use crate::config::Secret;
 use crate::error::{usage, ExitKind};
-use crate::restore::{restore, RestoreRequest};
+use crate::restore::{restore, Mode, RestoreRequest};
+use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::PgConn;
 use clap::Args;
 
@@ -9,31 +10,89 @@ use clap::Args;
 pub struct RestoreArgs {
     #[command(flatten)]
     pub config: ConfigArg,
-    /// The target whose backup to restore.
+    /// The target whose backup to restore (may be omitted when the config
+    /// has exactly one).
     #[arg(long, short = 't')]
-    pub target: String,
-    /// Backup id (see `backstop list`) or `latest`.
+    pub target: Option<String>,
+    /// Backup id (see `backstop list`) or `latest` (the newest backup; a
+    /// damaged newest backup is refused, not skipped).
     #[arg(long, default_value = "latest")]
     pub backup: String,
     /// Database to restore into: postgres://USER@HOST:PORT/DB. A password is
     /// better given as PGPASSWORD than in the URL.
     #[arg(long)]
     pub into: String,
-    /// Create the database first (it must not exist). Without it the database
-    /// must exist and be empty.
-    #[arg(long)]
+    #[command(flatten)]
+    pub place: PlaceArgs,
+    #[command(flatten)]
+    pub fidelity: FidelityArgs,
+}
+
+/// What happens to the destination name (shared by every restore form).
+#[derive(Debug, Args)]
+pub struct PlaceArgs {
+    /// Create the database (it must not exist), with the source's encoding,
+    /// locale, owner, privileges and settings.
+    #[arg(long, conflicts_with = "replace")]
     pub create: bool,
-    /// Do not restore ownership and privileges (for a server without the
-    /// original roles).
+    /// Replace an existing database, only with a complete restore: restore
+    /// beside it, end its sessions, swap the names, drop the old one.
+    #[arg(long)]
+    pub replace: bool,
+    /// With --replace: keep the old database as DB_replaced_YYYYMMDDHHMMSS.
+    #[arg(long, requires = "replace")]
+    pub keep_replaced: bool,
+    /// Database used to create, rename and drop databases on that server.
+    #[arg(long, default_value = "postgres")]
+    pub maintenance_db: String,
+}
+
+impl PlaceArgs {
+    pub fn mode(&self) -> Mode {
+        if self.create {
+            Mode::Create
+        } else if self.replace {
+            Mode::Replace {
+                keep_replaced: self.keep_replaced,
+            }
+        } else {
+            Mode::Empty
+        }
+    }
+}
+
+/// How much of the source must carry over (for moving between clusters).
+#[derive(Debug, Args)]
+pub struct FidelityArgs {
+    /// Do not restore ownership: objects belong to the restoring user.
     #[arg(long)]
     pub no_owner: bool,
+    /// Do not restore privileges (GRANT/REVOKE), on objects or the database.
+    #[arg(long)]
+    pub no_acl: bool,
+    /// Do not restore tablespace assignments: use the server's default.
+    #[arg(long)]
+    pub no_tablespaces: bool,
+    /// Create the database with the destination server's default locale
+    /// when it lacks the source's (the encoding is kept).
+    #[arg(long)]
+    pub server_locale: bool,
+}
+
+impl FidelityArgs {
+    pub fn fidelity(&self) -> Fidelity {
+        Fidelity {
+            no_owner: self.no_owner,
+            no_acl: self.no_acl,
+            no_tablespaces: self.no_tablespaces,
+            server_locale: self.server_locale,
+        }
+    }
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
-    if config.target(&args.target).is_none() {
-        super::select_targets(&config, std::slice::from_ref(&args.target))?;
-    }
+    let target = super::one_target(&config, args.target.as_deref())?;
     let into = parse_pg_url(&args.into)?;
     let (storage, layout) = super::open_storage(&config)?;
     let cancel = crate::signals::install();
@@ -41,19 +100,25 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         storage.as_ref(),
         &layout,
         RestoreRequest {
-            target: args.target,
+            target,
             backup: Some(args.backup),
+            maintenance: into.with_database(&args.place.maintenance_db),
             into,
-            create: args.create,
-            no_owner: args.no_owner,
+            mode: args.place.mode(),
+            fidelity: args.fidelity.fidelity(),
             cancel,
         },
     )
     .await?;
     println!(
-        "restored {} into database {} ({} bytes read)",
-        outcome.backup_id, outcome.database, outcome.bytes
+        "restored {} into database {} ({} read)",
+        outcome.backup_id,
+        outcome.database,
+        crate::report::human_bytes(outcome.bytes)
     );
+    if let Some(old) = outcome.kept_replaced {
+        println!("the replaced database is kept as {old}");
+    }
     Ok(ExitKind::Success)
 }
 

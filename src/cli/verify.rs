@@ -5,9 +5,13 @@
 
 use super::{select_targets, ConfigArg};
 use crate::error::ExitKind;
-use crate::report::{hostname, RunReport, Stage, TargetReport};
-use crate::restore::{drop_database, restore, RestoreRequest};
+use crate::report::{hostname, RunReport, Stage, TargetReport, VerifySummary};
+use crate::restore::{drop_database, restore, Mode, RestoreRequest};
+use crate::source::pg_archive::TableRows;
+use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::{discover, newest_psql, PgConn};
+use crate::sql::ident;
+use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
 use std::path::Path;
@@ -53,6 +57,10 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             t_started.format("%Y%m%d%H%M%S")
         );
         let into = scratch.with_database(&name);
+        // The scratch database is created, and always dropped, through the
+        // --scratch connection itself (regression: created through one
+        // connection and dropped through another, it leaked when the URL
+        // named a database that did not exist).
         let result = restore(
             storage.as_ref(),
             &layout,
@@ -60,17 +68,30 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                 target: t.name().to_string(),
                 backup: Some(args.backup.clone()),
                 into: into.clone(),
-                create: true,
-                no_owner: true,
+                maintenance: scratch.clone(),
+                mode: Mode::Create,
+                fidelity: Fidelity {
+                    no_owner: true,
+                    no_acl: true,
+                    no_tablespaces: true,
+                    server_locale: false,
+                },
                 cancel: cancel.clone(),
             },
         )
         .await;
         let (into_c, psql_c) = (into.clone(), psql.clone());
         let checked = match result {
-            Ok(outcome) => tokio::task::spawn_blocking(move || read_through(&into_c, &psql_c))
-                .await?
-                .map(|counts| (outcome, counts)),
+            Ok(outcome) => {
+                let expected = outcome
+                    .manifest
+                    .object("database")
+                    .map(|o| o.tables.clone())
+                    .unwrap_or_default();
+                tokio::task::spawn_blocking(move || read_through(&into_c, &psql_c, &expected))
+                    .await?
+                    .map(|summary| (outcome, summary))
+            }
             Err(e) => Err(e),
         };
         if !args.keep {
@@ -83,11 +104,16 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
         }
         let report = TargetReport::ok(t.name(), t_started, clock.elapsed().as_secs_f64());
         let report = match checked {
-            Ok((outcome, (tables, rows))) => {
-                tracing::info!(target_name = t.name(), backup = %outcome.backup_id, tables, rows, "verified: the backup restores");
+            Ok((outcome, summary)) => {
+                tracing::info!(target_name = t.name(), backup = %outcome.backup_id, tables = summary.tables, rows = summary.rows, "verified: the backup restores");
                 TargetReport {
                     backup_id: Some(outcome.backup_id),
                     stored_bytes: outcome.bytes,
+                    raw_bytes: outcome
+                        .manifest
+                        .object("database")
+                        .map_or(0, |o| o.raw_bytes),
+                    verified: Some(summary),
                     ..report
                 }
             }
@@ -118,19 +144,65 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     Ok(run.exit_kind())
 }
 
-/// Read every row of every user table (a restore that committed can still
-/// hold unreadable data on a broken server); returns (tables, rows).
-fn read_through(conn: &PgConn, psql: &Path) -> anyhow::Result<(u64, u64)> {
+/// Read every row of every user table and populated materialized view (a
+/// restore that committed can still hold unreadable data), and compare each
+/// table's rows with the count the dump holds for it.
+fn read_through(
+    conn: &PgConn,
+    psql: &Path,
+    expected: &[TableRows],
+) -> anyhow::Result<VerifySummary> {
     let list = conn.query(
         psql,
-        "SELECT quote_ident(schemaname) || '.' || quote_ident(relname) FROM pg_stat_user_tables ORDER BY 1;",
+        "SELECT c.relkind::text || ' ' || c.relispopulated::text || ' ' || quote_ident(n.nspname) || '.' || quote_ident(c.relname) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') \
+         AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1;",
     )?;
-    let (mut tables, mut rows) = (0u64, 0u64);
-    for table in list.lines().filter(|l| !l.is_empty()) {
-        rows += conn
-            .query(psql, &format!("SELECT count(*) FROM {table};"))?
-            .parse::<u64>()?;
-        tables += 1;
+    let mut summary = VerifySummary::default();
+    for line in list.lines().filter(|l| !l.is_empty()) {
+        let mut parts = line.splitn(3, ' ');
+        let (kind, populated, name) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        if kind == "m" && populated != "true" {
+            summary.unpopulated_matviews.push(name.to_string());
+            continue;
+        }
+        // Reading every column of every row, not just counting, makes the
+        // server detoast and decode all of it.
+        let read = conn
+            .query(
+                psql,
+                &format!("SELECT count(*) || ' ' || coalesce(sum(length(x::text)), 0) FROM ONLY {name} x;"),
+            )
+            .with_context(|| format!("reading {name}"))?;
+        let rows: u64 = read
+            .split(' ')
+            .next()
+            .unwrap_or("")
+            .parse()
+            .with_context(|| format!("counting {name}"))?;
+        summary.tables += 1;
+        if kind != "p" {
+            summary.rows += rows;
+        }
     }
-    Ok((tables, rows))
+    for t in expected {
+        let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
+        let rows: u64 = conn
+            .query(psql, &format!("SELECT count(*) FROM ONLY {name};"))
+            .with_context(|| format!("counting {name}, which the dump holds"))?
+            .parse()?;
+        if rows != t.rows {
+            anyhow::bail!(
+                "table {name} has {rows} rows after the restore, but the dump holds {}",
+                t.rows
+            );
+        }
+        summary.tables_compared += 1;
+    }
+    Ok(summary)
 }

@@ -3,6 +3,7 @@
 //! every source gets the same streaming, exit-status and signal handling.
 
 pub mod pg_archive;
+pub mod pg_database;
 pub mod pgtools;
 pub mod postgres;
 
@@ -35,6 +36,9 @@ pub struct DumpPlan {
     pub tool_version: String,
     pub format: &'static str,
     pub streams: Vec<DumpStream>,
+    /// Engine-specific properties of the database a restore recreates
+    /// (PostgreSQL: [`pg_database::PgDatabaseProps`]), for the manifest.
+    pub database_properties: Option<serde_json::Value>,
 }
 
 #[async_trait]

@@ -91,7 +91,18 @@ impl PostgresSource {
                 check: Some(DumpKind::Globals),
             });
         }
+        // Read with the newest psql: any psql talks to any server.
+        let database_properties = match pgtools::newest_psql(&found)
+            .and_then(|psql| super::pg_database::capture(&self.conn, &psql))
+        {
+            Ok(p) => Some(serde_json::to_value(p).expect("properties serialize")),
+            Err(e) => {
+                tracing::warn!(database = %self.conn.database, "could not read the database's properties (restore --create will use the destination's defaults): {e:#}");
+                None
+            }
+        };
         Ok(DumpPlan {
+            database_properties,
             server_version: server_text,
             tool: "pg_dump".into(),
             tool_version,
