@@ -263,8 +263,8 @@ fn restore_command(
 }
 
 /// Drop `name` through the maintenance connection `conn`. Subscriptions in
-/// it are detached from their slots first (DROP DATABASE refuses
-/// otherwise); FORCE (PostgreSQL 13+) ends leftover sessions, such as those
+/// it are detached from their slots and dropped first (DROP DATABASE
+/// refuses otherwise; without a slot nothing on the publisher is touched); FORCE (PostgreSQL 13+) ends leftover sessions, such as those
 /// of a restore tool just killed; older servers get a plain DROP.
 pub fn drop_database(conn: &PgConn, psql: &std::path::Path, name: &str) -> anyhow::Result<()> {
     let has_subscriptions = conn
@@ -283,6 +283,7 @@ pub fn drop_database(conn: &PgConn, psql: &std::path::Path, name: &str) -> anyho
                (SELECT oid FROM pg_database WHERE datname = current_database()) LOOP \
                EXECUTE format('ALTER SUBSCRIPTION %I DISABLE', s.subname); \
                EXECUTE format('ALTER SUBSCRIPTION %I SET (slot_name = NONE)', s.subname); \
+               EXECUTE format('DROP SUBSCRIPTION %I', s.subname); \
              END LOOP; END $$;";
         if let Err(e) = conn.with_database(name).query(psql, detach) {
             tracing::warn!(

@@ -10,7 +10,7 @@ use crate::restore::{drop_database, restore, Mode, RestoreRequest};
 use crate::source::pg_archive::TableRows;
 use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::{discover, newest_psql, PgConn};
-use crate::sql::ident;
+use crate::sql::{ident, literal};
 use anyhow::Context;
 use chrono::Utc;
 use clap::Args;
@@ -160,6 +160,9 @@ fn read_through(
          AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' ORDER BY 1;",
     )?;
     let mut summary = VerifySummary::default();
+    // Every read goes through one psql session: thousands of tables must
+    // not mean thousands of connections.
+    let mut script = String::new();
     for line in list.lines().filter(|l| !l.is_empty()) {
         let mut parts = line.splitn(3, ' ');
         let (kind, populated, name) = (
@@ -171,38 +174,46 @@ fn read_through(
             summary.unpopulated_matviews.push(name.to_string());
             continue;
         }
-        // Reading every column of every row, not just counting, makes the
-        // server detoast and decode all of it.
-        let read = conn
-            .query(
-                psql,
-                &format!("SELECT count(*) || ' ' || coalesce(sum(length(x::text)), 0) FROM ONLY {name} x;"),
-            )
-            .with_context(|| format!("reading {name}"))?;
-        let rows: u64 = read
-            .split(' ')
-            .next()
-            .unwrap_or("")
-            .parse()
-            .with_context(|| format!("counting {name}"))?;
-        summary.tables += 1;
-        if kind != "p" {
-            summary.rows += rows;
-        }
+        // Every column of every row is rendered, not just counted, so the
+        // server detoasts and decodes all of it.
+        script.push_str(&format!(
+            "SELECT 'read', {kind_lit}, count(*), coalesce(sum(length(x::text)), 0) FROM ONLY {name} x;\n",
+            kind_lit = literal(kind)
+        ));
     }
     for t in expected {
         let name = format!("{}.{}", ident(&t.schema), ident(&t.table));
-        let rows: u64 = conn
-            .query(psql, &format!("SELECT count(*) FROM ONLY {name};"))
-            .with_context(|| format!("counting {name}, which the dump holds"))?
-            .parse()?;
-        if rows != t.rows {
-            anyhow::bail!(
-                "table {name} has {rows} rows after the restore, but the dump holds {}",
-                t.rows
-            );
+        script.push_str(&format!(
+            "SELECT 'count', {}, count(*), {} FROM ONLY {name};\n",
+            literal(&name),
+            t.rows
+        ));
+    }
+    if script.is_empty() {
+        return Ok(summary);
+    }
+    let out = conn
+        .query(psql, &script)
+        .context("reading the restored tables")?;
+    for line in out.lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        match f.as_slice() {
+            ["read", kind, rows, _] => {
+                summary.tables += 1;
+                if *kind != "p" {
+                    summary.rows += rows.parse::<u64>().unwrap_or(0);
+                }
+            }
+            ["count", name, rows, expected] => {
+                if rows != expected {
+                    anyhow::bail!(
+                        "table {name} has {rows} rows after the restore, but the dump holds {expected}"
+                    );
+                }
+                summary.tables_compared += 1;
+            }
+            _ => {}
         }
-        summary.tables_compared += 1;
     }
     Ok(summary)
 }
