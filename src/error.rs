@@ -35,20 +35,68 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Credentials that only a person can renew (a revoked or expired Box
+/// refresh token, rejected client credentials): exit code 3 from every
+/// command, so the watchdog and verify Jobs do not retry what needs a person.
+#[derive(Debug)]
+pub struct AuthNeeded(pub String);
+
+impl fmt::Display for AuthNeeded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AuthNeeded {}
+
+/// No installed client tool fits the server or the dump (reported as
+/// stage `tools`, not as a connection failure).
+#[derive(Debug)]
+pub struct NoFittingTools(pub String);
+
+impl fmt::Display for NoFittingTools {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoFittingTools {}
+
+/// Whether an error's chain holds an error of type `E`.
+pub fn has<E: std::error::Error + 'static>(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| e.downcast_ref::<E>().is_some())
+}
+
 /// Build an `anyhow::Error` that maps to exit code 2.
 pub fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(UsageError(msg.into()))
 }
 
-/// The exit code an error maps to: usage errors anywhere in the chain give 2,
-/// everything else 1.
+/// The exit code an error maps to, for every command: credentials that
+/// need a person anywhere in the chain give 3, usage errors 2, everything
+/// else 1.
 pub fn exit_kind_of(err: &anyhow::Error) -> ExitKind {
-    if err
-        .chain()
-        .any(|e| e.downcast_ref::<UsageError>().is_some())
-    {
+    if has::<AuthNeeded>(err) {
+        ExitKind::AuthNeeded
+    } else if has::<UsageError>(err) {
         ExitKind::Usage
     } else {
         ExitKind::Failed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_come_from_anywhere_in_the_chain() {
+        let auth = anyhow::Error::new(AuthNeeded("invalid_grant".into())).context("listing");
+        assert_eq!(exit_kind_of(&auth), ExitKind::AuthNeeded);
+        assert_eq!(
+            exit_kind_of(&usage("bad flag").context("x")),
+            ExitKind::Usage
+        );
+        assert_eq!(exit_kind_of(&anyhow::anyhow!("boom")), ExitKind::Failed);
     }
 }

@@ -113,11 +113,14 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         .preflight()
         .await
         .map_err(|e| storage_stage_error(e, "checking the storage"))?;
-    let plan = job
-        .source
-        .plan()
-        .await
-        .map_err(|e| StageError::new(Stage::Connect, format!("{e:#}")))?;
+    let plan = job.source.plan().await.map_err(|e| {
+        let stage = if crate::error::has::<crate::error::NoFittingTools>(&e) {
+            Stage::Tools
+        } else {
+            Stage::Connect
+        };
+        StageError::new(stage, format!("{e:#}"))
+    })?;
     tracing::info!(
         target_name = job.target,
         server_version = %plan.server_version,
@@ -209,7 +212,7 @@ async fn remove_committed(job: &BackupJob<'_>, objects: &[ObjectRecord]) {
 /// their own stage (exit code 3).
 fn storage_stage_error(e: crate::storage::StorageError, doing: &str) -> StageError {
     match e {
-        crate::storage::StorageError::Auth(why) => StageError::new(Stage::Auth, why),
+        crate::storage::StorageError::Auth(why) => StageError::new(Stage::Auth, why.0),
         other => StageError::new(Stage::Upload, format!("{doing}: {other:#}")),
     }
 }

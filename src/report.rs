@@ -16,8 +16,10 @@ pub enum Status {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    /// Connecting, asking the server's version, choosing the tools.
+    /// Connecting, asking the server's version.
     Connect,
+    /// Choosing the client tools (none fits the server or the dump).
+    Tools,
     /// The dump process failed.
     Dump,
     /// Compression (or a later codec stage) failed.
@@ -37,9 +39,20 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The stage an error belongs to: credentials that need a person are
+    /// `auth` wherever they surface; otherwise `otherwise`.
+    pub fn of_error(err: &anyhow::Error, otherwise: Stage) -> Stage {
+        if crate::error::has::<crate::error::AuthNeeded>(err) {
+            Stage::Auth
+        } else {
+            otherwise
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stage::Connect => "connect",
+            Stage::Tools => "tools",
             Stage::Dump => "dump",
             Stage::Compress => "compress",
             Stage::Upload => "upload",

@@ -156,6 +156,10 @@ async fn login_runs_the_authorization_code_flow_and_stores_the_token() {
     let q: std::collections::HashMap<String, String> = parsed.query_pairs().into_owned().collect();
     assert_eq!(q["response_type"], "code");
     assert_eq!(q["client_id"], CLIENT_ID);
+    // Regression (the OAuth state came from a non-cryptographic RNG): 128
+    // bits from the OS, hex.
+    assert_eq!(q["state"].len(), 32, "{}", q["state"]);
+    assert!(q["state"].chars().all(|c| c.is_ascii_hexdigit()));
     // Act as the browser after consent: Box redirects with code and state.
     let redirect = format!(
         "{}?code={}&state={}",

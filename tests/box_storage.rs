@@ -25,7 +25,8 @@ fn stored_refresh(path: &std::path::Path) -> String {
     v["refresh_token"].as_str().unwrap().to_string()
 }
 
-async fn run_env(args: &'static [&'static str], cfg: std::path::PathBuf) -> Run {
+async fn run_env(args: &[&str], cfg: std::path::PathBuf) -> Run {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
         Run::from(
             backstop()
@@ -238,11 +239,11 @@ async fn invalid_grant_exits_3_and_says_how_to_reauthorise() {
         format!(
             "{}\n{}",
             fake.config_toml("f", &oauth(&token), ws.dir.path()),
-            pg_target("x", &db.name, "")
+            pg_target("x", &db.name, "[targets.retention]\nkeep_last = 2")
         ),
     )
     .unwrap();
-    let r = run_env(&["backup"], cfg).await;
+    let r = run_env(&["backup"], cfg.clone()).await;
     assert_eq!(r.code, 3, "{}", r.all());
     let t = &r.summary()["targets"][0];
     assert_eq!(t["stage"], "auth");
@@ -253,6 +254,21 @@ async fn invalid_grant_exits_3_and_says_how_to_reauthorise() {
     );
     assert!(fake.files().is_empty());
     assert!(!r.all().contains(CLIENT_SECRET));
+    // Regression (exit code 3 only from `backup`): every command that
+    // meets the revoked token says a person is needed.
+    let into = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/x");
+    for args in [
+        vec!["list"],
+        vec!["status"],
+        vec!["prune"],
+        vec!["restore", "--into", &into, "--create"],
+        vec!["verify", "--scratch", &into],
+    ] {
+        let r = run_env(&args, cfg.clone()).await;
+        assert_eq!(r.code, 3, "{args:?}: {}", r.all());
+        assert!(r.all().contains("invalid_grant"), "{args:?}: {}", r.all());
+        assert!(!r.all().contains(CLIENT_SECRET));
+    }
 }
 
 fn secret_store_auth() -> String {

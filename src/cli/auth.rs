@@ -8,7 +8,7 @@ use crate::error::{usage, ExitKind};
 use crate::storage::boxcom::auth::store_from_config;
 use crate::tokens::{file::FileStore, kubernetes::SecretStore, TokenSet, TokenStore};
 use anyhow::Context;
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use std::path::PathBuf;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -194,7 +194,12 @@ async fn login(b: &BoxStorageConfig, o: &BoxOauth, port: u16) -> anyhow::Result<
         "http://127.0.0.1:{}/callback",
         listener.local_addr()?.port()
     );
-    let state = format!("{:016x}", fastrand::u64(..));
+    // The state guards the redirect against forged requests: it must be
+    // unguessable, so it comes from the OS's CSPRNG.
+    let mut state_bytes = [0u8; 16];
+    getrandom::fill(&mut state_bytes)
+        .map_err(|e| anyhow::anyhow!("no OS randomness for the OAuth state: {e}"))?;
+    let state = hex::encode(state_bytes);
     let mut url = url::Url::parse(&b.authorize_url)?;
     url.query_pairs_mut()
         .append_pair("response_type", "code")
@@ -238,40 +243,15 @@ async fn login(b: &BoxStorageConfig, o: &BoxOauth, port: u16) -> anyhow::Result<
             break c;
         }
     };
-    #[derive(serde::Deserialize)]
-    struct Tokens {
-        access_token: String,
-        expires_in: i64,
-        refresh_token: String,
-    }
-    let resp = crate::http::client()?
-        .post(&b.token_url)
-        .form(&[
-            ("grant_type", "authorization_code"),
-            ("code", code.as_str()),
-            ("client_id", o.client_id.as_str()),
-            ("client_secret", o.client_secret.expose()),
-            ("redirect_uri", redirect.as_str()),
-        ])
-        .send()
-        .await
-        .map_err(|e| anyhow::anyhow!("Box token endpoint: {}", e.without_url()))?;
-    anyhow::ensure!(
-        resp.status().is_success(),
-        "Box token endpoint: HTTP {} (the code lives 30 seconds: try again)",
-        resp.status()
+    let provider = crate::storage::boxcom::auth::BoxAuthProvider::new(
+        &BoxAuth::Oauth(o.clone()),
+        &b.token_url,
+        crate::http::client()?,
     );
-    let t: Tokens = resp
-        .json()
+    provider
+        .exchange_code(&code, &redirect)
         .await
-        .map_err(|e| anyhow::anyhow!("Box token endpoint: {}", e.without_url()))?;
-    let now = Utc::now();
-    Ok(TokenSet {
-        access_token: Some(Secret::new(t.access_token)),
-        expires_at: Some(now + Duration::seconds(t.expires_in)),
-        refresh_token: Secret::new(t.refresh_token),
-        refresh_token_issued_at: Some(now),
-    })
+        .map_err(|e| anyhow::anyhow!("{e:#} (the code lives 30 seconds: try again)"))
 }
 
 async fn status(config: ConfigArg) -> anyhow::Result<ExitKind> {

@@ -119,7 +119,11 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             }
             Err(e) => {
                 tracing::error!(target_name = t.name(), "verify failed: {e:#}");
-                report.failed(Stage::Verify, format!("{e:#}"), Vec::new())
+                report.failed(
+                    Stage::of_error(&e, Stage::Verify),
+                    format!("{e:#}"),
+                    Vec::new(),
+                )
             }
         };
         reports.push(report);

@@ -192,7 +192,7 @@ pub fn select<'a>(
         .iter()
         .filter(|t| t.version.major_key() >= needed.major_key())
         .min_by_key(|t| t.version)
-        .with_context(|| {
+        .ok_or_else(|| {
             let list = if found.is_empty() {
                 "none".to_string()
             } else {
@@ -202,12 +202,12 @@ pub fn select<'a>(
                     .collect::<Vec<_>>()
                     .join(", ")
             };
-            format!(
+            anyhow::Error::new(crate::error::NoFittingTools(format!(
                 "{what} is PostgreSQL {needed}; no pg_dump of major {} or newer is installed \
                  (found: {list}). Install the PostgreSQL {} client tools, or set pg_dump_path",
                 needed.major_string(),
                 needed.major_string()
-            )
+            )))
         })
 }
 

@@ -29,8 +29,8 @@ pub enum StorageError {
     #[error("invalid key `{key}`: {reason}")]
     InvalidKey { key: String, reason: String },
     /// Credentials a person must renew (exit code 3).
-    #[error("{0}")]
-    Auth(String),
+    #[error("authentication needs a person")]
+    Auth(#[from] crate::error::AuthNeeded),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

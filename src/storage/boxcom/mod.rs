@@ -106,7 +106,7 @@ impl BoxStorage {
 
 fn auth_err(e: AuthError) -> StorageError {
     match e {
-        AuthError::NeedsPerson(why) => StorageError::Auth(why),
+        AuthError::NeedsPerson(why) => StorageError::Auth(crate::error::AuthNeeded(why)),
         AuthError::Other(e) => StorageError::Other(e),
     }
 }
