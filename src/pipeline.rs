@@ -49,6 +49,9 @@ pub struct StageError {
     pub stage: Stage,
     pub message: String,
     pub stderr_tail: Vec<String>,
+    /// Bytes the dump produced before the failure (reported, so a failure
+    /// after hundreds of MB does not read as "0 B").
+    pub raw_bytes: u64,
 }
 
 impl StageError {
@@ -57,6 +60,7 @@ impl StageError {
             stage,
             message: message.into(),
             stderr_tail: Vec::new(),
+            raw_bytes: 0,
         }
     }
 }
@@ -101,7 +105,10 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
         }
         Err(e) => {
             tracing::error!(target_name = job.target, stage = ?e.stage, "backup failed: {}", e.message);
-            report.failed(e.stage, e.message, e.stderr_tail)
+            TargetReport {
+                raw_bytes: e.raw_bytes,
+                ..report.failed(e.stage, e.message, e.stderr_tail)
+            }
         }
     }
 }
@@ -278,7 +285,8 @@ async fn stream_object(
     });
     let (stored, sha256, facts) = match checked {
         Ok(v) => v,
-        Err(e) => {
+        Err(mut e) => {
+            e.raw_bytes = raw.load(Ordering::SeqCst);
             if let Err(abort_err) = upload.abort().await {
                 tracing::warn!(
                     target_name = job.target,
@@ -328,6 +336,7 @@ fn judge(
             stage: Stage::Dump,
             message: finished.describe_with_last_line(),
             stderr_tail: finished.stderr_tail,
+            raw_bytes: 0,
         });
     }
     if let Err(e) = outcome.result {

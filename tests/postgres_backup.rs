@@ -179,6 +179,8 @@ fn pg_dump_exiting_1_mid_stream_fails_closed() {
     assert_eq!(t["status"], "failed");
     assert_eq!(t["stage"], "dump");
     assert!(t["error"].as_str().unwrap().contains("exited 1"), "{t}");
+    // Regression (a failed backup reported raw_bytes 0 after a partial dump).
+    assert_eq!(t["raw_bytes"], 300000, "{t}");
     let tail: Vec<&str> = t["stderr_tail"]
         .as_array()
         .unwrap()

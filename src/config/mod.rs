@@ -369,6 +369,16 @@ impl Config {
                 if s.bucket.is_empty() {
                     return Err("storage.bucket: must not be empty".into());
                 }
+                if let Some(e) = &s.endpoint {
+                    let ok = url::Url::parse(e).ok().filter(|u| {
+                        matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
+                    });
+                    if ok.is_none() {
+                        return Err(format!(
+                            "storage.endpoint: `{e}` is not an http:// or https:// URL with a host"
+                        ));
+                    }
+                }
                 if s.access_key_id.is_some() != s.secret_access_key.is_some() {
                     return Err(
                         "storage: set both access_key_id and secret_access_key, or neither".into(),
@@ -396,7 +406,9 @@ impl Config {
                 Algorithm::Gzip => (1, 9),
                 Algorithm::None => (0, 0),
             };
-            if c.algorithm == Algorithm::None || !(lo..=hi).contains(&level) {
+            // zstd reads 0 as "its default", which is not what a user who
+            // wrote 0 meant: refused like any level out of range.
+            if c.algorithm == Algorithm::None || level == 0 || !(lo..=hi).contains(&level) {
                 return Err(if c.algorithm == Algorithm::None {
                     "compression.level: not allowed with algorithm = \"none\"".into()
                 } else {
@@ -455,6 +467,14 @@ impl Config {
                     {
                         pg.pg_dump_path = None;
                     }
+                    if let Some(p) = &pg.pg_dump_path {
+                        if !p.is_file() {
+                            return Err(format!(
+                                "{at}.pg_dump_path: {} does not exist or is not a file",
+                                p.display()
+                            ));
+                        }
+                    }
                     if pg.password.is_some() && pg.password_file.is_some() {
                         return Err(format!(
                             "{at}: set either password or password_file, not both"
@@ -502,6 +522,9 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
 }
 
 fn validate_retention(r: &RetentionConfig) -> Result<(), String> {
+    if r.keep_within.is_some_and(|d| d.0.is_zero()) {
+        return Err("keep_within: must be longer than 0s (leave it out to keep by count)".into());
+    }
     if r.policy().is_empty() {
         return Err(
             "no keep_* rule is set, so every backup but the newest would be deleted; \
@@ -532,7 +555,13 @@ fn validate_prefix(prefix: &str) -> Result<(), String> {
     if prefix.is_empty() {
         return Ok(());
     }
-    crate::storage::validate_key(prefix.trim_matches('/')).map_err(|e| e.to_string())
+    if prefix.starts_with('/') {
+        return Err(format!(
+            "`{prefix}` is absolute; a prefix is relative to the storage (write `{}`)",
+            prefix.trim_start_matches('/')
+        ));
+    }
+    crate::storage::validate_key(prefix.trim_end_matches('/')).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

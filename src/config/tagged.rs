@@ -9,6 +9,7 @@
 /// Join the outer path and an error message that may carry an inner path.
 pub fn join_path(outer: &str, message: &str) -> String {
     let outer = if outer == "." { "" } else { outer };
+    let message = without_toml_context(message);
     match message.strip_prefix('@').and_then(|m| m.split_once(": ")) {
         Some((inner, rest)) if outer.is_empty() => format!("{inner}: {rest}"),
         Some((inner, rest)) => format!("{outer}.{inner}: {rest}"),
@@ -17,16 +18,24 @@ pub fn join_path(outer: &str, message: &str) -> String {
     }
 }
 
+/// toml's errors end with "in `key`" lines that repeat the path we already
+/// print in front (regression: the context was printed twice).
+fn without_toml_context(message: &str) -> &str {
+    message.split("\nin `").next().unwrap_or(message).trim_end()
+}
+
 /// Deserialize one variant's struct from a table, tag removed.
 pub fn variant<T: serde::de::DeserializeOwned, E: serde::de::Error>(
     table: toml::Table,
 ) -> Result<T, E> {
     serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
         let path = e.path().to_string();
+        let inner = e.inner().to_string();
+        let inner = without_toml_context(&inner);
         if path == "." {
-            E::custom(e.inner())
+            E::custom(inner)
         } else {
-            E::custom(format!("@{path}: {}", e.inner()))
+            E::custom(format!("@{path}: {inner}"))
         }
     })
 }

@@ -282,3 +282,50 @@ fn malformed_toml_names_the_file() {
     let e = err("[storage\n");
     assert!(e.contains("/etc/backstop/test.toml"), "{e}");
 }
+
+/// Regression (config validation gaps: each of these was accepted): every
+/// one is refused with exit 2, naming the key, and the context is printed
+/// once.
+#[test]
+fn malformed_values_that_used_to_pass_are_refused_naming_the_key() {
+    let s3 = |extra: &str| {
+        format!(
+            "[storage]\ntype = \"s3\"\nbucket = \"b\"\n{extra}\n[[targets]]\nname = \"p\"\ntype = \"postgres\"\ndatabase = \"d\"\n"
+        )
+    };
+    let with_target = |extra: &str| {
+        MINIMAL.replace(
+            "database = \"app\"",
+            &format!("database = \"app\"\n{extra}"),
+        )
+    };
+    let cases: Vec<(String, &str)> = vec![
+        (s3("endpoint = \"not a url\""), "storage.endpoint"),
+        (s3("endpoint = \"ftp://minio:9000\""), "storage.endpoint"),
+        (
+            s3("prefix = \"/abs/prefix\""),
+            "storage.prefix: `/abs/prefix` is absolute",
+        ),
+        (
+            with_target("pg_dump_path = \"/nonexistent/pg_dump\""),
+            "targets[0].pg_dump_path",
+        ),
+        (
+            format!("{MINIMAL}\n[compression]\nalgorithm = \"zstd\"\nlevel = 0\n"),
+            "compression.level: 0",
+        ),
+        (
+            format!("{MINIMAL}\n[retention]\nkeep_within = \"0s\"\n"),
+            "retention: keep_within",
+        ),
+        (
+            MINIMAL.replace("database = \"app\"", "database = \"app\"\nport = \"x\""),
+            "targets[0].port: invalid type",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = err(&text);
+        assert!(e.contains(expected), "expected `{expected}` in: {e}");
+        assert!(!e.contains("\nin `"), "context printed twice: {e}");
+    }
+}

@@ -301,12 +301,12 @@ impl Storage for S3Storage {
             .head_bucket(Some(&inner.credentials))
             .sign(SIGN_FOR);
         // HEAD answers carry no error body, so the status is all we get.
-        match inner.send("check bucket", "", || inner.http.head(url.clone())).await {
+        match inner.send("check bucket", inner.bucket.name(), || inner.http.head(url.clone())).await {
             Ok(_) => Ok(()),
-            Err(StorageError::NotFound { .. }) => Err(inner.err("check bucket", "", "NoSuchBucket: the bucket does not exist")),
+            Err(StorageError::NotFound { .. }) => Err(inner.err("check bucket", inner.bucket.name(), "NoSuchBucket: the bucket does not exist")),
             Err(e) if e.to_string().contains("403") => Err(inner.err(
                 "check bucket",
-                "",
+                inner.bucket.name(),
                 "HTTP 403 Forbidden: access denied (check access_key_id/secret_access_key and the bucket policy)",
             )),
             Err(e) => Err(e),
