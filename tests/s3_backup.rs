@@ -368,3 +368,63 @@ async fn prune_aborts_multipart_uploads_a_crashed_run_left_behind() {
     assert!(storage.pending_uploads("app/").await.unwrap().is_empty());
     server.delete_bucket(&bucket);
 }
+
+/// Regression (a lost response to the manifest PUT destroyed a good backup:
+/// the retry got 412, backstop called it "already exists", deleted the data
+/// and left a manifest pointing at nothing), and the same for a lost
+/// CompleteMultipartUpload response (the retry finds no such upload).
+/// The server acted both times; our own earlier write must count.
+#[tokio::test(flavor = "multi_thread")]
+async fn lost_responses_to_our_own_completed_writes_keep_the_backup() {
+    use support::faulty_proxy::Fault;
+    let server = s3::server();
+    let src = TestDb::create("bs_s3_lost");
+    src.sql(
+        "CREATE TABLE t (id int, v bytea);
+         INSERT INTO t SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') FROM generate_series(1, 300000) g;",
+    );
+    for (what, matcher) in [
+        ("manifest PUT", "PUT  && .manifest.json?"),
+        ("CompleteMultipartUpload", "POST  && uploadId="),
+    ] {
+        let bucket = server.create_bucket("bs-lost");
+        let proxy =
+            FaultyProxy::start_with(&server.endpoint, matcher, 1, Fault::LoseResponse).await;
+        let ws = Workspace::new();
+        let cfg = write_config(
+            &ws,
+            &server.storage_toml(&bucket, &proxy.url),
+            &format!(
+                "[compression]\nalgorithm = \"none\"\n\n{}",
+                pg_target("lost", &src.name, "")
+            ),
+        );
+        let r = run_s3_async(vec!["backup".into()], &cfg).await;
+        assert_eq!(r.code, 0, "{what}: {}", r.all());
+        assert_eq!(
+            proxy.state.failed.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{what}: the response was lost once"
+        );
+        assert!(
+            r.stderr
+                .contains("an earlier attempt of this run succeeded"),
+            "{what}: {}",
+            r.stderr
+        );
+        let list = run_s3_async(vec!["list".into(), "--json".into()], &cfg).await;
+        let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{what}: {}", list.all());
+        let dest = TestDb::reserve("bs_s3_lost_restored");
+        let r = run_s3_async(
+            ["restore", "--into", &dest.url(), "--create"]
+                .map(String::from)
+                .to_vec(),
+            &cfg,
+        )
+        .await;
+        assert_eq!(r.code, 0, "{what}: {}", r.all());
+        assert_eq!(src.fingerprint(), dest.fingerprint());
+        server.delete_bucket(&bucket);
+    }
+}

@@ -1,6 +1,9 @@
-//! An HTTP proxy on loopback that forwards to a real server but answers the
-//! first N matching requests with an injected error, the way an overloaded
-//! S3 does (503 SlowDown), to prove retries resend the same bytes.
+//! An HTTP proxy on loopback that forwards to a real server but, for the
+//! first N matching requests, either answers with an injected error the way
+//! an overloaded S3 does (503 SlowDown) without forwarding, or forwards the
+//! request and then loses the server's answer (the server acted; the client
+//! sees a 500), to prove retries resend the same bytes and that a retry of
+//! our own completed write is recognised.
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -13,10 +16,20 @@ pub struct FaultyProxy {
     pub state: Arc<ProxyState>,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Answer 503 SlowDown; the server never sees the request.
+    Reject,
+    /// Forward, let the server act, then answer 500 instead of its reply.
+    LoseResponse,
+}
+
 pub struct ProxyState {
     upstream: String,
-    /// Only requests whose query contains this are failed.
+    /// Only requests whose "METHOD path?query" contains this (every part of
+    /// it, when it is written `a && b`) are failed.
     pub match_query: String,
+    pub fault: Fault,
     pub failures_left: AtomicU32,
     pub failed: AtomicU32,
     pub forwarded: AtomicU32,
@@ -25,9 +38,19 @@ pub struct ProxyState {
 
 impl FaultyProxy {
     pub async fn start(upstream: &str, match_query: &str, failures: u32) -> FaultyProxy {
+        Self::start_with(upstream, match_query, failures, Fault::Reject).await
+    }
+
+    pub async fn start_with(
+        upstream: &str,
+        match_query: &str,
+        failures: u32,
+        fault: Fault,
+    ) -> FaultyProxy {
         let state = Arc::new(ProxyState {
             upstream: upstream.trim_end_matches('/').to_string(),
             match_query: match_query.to_string(),
+            fault,
             failures_left: AtomicU32::new(failures),
             failed: AtomicU32::new(0),
             forwarded: AtomicU32::new(0),
@@ -50,15 +73,23 @@ impl FaultyProxy {
 }
 
 async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response<Body> {
-    let query = req.uri().query().unwrap_or("").to_string();
+    let line = format!(
+        "{} {}?{}",
+        req.method(),
+        req.uri().path(),
+        req.uri().query().unwrap_or("")
+    );
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, 256 << 20).await.unwrap();
-    if query.contains(&state.match_query)
+    let inject = state
+        .match_query
+        .split(" && ")
+        .all(|part| line.contains(part))
         && state
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-    {
+            .is_ok();
+    if inject && state.fault == Fault::Reject {
         state.failed.fetch_add(1, Ordering::SeqCst);
         return Response::builder()
             .status(StatusCode::SERVICE_UNAVAILABLE)
@@ -88,6 +119,18 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         }
     }
     let resp = upstream.send().await.unwrap();
+    if inject {
+        // The server acted; its answer never reaches the client.
+        let _ = resp.bytes().await;
+        state.failed.fetch_add(1, Ordering::SeqCst);
+        return Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .header("content-type", "application/xml")
+            .body(Body::from(
+                "<?xml version=\"1.0\"?><Error><Code>InternalError</Code><Message>We encountered an internal error. Please try again.</Message></Error>",
+            ))
+            .unwrap();
+    }
     let mut out = Response::builder().status(resp.status());
     for (name, value) in resp.headers() {
         if name != "transfer-encoding" && name != "content-length" {
