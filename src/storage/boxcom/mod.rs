@@ -326,8 +326,58 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// Spool files start with this; a killed run leaves one behind.
+const SPOOL_MARKER: &str = ".backstop-spool-";
+
 #[async_trait]
 impl Storage for BoxStorage {
+    /// Box commits atomically (nothing half-done lives on Box's side); what
+    /// a killed run leaves is its local spool file. Spool files cannot be
+    /// told apart by target, so every one older than `before` is listed.
+    async fn stale_uploads(
+        &self,
+        _prefix: &str,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> StorageResult<Vec<super::StaleUpload>> {
+        let dir = self.inner.spool_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return Ok(Vec::new());
+            };
+            Ok(entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(SPOOL_MARKER))
+                .filter(|e| {
+                    e.metadata()
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| chrono::DateTime::<chrono::Utc>::from(t) < before)
+                })
+                .map(|e| super::StaleUpload {
+                    key: format!("spool file {}", e.path().display()),
+                    handle: e.file_name().to_string_lossy().into_owned(),
+                })
+                .collect())
+        })
+        .await
+        .map_err(|e| StorageError::other("box: listing spool files", e))?
+    }
+
+    async fn remove_stale(&self, upload: &super::StaleUpload) -> StorageResult<()> {
+        if !upload.handle.starts_with(SPOOL_MARKER) || upload.handle.contains('/') {
+            return Err(StorageError::InvalidKey {
+                key: upload.handle.clone(),
+                reason: "not a spool file of this storage".into(),
+            });
+        }
+        match tokio::fs::remove_file(self.inner.spool_dir.join(&upload.handle)).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(StorageError::other(
+                format!("box: removing {}", upload.key),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+
     fn describe(&self) -> String {
         format!(
             "box:{} (under folder id {})",
@@ -342,7 +392,7 @@ impl Storage for BoxStorage {
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
         validate_key(key)?;
         let spool = tempfile::Builder::new()
-            .prefix(".backstop-spool-")
+            .prefix(SPOOL_MARKER)
             .tempfile_in(&self.inner.spool_dir)
             .map_err(|e| {
                 self.inner.err(
