@@ -10,6 +10,7 @@ pub mod cli;
 pub mod codec;
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod http;
 pub mod logging;
 pub mod notify;

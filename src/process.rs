@@ -166,7 +166,7 @@ impl Finished {
                 || l.contains(" error: ")
                 || l.starts_with("error:")
         };
-        let explanation = match lines.iter().rposition(|l| is_error(l)) {
+        let explanation = match lines.iter().rposition(is_error) {
             Some(i) => {
                 let context = lines[i + 1..]
                     .iter()
@@ -263,4 +263,48 @@ pub fn run_capture(
         .read_to_string(&mut out)?;
     let finished = running.wait()?;
     Ok((finished, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::ExitStatusExt;
+
+    fn finished(lines: &[&str]) -> Finished {
+        Finished {
+            name: "pg_restore".into(),
+            status: ExitStatus::from_raw(1 << 8),
+            stderr_tail: lines.iter().map(|l| l.to_string()).collect(),
+        }
+    }
+
+    /// Regression (error summaries showed a HINT, "Command was: …" or a
+    /// WARNING, the last stderr line, instead of the ERROR).
+    #[test]
+    fn the_error_line_and_its_context_explain_a_failure() {
+        let f = finished(&[
+            "pg_restore: while PROCESSING TOC:",
+            "pg_restore: from TOC entry 215; 1259 16390 TABLE t owner",
+            "pg_restore: error: could not execute query: ERROR:  role \"owner\" does not exist",
+            "Command was: ALTER TABLE public.t OWNER TO owner;",
+            "WARNING:  errors ignored on restore: 1",
+        ]);
+        assert_eq!(
+            f.describe_with_last_line(),
+            "pg_restore exited 1: pg_restore: error: could not execute query: ERROR:  role \"owner\" does not exist | Command was: ALTER TABLE public.t OWNER TO owner;"
+        );
+        let f = finished(&[
+            "psql:<stdin>:12: ERROR:  division by zero",
+            "CONTEXT:  SQL function \"f\"",
+        ]);
+        assert_eq!(
+            f.describe_with_last_line(),
+            "pg_restore exited 1: psql:<stdin>:12: ERROR:  division by zero | CONTEXT:  SQL function \"f\""
+        );
+        let f = finished(&["something odd", ""]);
+        assert_eq!(
+            f.describe_with_last_line(),
+            "pg_restore exited 1: something odd"
+        );
+    }
 }

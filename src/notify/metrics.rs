@@ -11,7 +11,6 @@ use crate::catalog::{list_target, Layout};
 use crate::config::notify::MetricsConfig;
 use crate::report::{RunReport, Status};
 use crate::storage::Storage;
-use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -195,23 +194,9 @@ pub fn previous_totals(text: &str) -> Totals {
 }
 
 pub fn write_textfile(path: &Path, body: &str) -> anyhow::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    // The collector must never read a half-written file: temp + rename.
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(body.as_bytes())?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path).with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
-
-fn tempfile_in(dir: &Path) -> anyhow::Result<(std::path::PathBuf, std::fs::File)> {
-    let p = dir.join(format!(".backstop-metrics-{}.tmp", std::process::id()));
-    let f = std::fs::File::create(&p).with_context(|| format!("creating {}", p.display()))?;
-    Ok((p, f))
+    // The collector must never read a half-written file. Regression: the
+    // textfile had no directory fsync and left its temp file on failure.
+    Ok(crate::fsutil::write_atomic(path, body.as_bytes(), 0o644)?)
 }
 
 /// Write the textfile and/or push, per the config.

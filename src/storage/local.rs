@@ -299,54 +299,17 @@ impl Drop for LocalUpload {
     }
 }
 
-/// Move `temp` to `dest` unless `dest` exists. `renameat2(RENAME_NOREPLACE)`
-/// where the filesystem has it; elsewhere link + unlink, which is just as
-/// atomic about never replacing an existing object.
+/// Move `temp` to `dest` unless `dest` exists.
 fn rename_no_replace(temp: &Path, dest: &Path, key: &str) -> StorageResult<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        use std::os::unix::ffi::OsStrExt;
-        let from = CString::new(temp.as_os_str().as_bytes()).expect("no NUL in path");
-        let to = CString::new(dest.as_os_str().as_bytes()).expect("no NUL in path");
-        // SAFETY: both pointers are valid NUL-terminated strings for the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                from.as_ptr(),
-                libc::AT_FDCWD,
-                to.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        match err.raw_os_error() {
-            Some(libc::EEXIST) => {
-                return Err(StorageError::AlreadyExists {
-                    key: key.to_string(),
-                })
-            }
-            Some(libc::EINVAL) | Some(libc::ENOSYS) => {} // filesystem lacks it
-            _ => return Err(io_err(key, "rename into place", err)),
-        }
-    }
-    match std::fs::hard_link(temp, dest) {
-        Ok(()) => {
-            let _ = std::fs::remove_file(temp);
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            Err(StorageError::AlreadyExists {
+    crate::fsutil::rename_no_replace(temp, dest).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            StorageError::AlreadyExists {
                 key: key.to_string(),
-            })
+            }
+        } else {
+            io_err(key, "rename into place", e)
         }
-        Err(e) => Err(io_err(key, "link into place", e)),
-    }
+    })
 }
 
-fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
+use crate::fsutil::fsync_dir;
