@@ -11,7 +11,9 @@ use crate::catalog::{list_target, Backup, Layout};
 use crate::codec::decoder;
 use crate::error::usage;
 use crate::process::{Finished, Running};
+use crate::source::pg_archive::{DumpInspector, DumpKind};
 use crate::source::pg_database::{Fidelity, PgDatabaseProps};
+use crate::source::pg_plain_filter::PlainFilter;
 use crate::source::pgtools::{self, PgConn, PgVersion};
 use crate::sql::{ident, literal};
 use crate::storage::Storage;
@@ -162,16 +164,18 @@ pub async fn restore(
 
     let loaded = async {
         let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?;
-        stream_into(
-            storage,
-            &object.key,
-            &object.sha256,
-            object.stored_bytes,
-            m.compression.algorithm,
-            &cmd,
-            &req.cancel,
-        )
-        .await
+        let load = Load {
+            key: object.key.clone(),
+            expected: Some((object.stored_bytes, object.sha256.clone())),
+            algorithm: m.compression.algorithm,
+            kind: if m.format == "custom" {
+                DumpKind::Custom
+            } else {
+                DumpKind::Plain
+            },
+            fidelity: req.fidelity,
+        };
+        stream_into(storage, load, &cmd, &req.cancel).await
     }
     .await;
     let finished = match loaded {
@@ -525,37 +529,36 @@ fn put_in_place(
     Ok(None)
 }
 
-/// Stream `key` into the command's stdin; returns the stored bytes read.
+/// One stored object to stream into a restore tool.
+pub struct Load {
+    pub key: String,
+    /// Size and SHA-256 from the manifest; None for a file backstop did not
+    /// write (then the dump's own completeness check is the guard).
+    pub expected: Option<(u64, String)>,
+    pub algorithm: crate::config::Algorithm,
+    pub kind: DumpKind,
+    /// Plain SQL is filtered for `--no-owner`/`--no-acl`/`--no-tablespaces`
+    /// (pg_restore takes them as flags).
+    pub fidelity: Fidelity,
+}
+
+/// Stream the object into the command's stdin; returns the stored bytes read.
 async fn stream_into(
     storage: &dyn Storage,
-    key: &str,
-    expected_sha: &str,
-    expected_size: u64,
-    algorithm: crate::config::Algorithm,
+    load: Load,
     cmd: &crate::process::ChildCommand,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
+    let key = load.key.clone();
     let mut stream = storage
-        .open(key)
+        .open(&key)
         .await
         .with_context(|| format!("opening {key}"))?;
     let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let expected_sha = expected_sha.to_string();
-    let key_owned = key.to_string();
-    let worker = std::thread::spawn(move || {
-        feed(
-            rx,
-            stdin,
-            running,
-            algorithm,
-            &key_owned,
-            &expected_sha,
-            expected_size,
-        )
-    });
+    let worker = std::thread::spawn(move || feed(rx, stdin, running, &load));
 
     let mut read_error = None;
     loop {
@@ -590,8 +593,8 @@ async fn stream_into(
         return Err(e);
     }
     let finished = finished?;
-    // A checksum failure is the root cause even though it made us kill the
-    // restore tool, so it is reported first.
+    // A checksum failure (or a truncated dump) is the root cause even though
+    // it made us kill the restore tool, so it is reported first.
     match feed_result {
         Err(FeedError::Checksum(msg)) => bail!(msg),
         Err(FeedError::Io(e)) if finished.success() => bail!("decompressing {key}: {e}"),
@@ -606,14 +609,31 @@ enum FeedError {
     Io(std::io::Error),
 }
 
+/// Decompressed bytes pass through the dump inspector on their way.
+struct Inspecting<W: Write> {
+    inspector: Arc<std::sync::Mutex<Option<DumpInspector>>>,
+    inner: W,
+}
+
+impl<W: Write> Write for Inspecting<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if let Some(i) = self.inspector.lock().expect("inspector lock").as_mut() {
+            i.write_all(data)?;
+        }
+        self.inner.write_all(data)?;
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 fn feed(
     mut rx: mpsc::Receiver<Bytes>,
     stdin: std::process::ChildStdin,
     running: Running,
-    algorithm: crate::config::Algorithm,
-    key: &str,
-    expected_sha: &str,
-    expected_size: u64,
+    load: &Load,
 ) -> (Result<u64, FeedError>, std::io::Result<Finished>) {
     let release = Arc::new(AtomicBool::new(false));
     let holdback = Holdback {
@@ -621,13 +641,26 @@ fn feed(
         buf: Vec::with_capacity(2 * HOLDBACK_BYTES),
         release: Arc::clone(&release),
     };
-    let mut dec = match decoder(algorithm, holdback) {
+    let f = load.fidelity;
+    let filtered: Box<dyn Write + Send> =
+        if load.kind == DumpKind::Plain && (f.no_owner || f.no_acl || f.no_tablespaces) {
+            Box::new(PlainFilter::new(holdback, f, Arc::clone(&release)))
+        } else {
+            Box::new(holdback)
+        };
+    let inspector = Arc::new(std::sync::Mutex::new(Some(DumpInspector::new(load.kind))));
+    let inspecting = Inspecting {
+        inspector: Arc::clone(&inspector),
+        inner: filtered,
+    };
+    let mut dec = match decoder(load.algorithm, inspecting) {
         Ok(d) => d,
         Err(e) => {
             running.kill();
             return (Err(FeedError::Io(e)), running.wait());
         }
     };
+    let key = &load.key;
     let verified = (|| {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -645,16 +678,31 @@ fn feed(
             }
         }
         let actual = hex::encode(hasher.finalize());
-        if size != expected_size || actual != expected_sha {
+        if let Some((expected_size, expected_sha)) = &load.expected {
+            if size != *expected_size || actual != *expected_sha {
+                return Err(FeedError::Checksum(format!(
+                    "checksum mismatch for {key}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
+                     storage returned {size} bytes with SHA-256 {actual}; the restore was stopped before it committed"
+                )));
+            }
+        }
+        if let Some(e) = decode_error {
+            return Err(FeedError::Io(e));
+        }
+        // Everything decoded so far reaches the inspector (the held-back
+        // tail stays held): the dump must be complete before it is released.
+        dec.flush().map_err(FeedError::Io)?;
+        let verdict = inspector
+            .lock()
+            .expect("inspector lock")
+            .take()
+            .map(DumpInspector::finish);
+        if let Some(Err(why)) = verdict {
             return Err(FeedError::Checksum(format!(
-                "checksum mismatch for {key}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
-                 storage returned {size} bytes with SHA-256 {actual}; the restore was stopped before it committed"
+                "{key}: {why}; the restore was stopped before it committed"
             )));
         }
-        match decode_error {
-            Some(e) => Err(FeedError::Io(e)),
-            None => Ok(size),
-        }
+        Ok(size)
     })();
     match verified {
         Ok(size) => {

@@ -566,7 +566,8 @@ fn server_newer_than_every_pg_dump_fails_naming_both_versions() {
     let r = run(&["backup"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     let t = &r.summary()["targets"][0];
-    assert_eq!(t["stage"], "connect");
+    // Regression (choosing the client tool was reported as stage `connect`).
+    assert_eq!(t["stage"], "tools");
     let err = t["error"].as_str().unwrap();
     assert!(err.contains("is PostgreSQL 18."), "{err}");
     assert!(err.contains("no pg_dump of major 18 or newer"), "{err}");

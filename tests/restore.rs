@@ -562,3 +562,66 @@ fn prune_keeps_the_data_of_a_backup_whose_manifest_will_not_parse() {
     );
     assert!(files.contains(&manifest));
 }
+
+/// Regression (`--no-owner` was ignored for plain format: restoring into a
+/// cluster without the owning roles failed). For both formats, the
+/// options restore without the roles; without them the ERROR names the role.
+#[test]
+fn no_owner_and_no_acl_restore_without_the_roles_in_both_formats() {
+    let src = TestDb::create("bs_noowner");
+    let role = TestRole::create("bs_gone");
+    let r = &role.name;
+    src.sql(&format!(
+        "CREATE SCHEMA app AUTHORIZATION \"{r}\";
+         CREATE TABLE app.t (v text); ALTER TABLE app.t OWNER TO \"{r}\";
+         GRANT SELECT ON app.t TO \"{r}\"; INSERT INTO app.t VALUES ('GRANT SELECT ON t TO x;');
+         CREATE FUNCTION app.f() RETURNS text LANGUAGE sql AS $$ SELECT 'ALTER TABLE t OWNER TO y;' $$;
+         ALTER FUNCTION app.f() OWNER TO \"{r}\";"
+    ));
+    let workspaces: Vec<(Workspace, std::path::PathBuf)> = ["custom", "plain"]
+        .iter()
+        .map(|format| {
+            let ws = Workspace::new();
+            let cfg = ws.config(&pg_target(
+                "o",
+                &src.name,
+                &format!("format = \"{format}\""),
+            ));
+            backup_ok(&cfg);
+            (ws, cfg)
+        })
+        .collect();
+    src.sql(&format!(
+        "REASSIGN OWNED BY \"{r}\" TO postgres; DROP OWNED BY \"{r}\";"
+    ));
+    drop(role);
+    for (_ws, cfg) in &workspaces {
+        let dest = TestDb::reserve("bs_noowner_dest");
+        let fail = run(&["restore", "--into", &dest.url(), "--create"], cfg);
+        assert_eq!(fail.code, 1, "{}", fail.all());
+        assert!(
+            fail.stderr.contains("does not exist") && fail.stderr.contains("ERROR"),
+            "{}",
+            fail.all()
+        );
+        assert!(!database_exists(&dest.name));
+        let ok = run(
+            &[
+                "restore",
+                "--into",
+                &dest.url(),
+                "--create",
+                "--no-owner",
+                "--no-acl",
+            ],
+            cfg,
+        );
+        assert_eq!(ok.code, 0, "{}", ok.all());
+        assert_eq!(
+            dest.sql("SELECT tableowner FROM pg_tables WHERE tablename = 't'"),
+            "postgres"
+        );
+        assert_eq!(dest.sql("SELECT v FROM app.t"), "GRANT SELECT ON t TO x;");
+        assert_eq!(dest.sql("SELECT app.f()"), "ALTER TABLE t OWNER TO y;");
+    }
+}
