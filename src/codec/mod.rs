@@ -103,6 +103,19 @@ pub fn extension_of(algorithm: Algorithm) -> Option<&'static str> {
     }
 }
 
+/// Decompress a small whole object (a globals script) in memory.
+pub fn decode_all(algorithm: Algorithm, data: &[u8]) -> io::Result<Vec<u8>> {
+    match algorithm {
+        Algorithm::Zstd => zstd::decode_all(data),
+        Algorithm::Gzip => {
+            let mut out = Vec::new();
+            io::Read::read_to_end(&mut flate2::read::MultiGzDecoder::new(data), &mut out)?;
+            Ok(out)
+        }
+        Algorithm::None => Ok(data.to_vec()),
+    }
+}
+
 /// A writer that decompresses what is written to it into `out`.
 pub fn decoder<W: Write + Send + 'static>(
     algorithm: Algorithm,

@@ -4,6 +4,7 @@
 
 pub mod pg_archive;
 pub mod pg_database;
+pub mod pg_globals;
 pub mod pg_plain_filter;
 pub mod pgtools;
 pub mod postgres;
