@@ -102,7 +102,16 @@ pub struct RestoreRequest {
     pub maintenance: PgConn,
     pub mode: Mode,
     pub fidelity: Fidelity,
+    /// `pg_restore --jobs N` (custom format): the object is first spooled,
+    /// decompressed and checked, to a file in this directory.
+    pub parallel: Option<Parallel>,
     pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone)]
+pub struct Parallel {
+    pub jobs: u32,
+    pub spool_dir: std::path::PathBuf,
 }
 
 #[derive(Debug)]
@@ -144,6 +153,12 @@ pub async fn restore(
         })?),
         None => None,
     };
+    if req.parallel.is_some() && m.format != "custom" {
+        bail!(usage(format!(
+            "--jobs needs a custom-format backup; {} is {} (psql restores plain SQL in one stream)",
+            m.id, m.format
+        )));
+    }
     let dumped_with = PgVersion::parse(&m.dump_tool_version);
     tracing::info!(backup = %m.id, database = %req.into.database, "preparing restore");
 
@@ -165,7 +180,6 @@ pub async fn restore(
     let psql = prepared.tools.require("psql")?;
 
     let loaded = async {
-        let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?;
         let load = Load {
             key: object.key.clone(),
             expected: Some((object.stored_bytes, object.sha256.clone())),
@@ -177,7 +191,20 @@ pub async fn restore(
             },
             fidelity: req.fidelity,
         };
-        stream_into(storage, load, &cmd, &req.cancel).await
+        match &req.parallel {
+            Some(p) => {
+                let spool = spool_object(storage, &load, &p.spool_dir, &req.cancel).await?;
+                let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?
+                    .arg(format!("--jobs={}", p.jobs))
+                    .arg(spool.as_os_str());
+                run_to_end(&cmd, &req.cancel).await?;
+                Ok(object.stored_bytes)
+            }
+            None => {
+                let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?;
+                stream_into(storage, load, &cmd, &req.cancel).await
+            }
+        }
     }
     .await;
     let finished = match loaded {
@@ -626,6 +653,97 @@ fn put_in_place(
         tracing::warn!(database = %old, "the restore is in place, but the replaced database could not be dropped: {e:#}");
     }
     Ok(None)
+}
+
+/// Stream the object, decompressed, into a file in `dir` (pg_restore
+/// --jobs needs a seekable file), checking its SHA-256 and that the dump is
+/// complete; the file is removed when the returned handle is dropped, and
+/// at once on any failure.
+async fn spool_object(
+    storage: &dyn Storage,
+    load: &Load,
+    dir: &std::path::Path,
+    cancel: &CancellationToken,
+) -> anyhow::Result<tempfile::TempPath> {
+    let file = tempfile::Builder::new()
+        .prefix(".backstop-restore-")
+        .suffix(".dump")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a spool file in {}", dir.display()))?;
+    let (file, path) = file.into_parts();
+    let mut stream = storage
+        .open(&load.key)
+        .await
+        .with_context(|| format!("opening {}", load.key))?;
+    let inspector = Arc::new(std::sync::Mutex::new(Some(DumpInspector::new(load.kind))));
+    let mut dec = decoder(
+        load.algorithm,
+        Inspecting {
+            inspector: Arc::clone(&inspector),
+            inner: std::io::BufWriter::with_capacity(1 << 20, file),
+        },
+    )?;
+    let (mut size, mut hasher) = (0u64, Sha256::new());
+    loop {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => bail!("interrupted by signal"),
+            next = stream.next() => match next {
+                Some(chunk) => {
+                    let chunk = chunk.with_context(|| format!("reading {} from {}", load.key, storage.describe()))?;
+                    size += chunk.len() as u64;
+                    hasher.update(&chunk);
+                    // Decompressing a chunk is quick next to fetching it.
+                    dec.write_all(&chunk).with_context(|| format!("decompressing {} into {}", load.key, dir.display()))?;
+                }
+                None => break,
+            }
+        }
+    }
+    dec.finish()
+        .with_context(|| format!("writing the spool file in {}", dir.display()))?;
+    let actual = hex::encode(hasher.finalize());
+    if let Some((expected_size, expected_sha)) = &load.expected {
+        if size != *expected_size || actual != *expected_sha {
+            bail!(
+                "checksum mismatch for {}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
+                 storage returned {size} bytes with SHA-256 {actual}; nothing was restored",
+                load.key
+            );
+        }
+    }
+    let verdict = inspector
+        .lock()
+        .expect("inspector lock")
+        .take()
+        .map(DumpInspector::finish);
+    if let Some(Err(why)) = verdict {
+        bail!("{}: {why}; nothing was restored", load.key);
+    }
+    Ok(path)
+}
+
+/// Run a restore tool that reads its own input, to the end; a signal kills it.
+async fn run_to_end(
+    cmd: &crate::process::ChildCommand,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let running = cmd.spawn(Stdio::null(), Stdio::null(), "restore")?;
+    let kill = running.kill_handle();
+    let mut wait = tokio::task::spawn_blocking(move || running.wait());
+    let finished = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => {
+            kill.kill();
+            let _ = wait.await;
+            bail!("interrupted by signal");
+        }
+        done = &mut wait => done.context("restore tool task")??,
+    };
+    if !finished.success() {
+        bail!("{}", finished.describe_with_last_line());
+    }
+    Ok(())
 }
 
 /// One stored object to stream into a restore tool.

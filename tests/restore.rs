@@ -625,3 +625,85 @@ fn no_owner_and_no_acl_restore_without_the_roles_in_both_formats() {
         assert_eq!(dest.sql("SELECT app.f()"), "ALTER TABLE t OWNER TO y;");
     }
 }
+
+/// `--jobs` restores a custom backup through a spool file that is checked
+/// (SHA-256, complete archive) before pg_restore sees it, and removed after,
+/// also when the object is damaged.
+#[test]
+fn jobs_restore_through_a_checked_spool_file_that_is_removed() {
+    let src = TestDb::create("bs_jobs");
+    src.sql(
+        "CREATE TABLE a AS SELECT g AS id, md5(g::text) AS v FROM generate_series(1, 100000) g;
+         CREATE TABLE b AS SELECT g AS id, repeat('x', 50) AS v FROM generate_series(1, 50000) g;
+         ALTER TABLE a ADD PRIMARY KEY (id); CREATE INDEX ON b (v);",
+    );
+    let ws = Workspace::new();
+    let spool = ws.path("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let spool_arg = spool.display().to_string();
+    let cfg = ws.config(&pg_target("j", &src.name, ""));
+    backup_ok(&cfg);
+    let dest = TestDb::reserve("bs_jobs_dest");
+    let r = run(
+        &[
+            "restore",
+            "--into",
+            &dest.url(),
+            "--create",
+            "--jobs",
+            "2",
+            "--spool-dir",
+            &spool_arg,
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+    assert_eq!(
+        std::fs::read_dir(&spool).unwrap().count(),
+        0,
+        "the spool file is removed"
+    );
+
+    let data = ws
+        .stored_files()
+        .into_iter()
+        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
+        .unwrap();
+    let mut bytes = std::fs::read(&data).unwrap();
+    let at = bytes.len() * 2 / 3;
+    bytes[at] ^= 0x20;
+    std::fs::write(&data, bytes).unwrap();
+    let dest2 = TestDb::reserve("bs_jobs_dest2");
+    let r = run(
+        &[
+            "restore",
+            "--into",
+            &dest2.url(),
+            "--create",
+            "--jobs",
+            "2",
+            "--spool-dir",
+            &spool_arg,
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!database_exists(&dest2.name));
+    assert_eq!(std::fs::read_dir(&spool).unwrap().count(), 0);
+
+    // Plain backups restore through psql: --jobs is a usage error.
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("p", &src.name, "format = \"plain\""));
+    backup_ok(&cfg);
+    let r = run(
+        &["restore", "--into", &dest2.url(), "--create", "--jobs", "2"],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--jobs needs a custom-format backup"),
+        "{}",
+        r.all()
+    );
+}

@@ -76,6 +76,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                     no_tablespaces: true,
                     server_locale: false,
                 },
+                parallel: None,
                 cancel: cancel.clone(),
             },
         )
