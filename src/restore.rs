@@ -122,21 +122,31 @@ pub struct RestoreOutcome {
     pub bytes: u64,
     /// The replaced database, when it was kept.
     pub kept_replaced: Option<String>,
-    pub manifest: crate::catalog::Manifest,
+    /// The backup's manifest (None for a dump file).
+    pub manifest: Option<crate::catalog::Manifest>,
 }
 
-/// The restore runs into a new database under a temporary name on the same
-/// server, and only a complete restore is renamed into place: the
-/// destination is untouched by every failure, and no single huge
-/// transaction is needed (thousands of tables or large objects restore on
-/// default `max_locks_per_transaction`).
+/// What is restored, however it was found: a backup with its manifest, or
+/// a dump file backstop did not write.
+struct Restorable {
+    /// The backup id, or the file's key.
+    label: String,
+    load: Load,
+    props: Option<PgDatabaseProps>,
+    /// For a file without properties: the encoding its header names.
+    encoding: Option<String>,
+    dumped_with: Option<PgVersion>,
+    manifest: Option<crate::catalog::Manifest>,
+}
+
+/// Restore a backup (`--backup ID` or the newest) of a target.
 pub async fn restore(
     storage: &dyn Storage,
     layout: &Layout,
     req: RestoreRequest,
 ) -> anyhow::Result<RestoreOutcome> {
     let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
-    let m = &backup.manifest;
+    let m = backup.manifest;
     if m.source_type != "postgres" {
         bail!(usage(format!(
             "backup {} is a {} backup; restore supports postgres",
@@ -153,34 +163,9 @@ pub async fn restore(
         })?),
         None => None,
     };
-    if req.parallel.is_some() && m.format != "custom" {
-        bail!(usage(format!(
-            "--jobs needs a custom-format backup; {} is {} (psql restores plain SQL in one stream)",
-            m.id, m.format
-        )));
-    }
-    let dumped_with = PgVersion::parse(&m.dump_tool_version);
-    tracing::info!(backup = %m.id, database = %req.into.database, "preparing restore");
-
-    let prepared = {
-        let (into, maint, mode, fidelity, props) = (
-            req.into.clone(),
-            req.maintenance.clone(),
-            req.mode,
-            req.fidelity,
-            props.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            prepare(&into, &maint, mode, fidelity, props.as_ref(), dumped_with)
-        })
-        .await
-        .context("restore preparation task")??
-    };
-    let temp_conn = req.into.with_database(&prepared.temp);
-    let psql = prepared.tools.require("psql")?;
-
-    let loaded = async {
-        let load = Load {
+    let r = Restorable {
+        label: m.id.0.clone(),
+        load: Load {
             key: object.key.clone(),
             expected: Some((object.stored_bytes, object.sha256.clone())),
             algorithm: m.compression.algorithm,
@@ -190,32 +175,144 @@ pub async fn restore(
                 DumpKind::Plain
             },
             fidelity: req.fidelity,
+        },
+        props,
+        encoding: None,
+        dumped_with: PgVersion::parse(&m.dump_tool_version),
+        manifest: Some(m),
+    };
+    restore_into(storage, r, req).await
+}
+
+/// Restore a standard dump file that backstop did not write (the old
+/// `pg_dump | gzip | rclone` objects): `.sql`, `.sql.gz`, `.sql.zst`, custom
+/// archives, compressed or not, found as `key` in `storage`. The codec and
+/// format are read from the bytes; the dump must be complete.
+pub async fn restore_file(
+    storage: &dyn Storage,
+    key: &str,
+    req: RestoreRequest,
+) -> anyhow::Result<RestoreOutcome> {
+    let first = {
+        let mut stream = storage
+            .open(key)
+            .await
+            .with_context(|| format!("opening {key} in {}", storage.describe()))?;
+        match stream.next().await {
+            Some(chunk) => chunk.with_context(|| format!("reading {key}"))?,
+            None => bail!(usage(format!("{key} is empty"))),
+        }
+    };
+    let sniffed = crate::codec::sniff(&first);
+    let head = crate::codec::decode_prefix(sniffed, &first, 64 << 10);
+    let (kind, encoding) = if head.starts_with(b"PGDMP") {
+        (DumpKind::Custom, None)
+    } else if head.starts_with(b"--") || head.starts_with(b"\\") || head.starts_with(b"SET ") {
+        let text = String::from_utf8_lossy(&head);
+        let encoding = text
+            .split("SET client_encoding = '")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .map(str::to_string);
+        (DumpKind::Plain, encoding)
+    } else {
+        bail!(usage(format!(
+            "{key} is neither a pg_dump custom archive nor plain SQL (after {}); tar and directory formats are not supported",
+            crate::codec::describe(sniffed)
+        )));
+    };
+    if req.parallel.is_some() && kind != DumpKind::Custom {
+        bail!(usage(
+            "--jobs needs a custom-format dump; this file is plain SQL"
+        ));
+    }
+    tracing::info!(key, codec = crate::codec::describe(sniffed), format = ?kind, "restoring a dump file");
+    let r = Restorable {
+        label: key.to_string(),
+        load: Load {
+            key: key.to_string(),
+            expected: None,
+            algorithm: sniffed,
+            kind,
+            fidelity: req.fidelity,
+        },
+        props: None,
+        encoding,
+        dumped_with: None,
+        manifest: None,
+    };
+    restore_into(storage, r, req).await
+}
+
+/// The restore runs into a new database under a temporary name on the same
+/// server, and only a complete restore is renamed into place: the
+/// destination is untouched by every failure, and no single huge
+/// transaction is needed (thousands of tables or large objects restore on
+/// default `max_locks_per_transaction`).
+async fn restore_into(
+    storage: &dyn Storage,
+    r: Restorable,
+    req: RestoreRequest,
+) -> anyhow::Result<RestoreOutcome> {
+    if req.parallel.is_some() && r.load.kind != DumpKind::Custom {
+        bail!(usage(format!(
+            "--jobs needs a custom-format backup; {} is plain SQL (psql restores it in one stream)",
+            r.label
+        )));
+    }
+    tracing::info!(backup = %r.label, database = %req.into.database, "preparing restore");
+    let format = if r.load.kind == DumpKind::Custom {
+        "custom"
+    } else {
+        "plain"
+    };
+    let prepared = {
+        let (into, maint, mode, fidelity) = (
+            req.into.clone(),
+            req.maintenance.clone(),
+            req.mode,
+            req.fidelity,
+        );
+        let create_as = match (&r.props, &r.encoding) {
+            (Some(p), _) => CreateAs::Props(p.clone()),
+            (None, Some(enc)) if !enc.eq_ignore_ascii_case("UTF8") => {
+                CreateAs::Encoding(enc.clone())
+            }
+            _ => CreateAs::ServerDefault,
         };
+        let dumped_with = r.dumped_with;
+        tokio::task::spawn_blocking(move || {
+            prepare(&into, &maint, mode, fidelity, &create_as, dumped_with)
+        })
+        .await
+        .context("restore preparation task")??
+    };
+    let temp_conn = req.into.with_database(&prepared.temp);
+    let psql = prepared.tools.require("psql")?;
+
+    let loaded = async {
+        let cmd = restore_command(&prepared.tools, format, &temp_conn, req.fidelity)?;
         match &req.parallel {
             Some(p) => {
-                let spool = spool_object(storage, &load, &p.spool_dir, &req.cancel).await?;
-                let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?
-                    .arg(format!("--jobs={}", p.jobs))
-                    .arg(spool.as_os_str());
+                let spool = spool_object(storage, &r.load, &p.spool_dir, &req.cancel).await?;
+                let cmd = cmd.arg(format!("--jobs={}", p.jobs)).arg(spool.as_os_str());
                 run_to_end(&cmd, &req.cancel).await?;
-                Ok(object.stored_bytes)
+                Ok(r.load.expected.as_ref().map_or(0, |(n, _)| *n))
             }
-            None => {
-                let cmd = restore_command(&prepared.tools, &m.format, &temp_conn, req.fidelity)?;
-                stream_into(storage, load, &cmd, &req.cancel).await
-            }
+            None => stream_into(storage, &r.load, &cmd, &req.cancel).await,
         }
     }
     .await;
     let finished = match loaded {
         Ok(bytes) if !req.cancel.is_cancelled() => {
-            let (maint, psql, temp, into, mode, fidelity) = (
+            let (maint, psql, temp, into, mode, fidelity, props) = (
                 req.maintenance.clone(),
                 psql.clone(),
                 prepared.temp.clone(),
                 req.into.database.clone(),
                 req.mode,
                 req.fidelity,
+                r.props.clone(),
             );
             tokio::task::spawn_blocking(move || {
                 put_in_place(&maint, &psql, &temp, &into, mode, fidelity, props.as_ref())
@@ -229,13 +326,13 @@ pub async fn restore(
     };
     match finished {
         Ok((bytes, kept_replaced)) => {
-            tracing::info!(backup = %m.id, database = %req.into.database, bytes, "restore complete");
+            tracing::info!(backup = %r.label, database = %req.into.database, bytes, "restore complete");
             Ok(RestoreOutcome {
-                backup_id: m.id.0.clone(),
+                backup_id: r.label,
                 database: req.into.database.clone(),
                 bytes,
                 kept_replaced,
-                manifest: m.clone(),
+                manifest: r.manifest,
             })
         }
         Err(e) => {
@@ -251,12 +348,23 @@ pub async fn restore(
                 ),
             }
             Err(e.context(format!(
-                "restoring backup {} into {} (nothing was changed there)",
-                m.id,
+                "restoring {} into {} (nothing was changed there)",
+                r.label,
                 req.into.endpoint()
             )))
         }
     }
+}
+
+/// How the database the restore loads is created.
+enum CreateAs {
+    /// As the source had it (from the manifest).
+    Props(PgDatabaseProps),
+    /// A dump file whose header names a non-UTF8 encoding: that encoding,
+    /// with the C locale (which fits every encoding).
+    Encoding(String),
+    /// The server's defaults (a UTF8 dump file, or an old manifest).
+    ServerDefault,
 }
 
 /// The size a stored globals script may have (it is read into memory).
@@ -450,9 +558,13 @@ fn prepare(
     maint: &PgConn,
     mode: Mode,
     fidelity: Fidelity,
-    props: Option<&PgDatabaseProps>,
+    create_as: &CreateAs,
     dumped_with: Option<PgVersion>,
 ) -> anyhow::Result<Prepared> {
+    let props = match create_as {
+        CreateAs::Props(p) => Some(p),
+        _ => None,
+    };
     let found = pgtools::discover();
     let (server, _) = maint.server_version(&found)?;
     // pg_restore must be at least as new as the server and as the pg_dump
@@ -502,10 +614,15 @@ fn prepare(
         check_destination(maint, &psql, p, fidelity)?;
     }
     let temp = temp_name(db);
-    let create = match props {
-        Some(p) => p.create_sql(&temp, fidelity),
-        None => {
-            tracing::warn!("the backup's manifest has no database properties (made by an older backstop): the database gets the server's defaults");
+    let create = match create_as {
+        CreateAs::Props(p) => p.create_sql(&temp, fidelity),
+        CreateAs::Encoding(enc) => format!(
+            "CREATE DATABASE {} TEMPLATE template0 ENCODING {} LOCALE 'C';",
+            ident(&temp),
+            literal(enc)
+        ),
+        CreateAs::ServerDefault => {
+            tracing::warn!("no database properties are known (a dump file, or a manifest of an older backstop): the database gets the server's defaults");
             format!("CREATE DATABASE {} TEMPLATE template0;", ident(&temp))
         }
     };
@@ -747,6 +864,7 @@ async fn run_to_end(
 }
 
 /// One stored object to stream into a restore tool.
+#[derive(Clone)]
 pub struct Load {
     pub key: String,
     /// Size and SHA-256 from the manifest; None for a file backstop did not
@@ -762,7 +880,7 @@ pub struct Load {
 /// Stream the object into the command's stdin; returns the stored bytes read.
 async fn stream_into(
     storage: &dyn Storage,
-    load: Load,
+    load: &Load,
     cmd: &crate::process::ChildCommand,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
@@ -775,6 +893,7 @@ async fn stream_into(
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let load = load.clone();
     let worker = std::thread::spawn(move || feed(rx, stdin, running, &load));
 
     let mut read_error = None;

@@ -707,3 +707,122 @@ fn jobs_restore_through_a_checked_spool_file_that_is_removed() {
         r.all()
     );
 }
+
+fn sh(cmd: &str) {
+    let st = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()
+        .unwrap();
+    assert!(st.success(), "{cmd}");
+}
+
+/// The old pipeline's objects (`pg_dump | gzip`, in `{date}/{db}.sql.gz`)
+/// and other standard dump files restore with `restore --file`, from a local
+/// path (no config needed) or a storage key; a truncated one — what the old
+/// pipeline stored when pg_dump died — is refused and leaves nothing.
+#[test]
+fn dump_files_of_the_old_pipeline_restore_with_file() {
+    let src = TestDb::create("bs_legacy");
+    src.sql("CREATE TABLE t (id serial PRIMARY KEY, v text); INSERT INTO t (v) SELECT 'naïve ' || g FROM generate_series(1, 3000) g;");
+    let ws = Workspace::new();
+    let pg_dump = format!(
+        "{} -h {PG_HOST} -U postgres -d {}",
+        real_pg_dump(),
+        src.name
+    );
+    let dir = ws.path("legacy/2026-01-01");
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.display();
+    sh(&format!("{pg_dump} | gzip > {d}/db.sql.gz"));
+    sh(&format!("{pg_dump} > {d}/db.sql"));
+    sh(&format!("{pg_dump} | zstd -q > {d}/db.sql.zst"));
+    sh(&format!("{pg_dump} -Fc > {d}/db.dump"));
+    sh(&format!(
+        "{pg_dump} | head -c 20000 | gzip > {d}/truncated.sql.gz"
+    ));
+    let cwd = tempfile::tempdir().unwrap(); // no backstop.toml here
+    let restore_file = |file: &str, dest: &TestDb, extra: &[&str]| {
+        Run::from(
+            backstop()
+                .current_dir(cwd.path())
+                .env("HOME", cwd.path())
+                .env_remove("XDG_CONFIG_HOME")
+                .args(["restore", "--file", file, "--into", &dest.url(), "--create"])
+                .args(extra)
+                .output()
+                .unwrap(),
+        )
+    };
+    for (file, extra) in [
+        ("db.sql.gz", &[][..]),
+        ("db.sql", &[][..]),
+        ("db.sql.zst", &["--no-owner"][..]),
+        ("db.dump", &["--jobs", "2"][..]),
+    ] {
+        let dest = TestDb::reserve("bs_legacy_dest");
+        let r = restore_file(&format!("{d}/{file}"), &dest, extra);
+        assert_eq!(r.code, 0, "{file}: {}", r.all());
+        assert_eq!(src.fingerprint(), dest.fingerprint(), "{file}");
+    }
+    let dest = TestDb::reserve("bs_legacy_trunc");
+    let r = restore_file(&format!("{d}/truncated.sql.gz"), &dest, &[]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("truncated"), "{}", r.all());
+    assert!(!database_exists(&dest.name));
+
+    // A key in the configured storage.
+    let cfg = ws.config(&pg_target("x", &src.name, ""));
+    sh(&format!(
+        "mkdir -p {b}/legacy && cp -r {d} {b}/legacy/",
+        b = ws.backups().display()
+    ));
+    let dest = TestDb::reserve("bs_legacy_key");
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            "legacy/2026-01-01/db.sql.gz",
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(src.fingerprint(), dest.fingerprint());
+}
+
+/// Without --config or BACKSTOP_CONFIG, ./backstop.toml is used, and a
+/// missing config names the places it was looked for.
+#[test]
+fn the_config_is_found_on_the_search_path() {
+    let src = TestDb::create("bs_search");
+    let ws = Workspace::new();
+    ws.config(&pg_target("s", &src.name, ""));
+    let r = Run::from(
+        backstop()
+            .current_dir(ws.dir.path())
+            .args(["config", "check"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("backstop.toml: valid"), "{}", r.all());
+    let empty = tempfile::tempdir().unwrap();
+    let r = Run::from(
+        backstop()
+            .current_dir(empty.path())
+            .env("HOME", empty.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .args(["list"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("no config file") && r.stderr.contains("/etc/backstop/backstop.toml"),
+        "{}",
+        r.all()
+    );
+}

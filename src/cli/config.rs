@@ -14,8 +14,9 @@ pub enum ConfigCommand {
 pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitKind> {
     match cmd {
         ConfigCommand::Check { config } => {
-            let cfg = config.load()?;
-            println!("# {}: valid", config.config.display());
+            let path = config.path()?;
+            let cfg = crate::config::Config::load(&path)?;
+            println!("# {}: valid", path.display());
             println!("{}", cfg.to_redacted_toml());
             Ok(ExitKind::Success)
         }

@@ -74,15 +74,55 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
-    /// Path of the TOML config file.
+    /// Path of the TOML config file. Without it (and without
+    /// BACKSTOP_CONFIG): ./backstop.toml, then
+    /// $XDG_CONFIG_HOME/backstop/backstop.toml (~/.config/…), then
+    /// /etc/backstop/backstop.toml.
     #[arg(long, short = 'c', env = "BACKSTOP_CONFIG")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
 }
 
 impl ConfigArg {
-    pub fn load(&self) -> anyhow::Result<Config> {
-        Config::load(&self.config)
+    /// The config file to use: the one named, or the first that exists on
+    /// the search path.
+    pub fn path(&self) -> anyhow::Result<PathBuf> {
+        if let Some(p) = &self.config {
+            return Ok(p.clone());
+        }
+        let candidates = config_search_path();
+        candidates
+            .iter()
+            .find(|p| p.is_file())
+            .cloned()
+            .ok_or_else(|| {
+                usage(format!(
+                    "no config file: pass --config FILE or set BACKSTOP_CONFIG (looked for {})",
+                    candidates
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })
     }
+
+    pub fn load(&self) -> anyhow::Result<Config> {
+        Config::load(&self.path()?)
+    }
+}
+
+/// Where a config is looked for when none is named, in order.
+pub fn config_search_path() -> Vec<PathBuf> {
+    let mut out = vec![PathBuf::from("backstop.toml")];
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    if let Some(dir) = xdg {
+        out.push(dir.join("backstop/backstop.toml"));
+    }
+    out.push(PathBuf::from("/etc/backstop/backstop.toml"));
+    out
 }
 
 /// The storage a config names, and its key layout.

@@ -1,7 +1,7 @@
 use super::ConfigArg;
 use crate::config::Secret;
 use crate::error::{usage, ExitKind};
-use crate::restore::{restore, restore_globals, Mode, Parallel, RestoreRequest};
+use crate::restore::{restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest};
 use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::PgConn;
 use clap::Args;
@@ -16,12 +16,18 @@ pub struct RestoreArgs {
     pub target: Option<String>,
     /// Backup id (see `backstop list`) or `latest` (the newest backup; a
     /// damaged newest backup is refused, not skipped).
-    #[arg(long, default_value = "latest")]
-    pub backup: String,
+    #[arg(long)]
+    pub backup: Option<String>,
     /// Database to restore into: postgres://USER@HOST:PORT/DB. A password is
     /// better given as PGPASSWORD than in the URL.
     #[arg(long)]
     pub into: String,
+    /// Restore a standard dump file instead of a backup: a local path, or a
+    /// key in the configured storage (for files the old `pg_dump | gzip`
+    /// pipeline left). `.sql`, `.sql.gz`, `.sql.zst`, custom archives;
+    /// compression and format are read from the content.
+    #[arg(long, conflicts_with_all = ["backup", "globals"])]
+    pub file: Option<String>,
     /// Apply the backup's stored globals (roles, memberships, tablespaces)
     /// to the cluster --into points at, instead of restoring a database:
     /// missing roles are created, existing ones left unchanged.
@@ -105,16 +111,53 @@ impl FidelityArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
+    let into = parse_pg_url(&args.into)?;
+    let request = |target: String| RestoreRequest {
+        target,
+        backup: args.backup.clone(),
+        maintenance: into.with_database(&args.place.maintenance_db),
+        into: into.clone(),
+        mode: args.place.mode(),
+        fidelity: args.fidelity.fidelity(),
+        parallel: args.jobs.filter(|&j| j > 1).map(|jobs| Parallel {
+            jobs,
+            spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+        }),
+        cancel: crate::signals::install(),
+    };
+    if let Some(file) = &args.file {
+        // A local file needs no config; anything else is a storage key.
+        let local = std::path::Path::new(file);
+        let (storage, key): (Box<dyn crate::storage::Storage>, String) = if local.is_file() {
+            let dir = local
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let name = local
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            (
+                Box::new(crate::storage::local::LocalStorage::new(dir)),
+                name,
+            )
+        } else {
+            let config = args.config.load()?;
+            (super::open_storage(&config)?.0, file.clone())
+        };
+        let outcome = restore_file(storage.as_ref(), &key, request(String::new())).await?;
+        return Ok(print_outcome(outcome));
+    }
     let config = args.config.load()?;
     let target = super::one_target(&config, args.target.as_deref())?;
-    let into = parse_pg_url(&args.into)?;
     let (storage, layout) = super::open_storage(&config)?;
     if args.globals {
         let (id, plan) = restore_globals(
             storage.as_ref(),
             &layout,
             &target,
-            Some(&args.backup),
+            args.backup.as_deref(),
             &into,
         )
         .await?;
@@ -137,25 +180,11 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         }
         return Ok(ExitKind::Success);
     }
-    let cancel = crate::signals::install();
-    let outcome = restore(
-        storage.as_ref(),
-        &layout,
-        RestoreRequest {
-            target,
-            backup: Some(args.backup),
-            maintenance: into.with_database(&args.place.maintenance_db),
-            into,
-            mode: args.place.mode(),
-            fidelity: args.fidelity.fidelity(),
-            parallel: args.jobs.filter(|&j| j > 1).map(|jobs| Parallel {
-                jobs,
-                spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-            }),
-            cancel,
-        },
-    )
-    .await?;
+    let outcome = restore(storage.as_ref(), &layout, request(target)).await?;
+    Ok(print_outcome(outcome))
+}
+
+fn print_outcome(outcome: crate::restore::RestoreOutcome) -> ExitKind {
     println!(
         "restored {} into database {} ({} read)",
         outcome.backup_id,
@@ -165,7 +194,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     if let Some(old) = outcome.kept_replaced {
         println!("the replaced database is kept as {old}");
     }
-    Ok(ExitKind::Success)
+    ExitKind::Success
 }
 
 /// Parse postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]; errors never

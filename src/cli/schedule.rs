@@ -20,11 +20,12 @@ pub struct ScheduleArgs {
 /// upload aborted, failure reported and notified) and then stops. A tick
 /// missed because a run overran is skipped, not queued.
 pub async fn run(args: ScheduleArgs, json: bool) -> anyhow::Result<ExitKind> {
-    let config = args.config.load()?;
+    let path = args.config.path()?;
+    let config = crate::config::Config::load(&path)?;
     let schedule = config.schedule.clone().ok_or_else(|| {
         usage(format!(
             "{}: no [schedule] table (cron, timezone)",
-            args.config.config.display()
+            path.display()
         ))
     })?;
     let cron = schedule.parsed().map_err(usage)?;

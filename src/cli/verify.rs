@@ -86,7 +86,8 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             Ok(outcome) => {
                 let expected = outcome
                     .manifest
-                    .object("database")
+                    .as_ref()
+                    .and_then(|m| m.object("database"))
                     .map(|o| o.tables.clone())
                     .unwrap_or_default();
                 tokio::task::spawn_blocking(move || read_through(&into_c, &psql_c, &expected))
@@ -112,7 +113,8 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                     stored_bytes: outcome.bytes,
                     raw_bytes: outcome
                         .manifest
-                        .object("database")
+                        .as_ref()
+                        .and_then(|m| m.object("database"))
                         .map_or(0, |o| o.raw_bytes),
                     verified: Some(summary),
                     ..report

@@ -103,6 +103,49 @@ pub fn extension_of(algorithm: Algorithm) -> Option<&'static str> {
     }
 }
 
+/// The codec of a stored object, from its first bytes: zstd and gzip by
+/// their magic numbers, anything else as uncompressed.
+pub fn sniff(head: &[u8]) -> Algorithm {
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Algorithm::Zstd
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Algorithm::Gzip
+    } else {
+        Algorithm::None
+    }
+}
+
+pub fn describe(algorithm: Algorithm) -> &'static str {
+    match algorithm {
+        Algorithm::Zstd => "zstd",
+        Algorithm::Gzip => "gzip",
+        Algorithm::None => "no compression",
+    }
+}
+
+/// Up to `limit` decompressed bytes from the start of a stream, from its
+/// first chunk (what decodes of it; errors past the chunk's end are expected).
+pub fn decode_prefix(algorithm: Algorithm, head: &[u8], limit: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    let reader: Box<dyn io::Read + '_> = match algorithm {
+        Algorithm::Zstd => match zstd::stream::read::Decoder::new(head) {
+            Ok(d) => Box::new(d),
+            Err(_) => return out,
+        },
+        Algorithm::Gzip => Box::new(flate2::read::MultiGzDecoder::new(head)),
+        Algorithm::None => Box::new(head),
+    };
+    let mut buf = [0u8; 8192];
+    let mut reader = reader;
+    while out.len() < limit {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n.min(limit - out.len())]),
+        }
+    }
+    out
+}
+
 /// Decompress a small whole object (a globals script) in memory.
 pub fn decode_all(algorithm: Algorithm, data: &[u8]) -> io::Result<Vec<u8>> {
     match algorithm {
