@@ -274,7 +274,7 @@ async fn restore_into(
             req.fidelity,
         );
         let create_as = match (&r.props, &r.encoding) {
-            (Some(p), _) => CreateAs::Props(p.clone()),
+            (Some(p), _) => CreateAs::Props(Box::new(p.clone())),
             (None, Some(enc)) if !enc.eq_ignore_ascii_case("UTF8") => {
                 CreateAs::Encoding(enc.clone())
             }
@@ -359,7 +359,7 @@ async fn restore_into(
 /// How the database the restore loads is created.
 enum CreateAs {
     /// As the source had it (from the manifest).
-    Props(PgDatabaseProps),
+    Props(Box<PgDatabaseProps>),
     /// A dump file whose header names a non-UTF8 encoding: that encoding,
     /// with the C locale (which fits every encoding).
     Encoding(String),
