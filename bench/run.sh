@@ -7,7 +7,8 @@
 # Builds a database of pgbench data (scale N) plus a table of M MB of
 # less-compressible text, then measures, R times each (median shown):
 # pg_dump > /dev/null, | gzip, | pigz, | zstd -3 -T0, backstop (zstd),
-# backstop (gzip), and restore: backstop restore vs zstd -dc | psql.
+# backstop (gzip), and restore: backstop restore vs zstd -dc | psql (plain)
+# and vs zstd -dc | pg_restore (custom), with and without --jobs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/services.sh
@@ -111,6 +112,18 @@ sed -i "s|$work/backups|$work/keep/backups|" "$work/backstop-zstd-plain.toml"
 reset_restore="psql -Xq -d postgres -c 'DROP DATABASE IF EXISTS bench_restore WITH (FORCE)' -c 'CREATE DATABASE bench_restore'"
 measure "zstd -dc | psql (restore)"      "$reset_restore && zstd -dc $work/keep/d.sql.zst | psql -Xq -v ON_ERROR_STOP=1 -1 -d bench_restore"
 measure "backstop restore"               "$reset_restore && $bin restore --log-format json -c $work/backstop-zstd-plain.toml -t bench --into postgres://postgres@127.0.0.1:5432/bench_restore"
+
+# Restore of a custom-format backup: streamed, and with parallel jobs
+# (spooled to a file first, as pg_restore --jobs needs).
+$dump -Fc -Z0 | zstd -q -3 -T0 > "$work/keep/d.dump.zst"
+$bin backup --log-format json -c "$(cfg zstd custom)" >/dev/null 2>&1
+mv "$work/backups" "$work/keep/backups-custom"
+sed -i "s|$work/backups|$work/keep/backups-custom|" "$work/backstop-zstd-custom.toml"
+drop_restore="psql -Xq -d postgres -c 'DROP DATABASE IF EXISTS bench_restore WITH (FORCE)'"
+measure "zstd -dc | pg_restore (restore)" "$reset_restore && zstd -dc $work/keep/d.dump.zst | $pgbin/pg_restore -d bench_restore"
+measure "backstop restore custom"         "$drop_restore && $bin restore --log-format json -c $work/backstop-zstd-custom.toml --into postgres://postgres@127.0.0.1:5432/bench_restore --create"
+measure "backstop restore custom --jobs 2" "$drop_restore && $bin restore --log-format json -c $work/backstop-zstd-custom.toml --into postgres://postgres@127.0.0.1:5432/bench_restore --create --jobs 2 --spool-dir $work"
+measure "backstop restore custom --jobs 4" "$drop_restore && $bin restore --log-format json -c $work/backstop-zstd-custom.toml --into postgres://postgres@127.0.0.1:5432/bench_restore --create --jobs 4 --spool-dir $work"
 
 base=$(echo "${results[0]}" | cut -d@ -f2)
 pigz_wall=$(printf '%s\n' "${results[@]}" | grep '^pg_dump | pigz' | cut -d@ -f2)
