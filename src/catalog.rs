@@ -141,7 +141,7 @@ pub struct ObjectRecord {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompressionRecord {
-    pub algorithm: crate::config::Algorithm,
+    pub algorithm: crate::codec::Algorithm,
     pub level: i32,
 }
 

@@ -11,7 +11,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 
 /// How many stderr lines a report keeps.
 pub const STDERR_TAIL_LINES: usize = 30;

@@ -870,7 +870,7 @@ pub struct Load {
     /// Size and SHA-256 from the manifest; None for a file backstop did not
     /// write (then the dump's own completeness check is the guard).
     pub expected: Option<(u64, String)>,
-    pub algorithm: crate::config::Algorithm,
+    pub algorithm: crate::codec::Algorithm,
     pub kind: DumpKind,
     /// Plain SQL is filtered for `--no-owner`/`--no-acl`/`--no-tablespaces`
     /// (pg_restore takes them as flags).

@@ -1,7 +1,7 @@
 use super::ConfigArg;
-use crate::config::Secret;
 use crate::error::{usage, ExitKind};
 use crate::restore::{restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest};
+use crate::secret::Secret;
 use crate::source::pg_database::Fidelity;
 use crate::source::pgtools::PgConn;
 use clap::Args;

@@ -5,7 +5,9 @@
 //! no-lock-in invariant. Parallel gzip writes independent deflate blocks in
 //! one gzip member, the way pigz does.
 
-use crate::config::{Algorithm, CompressionConfig};
+mod config;
+
+pub use config::{Algorithm, CompressionConfig};
 use std::io::{self, Write};
 
 /// A writer that must be told when the stream ends (to write trailers).

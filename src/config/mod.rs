@@ -4,15 +4,15 @@
 
 mod duration;
 mod expand;
-mod secret;
 #[macro_use]
 mod tagged;
 pub mod boxcom;
 pub mod notify;
 
+pub use crate::codec::{Algorithm, CompressionConfig};
+pub use crate::secret::{Secret, REDACTED};
 pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
-pub use secret::{Secret, REDACTED};
 
 use crate::error::usage;
 use serde::{Deserialize, Serialize};
@@ -196,42 +196,6 @@ pub struct LocalStorageConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub prefix: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Algorithm {
-    Zstd,
-    Gzip,
-    None,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompressionConfig {
-    #[serde(default = "default_algorithm")]
-    pub algorithm: Algorithm,
-    /// zstd -7–19 (negative: fast modes), gzip 1–9; unset means the
-    /// codec's usual default (zstd 3, gzip 6).
-    #[serde(default)]
-    pub level: Option<i32>,
-    /// 0 means every core.
-    #[serde(default)]
-    pub threads: usize,
-}
-
-fn default_algorithm() -> Algorithm {
-    Algorithm::Zstd
-}
-
-impl Default for CompressionConfig {
-    fn default() -> Self {
-        CompressionConfig {
-            algorithm: Algorithm::Zstd,
-            level: None,
-            threads: 0,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -561,7 +525,7 @@ fn validate_prefix(prefix: &str) -> Result<(), String> {
             prefix.trim_start_matches('/')
         ));
     }
-    crate::storage::validate_key(prefix.trim_end_matches('/')).map_err(|e| e.to_string())
+    crate::keys::validate(prefix.trim_end_matches('/'))
 }
 
 #[cfg(test)]

@@ -6,8 +6,8 @@
 //! script; the real binaries live in `/usr/lib/postgresql/<major>/bin`, which
 //! we search first.
 
-use crate::config::Secret;
 use crate::process::{run_capture, ChildCommand};
+use crate::secret::Secret;
 use anyhow::{bail, Context};
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -11,7 +11,7 @@
 pub mod file;
 pub mod kubernetes;
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -9,7 +9,7 @@
 //! `invalid_grant` otherwise needs a person (exit code 3).
 
 use crate::config::boxcom::{BoxAuth, SubjectType, TokenStoreConfig};
-use crate::config::Secret;
+use crate::secret::Secret;
 use crate::tokens::{file::FileStore, SaveOutcome, TokenSet, TokenStore, Versioned};
 use chrono::{Duration, Utc};
 use serde::Deserialize;

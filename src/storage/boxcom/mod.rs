@@ -15,8 +15,8 @@ use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
 };
 use crate::config::boxcom::BoxStorageConfig;
-use crate::config::Secret;
 use crate::retry::{retry_after, Attempt, RetryPolicy};
+use crate::secret::Secret;
 use async_trait::async_trait;
 use auth::{AuthError, BoxAuthProvider};
 use base64::Engine;
