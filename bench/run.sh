@@ -127,15 +127,19 @@ measure "backstop restore custom --jobs 4" "$drop_restore && $bin restore --log-
 
 base=$(echo "${results[0]}" | cut -d@ -f2)
 pigz_wall=$(printf '%s\n' "${results[@]}" | grep '^pg_dump | pigz' | cut -d@ -f2)
-restore_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc' | cut -d@ -f2)
+restore_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc | psql' | cut -d@ -f2)
+custom_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc | pg_restore' | cut -d@ -f2)
 echo
 echo "database $db: plain dump $((raw / 1024 / 1024)) MiB; $(nproc) cores; median of $reps"
 printf '%-32s %8s %8s %10s %10s %8s\n' "command" "wall s" "cpu s" "peak RSS" "output" "ratio"
 for r in "${results[@]}"; do
   IFS=@ read -r name wall cpu rss size <<<"$r"
   ref=$base
-  case "$name" in *restore*) ref=$restore_base ;; esac
+  case "$name" in
+    *custom*restore*|*restore*custom*) ref=$custom_base ;;
+    *restore*) ref=$restore_base ;;
+  esac
   printf '%-32s %8.2f %8.2f %7d MiB %6d MiB %7.2fx\n' "$name" "$wall" "$cpu" $((rss / 1024)) $((size / 1024 / 1024)) "$(echo "$wall / $ref" | bc -l)"
 done
 echo
-echo "ratios: backups vs pg_dump > /dev/null; restores vs zstd -dc | psql. pigz: ${pigz_wall}s"
+echo "ratios: backups vs pg_dump > /dev/null; plain restores vs zstd -dc | psql; custom restores vs zstd -dc | pg_restore. pigz: ${pigz_wall}s"

@@ -76,6 +76,37 @@ impl RetryPolicy {
     }
 }
 
+/// What an HTTP answer means for the caller, decided once for every client
+/// here (S3, Box, webhooks and pings): callers add only what is theirs
+/// (S3's `SlowDown` code, Box's 401 refresh and 409/202 answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpClass {
+    Success,
+    /// 404: the key or object is not there.
+    NotFound,
+    /// 412: a conditional write found the key taken.
+    Exists,
+    /// 429 or 5xx: try again, after what the server asked for if it did.
+    Transient(Option<Duration>),
+    /// Anything else: trying again will not help.
+    Permanent,
+}
+
+pub fn classify(status: reqwest::StatusCode, headers: &reqwest::header::HeaderMap) -> HttpClass {
+    use reqwest::StatusCode;
+    if status.is_success() {
+        HttpClass::Success
+    } else if status == StatusCode::NOT_FOUND {
+        HttpClass::NotFound
+    } else if status == StatusCode::PRECONDITION_FAILED {
+        HttpClass::Exists
+    } else if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        HttpClass::Transient(retry_after(headers))
+    } else {
+        HttpClass::Permanent
+    }
+}
+
 /// Parse a `Retry-After` header given in seconds.
 pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     headers
@@ -92,6 +123,23 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[test]
+    fn http_answers_are_classified_once_for_every_client() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let none = HeaderMap::new();
+        let mut after = HeaderMap::new();
+        after.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        let c = |code: u16, h: &HeaderMap| classify(reqwest::StatusCode::from_u16(code).unwrap(), h);
+        assert_eq!(c(200, &none), HttpClass::Success);
+        assert_eq!(c(204, &none), HttpClass::Success);
+        assert_eq!(c(404, &none), HttpClass::NotFound);
+        assert_eq!(c(412, &none), HttpClass::Exists);
+        assert_eq!(c(429, &after), HttpClass::Transient(Some(Duration::from_secs(7))));
+        assert_eq!(c(503, &none), HttpClass::Transient(None));
+        assert_eq!(c(400, &none), HttpClass::Permanent);
+        assert_eq!(c(403, &none), HttpClass::Permanent);
+    }
 
     #[test]
     fn delays_grow_and_stay_bounded() {

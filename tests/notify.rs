@@ -462,3 +462,21 @@ fn notify_config_errors_name_the_key() {
         assert!(!r.stderr.contains("secret-ish"), "URLs are not echoed");
     }
 }
+
+/// HTTP answers are classified once for every client: a 400 (a wrong URL
+/// or payload) will not change on a retry and is sent once; a 503 is retried.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_webhook_that_rejects_the_request_is_not_retried() {
+    let rejecting = Recorder::start(400, false).await;
+    let db = TestDb::create("bs_hook_400");
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "[[notify]]\ntype = \"webhook\"\non = [\"always\"]\nurl = \"{}/hook\"\ntimeout = \"2s\"\n\n{}",
+        rejecting.url,
+        pg_target("db", &db.name, "")
+    ));
+    let r = run_async(&["backup"], cfg, vec![]).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(rejecting.take().len(), 1, "a 400 is not retried");
+    assert!(r.stderr.contains("HTTP 400 Bad Request (not retried)"), "{}", r.stderr);
+}

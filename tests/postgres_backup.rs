@@ -726,3 +726,27 @@ fn manifest_counts_the_rows_of_every_table_in_both_formats() {
 fn quote(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
+
+/// Regression (`config check | head` sometimes died with "Broken pipe",
+/// exit 101): a reader that goes away is not an error of ours.
+#[test]
+fn output_into_a_closed_pipe_is_dropped_quietly() {
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("x", "postgres", ""));
+    for args in ["config check", "list", "list --json"] {
+        for _ in 0..5 {
+            let out = std::process::Command::new("bash")
+                .arg("-c")
+                .arg(format!(
+                    "set -o pipefail; '{}' {args} --config '{}' | true; echo \"status ${{PIPESTATUS[0]}}\" >&2",
+                    env!("CARGO_BIN_EXE_backstop"),
+                    cfg.display()
+                ))
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("panicked"), "{args}: {stderr}");
+            assert!(stderr.contains("status 0"), "{args}: {stderr}");
+        }
+    }
+}

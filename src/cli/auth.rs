@@ -114,7 +114,7 @@ pub async fn run(cmd: AuthCommand) -> anyhow::Result<ExitKind> {
             }
             let store = target_store(o, &target);
             store.put(&token).await?;
-            println!(
+            crate::outln!(
                 "imported the refresh token of rclone remote `{remote}` into {}",
                 store.describe()
             );
@@ -131,7 +131,7 @@ pub async fn run(cmd: AuthCommand) -> anyhow::Result<ExitKind> {
             let store = target_store(o, &target);
             let token = login(b, o, port).await?;
             store.put(&token).await?;
-            println!("authorised; the token is stored in {}", store.describe());
+            crate::outln!("authorised; the token is stored in {}", store.describe());
             Ok(ExitKind::Success)
         }
     }
@@ -206,7 +206,7 @@ async fn login(b: &BoxStorageConfig, o: &BoxOauth, port: u16) -> anyhow::Result<
         .append_pair("client_id", &o.client_id)
         .append_pair("redirect_uri", &redirect)
         .append_pair("state", &state);
-    println!("Open this URL in a browser and allow access (the code it returns lives 30 seconds):\n{url}");
+    crate::outln!("Open this URL in a browser and allow access (the code it returns lives 30 seconds):\n{url}");
     let code = loop {
         let (mut sock, _) = listener.accept().await?;
         let mut buf = vec![0u8; 8192];
@@ -259,39 +259,39 @@ async fn status(config: ConfigArg) -> anyhow::Result<ExitKind> {
     let b = box_config(&cfg)?;
     match &b.auth {
         BoxAuth::Ccg(c) => {
-            println!(
+            crate::outln!(
                 "method: ccg (client credentials grant), subject {:?} {}",
                 c.subject_type, c.subject_id
             );
-            println!("no refresh token: a new access token is asked for when needed");
+            crate::outln!("no refresh token: a new access token is asked for when needed");
             Ok(ExitKind::Success)
         }
         BoxAuth::Oauth(o) => {
             let store = store_from_config(&o.token_store);
-            println!("method: oauth, token store: {}", store.describe());
+            crate::outln!("method: oauth, token store: {}", store.describe());
             let stored = store.load().await?;
             let now = Utc::now();
             match stored.token.expires_at {
-                Some(exp) if exp > now => println!(
+                Some(exp) if exp > now => crate::outln!(
                     "access token: valid until {} ({} min)",
                     exp.to_rfc3339(),
                     (exp - now).num_minutes()
                 ),
-                Some(exp) => println!(
+                Some(exp) => crate::outln!(
                     "access token: expired at {} (refreshed on the next run)",
                     exp.to_rfc3339()
                 ),
-                None => println!("access token: none stored (refreshed on the next run)"),
+                None => crate::outln!("access token: none stored (refreshed on the next run)"),
             }
             match stored.token.refresh_token_issued_at {
                 Some(at) => {
                     let days = (now - at).num_days();
-                    println!("refresh token: issued {} ({days} days ago; Box revokes it after 60 days unused)", at.to_rfc3339());
+                    crate::outln!("refresh token: issued {} ({days} days ago; Box revokes it after 60 days unused)", at.to_rfc3339());
                     if days >= 45 {
-                        println!("WARNING: the refresh token is {days} days old: run a backup (which rotates it) or `backstop auth box login` before day 60");
+                        crate::outln!("WARNING: the refresh token is {days} days old: run a backup (which rotates it) or `backstop auth box login` before day 60");
                     }
                 }
-                None => println!("refresh token: present, age unknown (imported); it is rotated on the next refresh"),
+                None => crate::outln!("refresh token: present, age unknown (imported); it is rotated on the next refresh"),
             }
             Ok(ExitKind::Success)
         }

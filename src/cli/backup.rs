@@ -121,9 +121,9 @@ pub async fn finish_run(
         }
     }
     if json {
-        println!("{}", serde_json::to_string(run).expect("report serializes"));
+        crate::outln!("{}", serde_json::to_string(run).expect("report serializes"));
     } else {
-        print!("{}", run.render_human());
+        crate::out!("{}", run.render_human());
     }
 }
 

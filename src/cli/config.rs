@@ -16,8 +16,8 @@ pub fn run(cmd: ConfigCommand) -> anyhow::Result<ExitKind> {
         ConfigCommand::Check { config } => {
             let path = config.path()?;
             let cfg = crate::config::Config::load(&path)?;
-            println!("# {}: valid", path.display());
-            println!("{}", cfg.to_redacted_toml());
+            crate::outln!("# {}: valid", path.display());
+            crate::outln!("{}", cfg.to_redacted_toml());
             Ok(ExitKind::Success)
         }
     }

@@ -69,20 +69,20 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         })
         .collect();
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
         );
     } else if rows.is_empty() {
-        println!("no backups");
+        crate::outln!("no backups");
     }
     if !args.json && !rows.is_empty() {
-        println!(
+        crate::outln!(
             "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
             "TARGET", "ID", "STARTED (UTC)", "FORMAT", "CODEC", "STORED", "RAW"
         );
         for r in &rows {
-            println!(
+            crate::outln!(
                 "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
                 r.target,
                 r.id,
@@ -97,7 +97,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     if !args.json {
         for (name, l) in &listings {
             for d in &l.damaged {
-                println!("{name:<12} DAMAGED {}: {}", d.id, d.why);
+                crate::outln!("{name:<12} DAMAGED {}: {}", d.id, d.why);
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod backup;
 pub mod config;
 pub mod list;
 pub mod notify;
+pub mod out;
 pub mod prune;
 pub mod restore;
 pub mod schedule;

@@ -23,10 +23,10 @@ pub async fn run(cmd: NotifyCommand) -> anyhow::Result<ExitKind> {
     let mut failed = false;
     for (name, result) in &results {
         match result {
-            Ok(()) => println!("{name}: ok"),
+            Ok(()) => crate::outln!("{name}: ok"),
             Err(e) => {
                 failed = true;
-                println!("{name}: FAILED: {e:#}");
+                crate::outln!("{name}: FAILED: {e:#}");
             }
         }
     }

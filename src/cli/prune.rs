@@ -52,12 +52,12 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
         })
         .await?;
         if !args.json {
-            print!("{}", report.render_human());
+            crate::out!("{}", report.render_human());
         }
         reports.push(report);
     }
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&reports).expect("reports serialize")
         );

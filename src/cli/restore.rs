@@ -161,7 +161,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
             &into,
         )
         .await?;
-        println!("applied the globals of {id} to {}:{}", into.host, into.port);
+        crate::outln!("applied the globals of {id} to {}:{}", into.host, into.port);
         let list = |v: &[String]| {
             if v.is_empty() {
                 "none".to_string()
@@ -169,14 +169,14 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
                 v.join(", ")
             }
         };
-        println!("  roles created: {}", list(&plan.created_roles));
-        println!(
+        crate::outln!("  roles created: {}", list(&plan.created_roles));
+        crate::outln!(
             "  roles that existed and were left unchanged: {}",
             list(&plan.existing_roles)
         );
-        println!("  tablespaces created: {}", list(&plan.created_tablespaces));
+        crate::outln!("  tablespaces created: {}", list(&plan.created_tablespaces));
         for (name, why) in &plan.skipped_tablespaces {
-            println!("  tablespace {name} SKIPPED: {why}");
+            crate::outln!("  tablespace {name} SKIPPED: {why}");
         }
         return Ok(ExitKind::Success);
     }
@@ -185,14 +185,14 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
 }
 
 fn print_outcome(outcome: crate::restore::RestoreOutcome) -> ExitKind {
-    println!(
+    crate::outln!(
         "restored {} into database {} ({} read)",
         outcome.backup_id,
         outcome.database,
         crate::report::human_bytes(outcome.bytes)
     );
     if let Some(old) = outcome.kept_replaced {
-        println!("the replaced database is kept as {old}");
+        crate::outln!("the replaced database is kept as {old}");
     }
     ExitKind::Success
 }

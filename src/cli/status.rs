@@ -73,27 +73,27 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         });
     }
     if args.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
         );
     } else {
         for r in &rows {
             if let Some(d) = &r.damaged_newest {
-                println!(
+                crate::outln!(
                     "{:<20} {:<6} newest backup is damaged: {d}",
                     r.target, "DAMAGED"
                 );
             }
             match (&r.newest, r.age_seconds) {
-                (Some(id), Some(age)) => println!(
+                (Some(id), Some(age)) => crate::outln!(
                     "{:<20} {:<6} newest {id}, {} old, {}",
                     r.target,
                     if r.fresh { "ok" } else { "STALE" },
                     humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64)),
                     human_bytes(r.stored_bytes.unwrap_or(0))
                 ),
-                _ => println!("{:<20} {:<6} no complete backup", r.target, "STALE"),
+                _ => crate::outln!("{:<20} {:<6} no complete backup", r.target, "STALE"),
             }
         }
     }

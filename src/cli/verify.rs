@@ -141,12 +141,12 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     };
     crate::notify::notify_all(&notifiers, crate::notify::Event::Finished(&run)).await;
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string(&run).expect("report serializes")
         );
     } else {
-        print!("{}", run.render_human());
+        crate::out!("{}", run.render_human());
     }
     Ok(run.exit_kind())
 }

@@ -13,7 +13,7 @@ pub mod webhook;
 
 use crate::config::notify::{NotifyConfig, NotifyOn};
 use crate::report::RunReport;
-use crate::retry::{Attempt, RetryPolicy};
+use crate::retry::{Attempt, HttpClass, RetryPolicy};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -44,15 +44,43 @@ pub trait Notifier: Send + Sync {
     async fn send(&self, event: &Event<'_>) -> anyhow::Result<()>;
 }
 
-/// Send one notifier request; any answer but 2xx is a failure. The URL is
-/// a secret, so errors never show it.
+/// An HTTP answer that will not change on a retry (a 400, a 403, a 404 of
+/// a wrong URL): the notifier gives up at once instead of trying 3 times.
+#[derive(Debug)]
+pub struct Rejected(pub reqwest::StatusCode);
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {} (not retried)", self.0)
+    }
+}
+
+impl std::error::Error for Rejected {}
+
+/// A 429 or 5xx, with the wait the server asked for.
+#[derive(Debug)]
+pub struct TryLater(pub reqwest::StatusCode, pub Option<Duration>);
+
+impl std::fmt::Display for TryLater {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "HTTP {}", self.0)
+    }
+}
+
+impl std::error::Error for TryLater {}
+
+/// Send one notifier request; any answer but 2xx is a failure, classified
+/// like every HTTP answer here. The URL is a secret, so errors never show it.
 pub async fn send_checked(req: reqwest::RequestBuilder) -> anyhow::Result<()> {
     let resp = req
         .send()
         .await
         .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
-    anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
-    Ok(())
+    match crate::retry::classify(resp.status(), resp.headers()) {
+        HttpClass::Success => Ok(()),
+        HttpClass::Transient(after) => Err(TryLater(resp.status(), after).into()),
+        _ => Err(Rejected(resp.status()).into()),
+    }
 }
 
 /// Whether an `on = [...]` list wants this end-of-run event.
@@ -102,7 +130,13 @@ pub async fn notify_all(
             .run(&format!("notify {name}"), || async {
                 match tokio::time::timeout(n.timeout(), n.send(&event)).await {
                     Ok(Ok(())) => Attempt::Done(()),
-                    Ok(Err(e)) => Attempt::Transient(format!("{e:#}"), None),
+                    Ok(Err(e)) if e.downcast_ref::<Rejected>().is_some() => {
+                        Attempt::Permanent(format!("{e:#}"))
+                    }
+                    Ok(Err(e)) => {
+                        let after = e.downcast_ref::<TryLater>().and_then(|t| t.1);
+                        Attempt::Transient(format!("{e:#}"), after)
+                    }
                     Err(_) => Attempt::Transient(format!("no answer within {:?}", n.timeout()), None),
                 }
             })

@@ -14,12 +14,11 @@
 
 use super::{ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload};
 use crate::config::{S3StorageConfig, Secret};
-use crate::retry::{retry_after, Attempt, RetryPolicy};
+use crate::retry::{classify, Attempt, HttpClass, RetryPolicy};
 use anyhow::anyhow;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use reqwest::StatusCode;
 use rusty_s3::actions::{CreateMultipartUpload, ListObjectsV2};
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use std::sync::Arc;
@@ -200,39 +199,37 @@ impl Inner {
             .run(&format!("S3 {what} {key}"), || async {
                 match build().send().await {
                     Err(e) => Attempt::Transient(self.err(what, key, e.without_url()), None),
-                    Ok(resp) if resp.status().is_success() => Attempt::Done(resp),
                     Ok(resp) => {
                         let status = resp.status();
-                        let after = retry_after(resp.headers());
+                        let class = classify(status, resp.headers());
+                        if class == HttpClass::Success {
+                            return Attempt::Done(resp);
+                        }
                         let body = resp.text().await.unwrap_or_default();
                         let code = xml_field(&body, "Code").unwrap_or_default();
                         let message = xml_field(&body, "Message").unwrap_or_default();
-                        if status == StatusCode::NOT_FOUND
-                            && (code.is_empty() || code == "NoSuchKey")
-                        {
-                            return Attempt::Permanent(StorageError::NotFound {
+                        let err = || {
+                            self.err(
+                                what,
+                                key,
+                                format!("HTTP {status} {code} {message}").trim_end(),
+                            )
+                        };
+                        match class {
+                            // A missing bucket is not a missing key.
+                            HttpClass::NotFound if code.is_empty() || code == "NoSuchKey" => {
+                                Attempt::Permanent(StorageError::NotFound {
+                                    key: key.to_string(),
+                                })
+                            }
+                            // Only our conditional writes (If-None-Match: *)
+                            // are refused this way: the key is taken.
+                            HttpClass::Exists => Attempt::Permanent(StorageError::AlreadyExists {
                                 key: key.to_string(),
-                            });
-                        }
-                        // Only our conditional writes (If-None-Match: *) are
-                        // refused this way: the key is taken.
-                        if status == StatusCode::PRECONDITION_FAILED {
-                            return Attempt::Permanent(StorageError::AlreadyExists {
-                                key: key.to_string(),
-                            });
-                        }
-                        let err = self.err(
-                            what,
-                            key,
-                            format!("HTTP {status} {code} {message}").trim_end(),
-                        );
-                        if status.is_server_error()
-                            || status == StatusCode::TOO_MANY_REQUESTS
-                            || code == "SlowDown"
-                        {
-                            Attempt::Transient(err, after)
-                        } else {
-                            Attempt::Permanent(err)
+                            }),
+                            HttpClass::Transient(after) => Attempt::Transient(err(), after),
+                            _ if code == "SlowDown" => Attempt::Transient(err(), None),
+                            _ => Attempt::Permanent(err()),
                         }
                     }
                 }

@@ -15,7 +15,7 @@ use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
 };
 use crate::config::boxcom::BoxStorageConfig;
-use crate::retry::{retry_after, Attempt, RetryPolicy};
+use crate::retry::{classify, retry_after, Attempt, HttpClass, RetryPolicy};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use auth::{AuthError, BoxAuthProvider};
@@ -150,12 +150,12 @@ impl Inner {
                 {
                     return Attempt::Done(resp);
                 }
-                if status == StatusCode::NOT_FOUND {
+                let class = classify(status, resp.headers());
+                if class == HttpClass::NotFound {
                     return Attempt::Permanent(StorageError::NotFound {
                         key: key.to_string(),
                     });
                 }
-                let after = retry_after(resp.headers());
                 let body: Option<BoxError> = resp.json().await.ok();
                 let detail = body
                     .map(|b| format!("{} {}", b.code, b.message))
@@ -167,10 +167,9 @@ impl Inner {
                     *stale.lock().expect("lock") = Some(token);
                     return Attempt::Transient(err, Some(std::time::Duration::ZERO));
                 }
-                if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                    Attempt::Transient(err, after)
-                } else {
-                    Attempt::Permanent(err)
+                match class {
+                    HttpClass::Transient(after) => Attempt::Transient(err, after),
+                    _ => Attempt::Permanent(err),
                 }
             })
             .await
