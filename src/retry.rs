@@ -130,12 +130,16 @@ mod tests {
         let none = HeaderMap::new();
         let mut after = HeaderMap::new();
         after.insert(RETRY_AFTER, HeaderValue::from_static("7"));
-        let c = |code: u16, h: &HeaderMap| classify(reqwest::StatusCode::from_u16(code).unwrap(), h);
+        let c =
+            |code: u16, h: &HeaderMap| classify(reqwest::StatusCode::from_u16(code).unwrap(), h);
         assert_eq!(c(200, &none), HttpClass::Success);
         assert_eq!(c(204, &none), HttpClass::Success);
         assert_eq!(c(404, &none), HttpClass::NotFound);
         assert_eq!(c(412, &none), HttpClass::Exists);
-        assert_eq!(c(429, &after), HttpClass::Transient(Some(Duration::from_secs(7))));
+        assert_eq!(
+            c(429, &after),
+            HttpClass::Transient(Some(Duration::from_secs(7)))
+        );
         assert_eq!(c(503, &none), HttpClass::Transient(None));
         assert_eq!(c(400, &none), HttpClass::Permanent);
         assert_eq!(c(403, &none), HttpClass::Permanent);

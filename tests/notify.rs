@@ -478,5 +478,9 @@ async fn a_webhook_that_rejects_the_request_is_not_retried() {
     let r = run_async(&["backup"], cfg, vec![]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(rejecting.take().len(), 1, "a 400 is not retried");
-    assert!(r.stderr.contains("HTTP 400 Bad Request (not retried)"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("HTTP 400 Bad Request (not retried)"),
+        "{}",
+        r.stderr
+    );
 }

@@ -261,7 +261,8 @@ async fn status(config: ConfigArg) -> anyhow::Result<ExitKind> {
         BoxAuth::Ccg(c) => {
             crate::outln!(
                 "method: ccg (client credentials grant), subject {:?} {}",
-                c.subject_type, c.subject_id
+                c.subject_type,
+                c.subject_id
             );
             crate::outln!("no refresh token: a new access token is asked for when needed");
             Ok(ExitKind::Success)

@@ -79,7 +79,13 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     if !args.json && !rows.is_empty() {
         crate::outln!(
             "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
-            "TARGET", "ID", "STARTED (UTC)", "FORMAT", "CODEC", "STORED", "RAW"
+            "TARGET",
+            "ID",
+            "STARTED (UTC)",
+            "FORMAT",
+            "CODEC",
+            "STORED",
+            "RAW"
         );
         for r in &rows {
             crate::outln!(

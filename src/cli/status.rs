@@ -82,7 +82,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
             if let Some(d) = &r.damaged_newest {
                 crate::outln!(
                     "{:<20} {:<6} newest backup is damaged: {d}",
-                    r.target, "DAMAGED"
+                    r.target,
+                    "DAMAGED"
                 );
             }
             match (&r.newest, r.age_seconds) {
