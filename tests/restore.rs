@@ -465,6 +465,34 @@ fn verify_reports_unpopulated_matviews_and_drops_scratch_with_a_subscription() {
             "0"
         );
     }
+    // Regression (verify --scratch leaked the scratch database when the URL
+    // named a database that does not exist: created through one connection,
+    // dropped through another): everything goes through the one named, so
+    // a missing one fails at once and leaves nothing.
+    let missing = format!(
+        "postgres://postgres@{PG_HOST}:{PG_PORT}/{}",
+        unique("bs_nowhere")
+    );
+    let r = run(&["verify", "--scratch", &missing], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.summary()["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{}",
+        r.all()
+    );
+    assert_eq!(
+        psql(
+            "postgres",
+            &format!(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'backstop_verify_{}%'",
+                target.replace('-', "_")
+            )
+        ),
+        "0"
+    );
     src.sql(&format!("ALTER SUBSCRIPTION {sub} DISABLE; ALTER SUBSCRIPTION {sub} SET (slot_name = NONE); DROP SUBSCRIPTION {sub};"));
 }
 

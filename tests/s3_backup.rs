@@ -345,21 +345,35 @@ async fn prune_aborts_multipart_uploads_a_crashed_run_left_behind() {
         keep_last: 1,
         ..Default::default()
     };
-    let prune = |grace: u64| backstop::prune::PruneRequest {
+    let prune_with = |grace: u64, dry_run: bool| backstop::prune::PruneRequest {
         storage: &storage,
         layout: &layout,
         target: "app",
         policy: &policy,
         orphan_grace: std::time::Duration::from_secs(grace),
         now: chrono::Utc::now(),
-        dry_run: false,
+        dry_run,
     };
+    let prune = |grace: u64| prune_with(grace, false);
     // Within the grace period (it may be a run in progress): left alone.
     let report = backstop::prune::prune_target(prune(3600)).await.unwrap();
     assert!(report.aborted_uploads.is_empty());
     assert_eq!(storage.pending_uploads("app/").await.unwrap().len(), 1);
-    // Older than the grace period: aborted.
+    // Older than the grace period: a dry run lists exactly the abort it
+    // would make (regression: it left stale uploads out) and makes none.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let dry = backstop::prune::prune_target(prune_with(0, true))
+        .await
+        .unwrap();
+    assert_eq!(
+        dry.aborted_uploads,
+        vec!["app/2026-01-01/app-20260101T000000Z.dump.zst".to_string()]
+    );
+    assert!(dry
+        .render_human()
+        .contains("abort upload app/2026-01-01/app-20260101T000000Z.dump.zst"));
+    assert_eq!(storage.pending_uploads("app/").await.unwrap().len(), 1);
+    // And the real prune aborts it.
     let report = backstop::prune::prune_target(prune(0)).await.unwrap();
     assert_eq!(
         report.aborted_uploads,
