@@ -321,6 +321,21 @@ fn thousands_of_tables_restore_and_verify_on_default_settings() {
     assert_eq!(v["tables"], 2000, "{v}");
     assert_eq!(v["tables_compared"], 2000, "{v}");
     assert_eq!(v["rows"], 2, "{v}");
+
+    // 20,000 large objects, in both formats.
+    let los = TestDb::create("bs_many_lo");
+    for _ in 0..4 {
+        los.sql("SELECT count(lo_from_bytea(0, '\\x0102')) FROM generate_series(1, 5000);");
+    }
+    for format in ["custom", "plain"] {
+        let ws = Workspace::new();
+        let cfg = ws.config(&pg_target("lo", &los.name, &format!("format = \"{format}\"")));
+        backup_ok(&cfg);
+        let dest = TestDb::reserve("bs_many_lo_restored");
+        let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+        assert_eq!(r.code, 0, "{format}: {}", r.all());
+        assert_eq!(dest.sql("SELECT count(*) FROM pg_largeobject_metadata"), "20000", "{format}");
+    }
 }
 
 /// `--replace` swaps in a complete restore (ending the old database's
