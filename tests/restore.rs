@@ -329,12 +329,20 @@ fn thousands_of_tables_restore_and_verify_on_default_settings() {
     }
     for format in ["custom", "plain"] {
         let ws = Workspace::new();
-        let cfg = ws.config(&pg_target("lo", &los.name, &format!("format = \"{format}\"")));
+        let cfg = ws.config(&pg_target(
+            "lo",
+            &los.name,
+            &format!("format = \"{format}\""),
+        ));
         backup_ok(&cfg);
         let dest = TestDb::reserve("bs_many_lo_restored");
         let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
         assert_eq!(r.code, 0, "{format}: {}", r.all());
-        assert_eq!(dest.sql("SELECT count(*) FROM pg_largeobject_metadata"), "20000", "{format}");
+        assert_eq!(
+            dest.sql("SELECT count(*) FROM pg_largeobject_metadata"),
+            "20000",
+            "{format}"
+        );
     }
 }
 

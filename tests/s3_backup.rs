@@ -442,3 +442,125 @@ async fn lost_responses_to_our_own_completed_writes_keep_the_backup() {
         server.delete_bucket(&bucket);
     }
 }
+
+/// The rest of the network faults, one backup each through the proxy:
+/// connections closed before and after the server acted (on a part, on the
+/// manifest PUT, on CompleteMultipartUpload) and a slow network. Every run
+/// publishes exactly one backup that restores; none is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_resets_and_delays_publish_exactly_one_good_backup() {
+    use support::faulty_proxy::Fault;
+    let server = s3::server();
+    let src = TestDb::create("bs_s3_resets");
+    src.sql(
+        "CREATE TABLE t (id int, v bytea);
+         INSERT INTO t SELECT g, decode(md5(random()::text) || md5(random()::text), 'hex') FROM generate_series(1, 300000) g;",
+    );
+    let cases = [
+        (
+            "reset before a part",
+            Fault::ResetBefore,
+            "PUT  && partNumber=",
+            1,
+        ),
+        (
+            "reset after a part",
+            Fault::ResetAfter,
+            "PUT  && partNumber=",
+            1,
+        ),
+        (
+            "reset after the manifest PUT",
+            Fault::ResetAfter,
+            "PUT  && .manifest.json?",
+            1,
+        ),
+        (
+            "reset after CompleteMultipartUpload",
+            Fault::ResetAfter,
+            "POST  && uploadId=",
+            1,
+        ),
+        (
+            "slow parts",
+            Fault::Delay(std::time::Duration::from_millis(400)),
+            "partNumber=",
+            3,
+        ),
+    ];
+    for (what, fault, matcher, times) in cases {
+        let bucket = server.create_bucket("bs-resets");
+        let proxy = FaultyProxy::start_with(&server.endpoint, matcher, times, fault).await;
+        let ws = Workspace::new();
+        let cfg = write_config(
+            &ws,
+            &server.storage_toml(&bucket, &proxy.url),
+            &format!(
+                "[compression]\nalgorithm = \"none\"\n\n{}",
+                pg_target("resets", &src.name, "")
+            ),
+        );
+        let r = run_s3_async(vec!["backup".into()], &cfg).await;
+        assert_eq!(r.code, 0, "{what}: {}", r.all());
+        assert_eq!(
+            proxy.state.failed.load(std::sync::atomic::Ordering::SeqCst),
+            times,
+            "{what}: the fault was injected"
+        );
+        let list = run_s3_async(vec!["list".into(), "--json".into()], &cfg).await;
+        let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+        assert_eq!(rows.as_array().unwrap().len(), 1, "{what}: {}", list.all());
+        let dest = TestDb::reserve("bs_s3_resets_restored");
+        let r = run_s3_async(
+            ["restore", "--into", &dest.url(), "--create"]
+                .map(String::from)
+                .to_vec(),
+            &cfg,
+        )
+        .await;
+        assert_eq!(r.code, 0, "{what}: {}", r.all());
+        assert_eq!(src.fingerprint(), dest.fingerprint(), "{what}");
+        assert!(
+            server
+                .storage(&bucket)
+                .pending_uploads("")
+                .await
+                .unwrap()
+                .is_empty(),
+            "{what}"
+        );
+        server.delete_bucket(&bucket);
+    }
+}
+
+/// A server (or proxy) that drops `If-None-Match` still cannot make a
+/// commit replace an existing object: the existence check refuses first,
+/// and the object that was there stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dropped_if_none_match_still_never_overwrites() {
+    use backstop::storage::{put_bytes, StorageError};
+    use support::faulty_proxy::Fault;
+    let server = s3::server();
+    let bucket = server.create_bucket("bs-inm");
+    let proxy =
+        FaultyProxy::start_with(&server.endpoint, "PUT ", 100, Fault::DropIfNoneMatch).await;
+    let direct = server.storage(&bucket);
+    let mut config = server.config(&bucket);
+    config.endpoint = Some(proxy.url.clone());
+    let proxied = backstop::storage::s3::S3Storage::new(&config).unwrap();
+    let key = "t/2026-01-01/t-20260101T000000.000Z-aaaaa.dump";
+    put_bytes(&direct, key, bytes::Bytes::from_static(b"first"))
+        .await
+        .unwrap();
+    let err = put_bytes(&proxied, key, bytes::Bytes::from_static(b"second"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StorageError::AlreadyExists { .. }), "{err:?}");
+    assert_eq!(
+        backstop::storage::get_bytes(&direct, key, 100)
+            .await
+            .unwrap(),
+        b"first"
+    );
+    server.delete_bucket(&bucket);
+}

@@ -22,6 +22,15 @@ pub enum Fault {
     Reject,
     /// Forward, let the server act, then answer 500 instead of its reply.
     LoseResponse,
+    /// Close the connection without an answer; the server never sees it.
+    ResetBefore,
+    /// Forward, let the server act, then close the connection unanswered.
+    ResetAfter,
+    /// Forward after a pause (a slow network).
+    Delay(std::time::Duration),
+    /// Forward without the `If-None-Match` header (a server or proxy that
+    /// ignores conditional writes).
+    DropIfNoneMatch,
 }
 
 pub struct ProxyState {
@@ -89,6 +98,14 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
             .failures_left
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
+    if inject && state.fault == Fault::ResetBefore {
+        state.failed.fetch_add(1, Ordering::SeqCst);
+        reset_connection();
+    }
+    if let (true, Fault::Delay(pause)) = (inject, state.fault) {
+        state.failed.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(pause).await;
+    }
     if inject && state.fault == Fault::Reject {
         state.failed.fetch_add(1, Ordering::SeqCst);
         return Response::builder()
@@ -113,13 +130,22 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         )
         .body(body);
     for (name, value) in &parts.headers {
+        if inject && state.fault == Fault::DropIfNoneMatch && name == "if-none-match" {
+            state.failed.fetch_add(1, Ordering::SeqCst);
+            continue;
+        }
         // Host stays as the client signed it.
         if name != "content-length" && name != "transfer-encoding" {
             upstream = upstream.header(name, value);
         }
     }
     let resp = upstream.send().await.unwrap();
-    if inject {
+    if inject && state.fault == Fault::ResetAfter {
+        let _ = resp.bytes().await;
+        state.failed.fetch_add(1, Ordering::SeqCst);
+        reset_connection();
+    }
+    if inject && state.fault == Fault::LoseResponse {
         // The server acted; its answer never reaches the client.
         let _ = resp.bytes().await;
         state.failed.fetch_add(1, Ordering::SeqCst);
@@ -138,4 +164,10 @@ async fn forward(State(state): State<Arc<ProxyState>>, req: Request) -> Response
         }
     }
     out.body(Body::from(resp.bytes().await.unwrap())).unwrap()
+}
+
+/// End this connection without an answer: the handler's task unwinds and
+/// hyper drops the connection, so the client sees it closed mid-request.
+fn reset_connection() -> ! {
+    std::panic::resume_unwind(Box::new("faulty proxy: connection reset"))
 }
