@@ -581,6 +581,25 @@ fn a_damaged_newest_backup_fails_verify_and_restore_latest_names_both() {
     let r = run(&["status"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stdout.contains("DAMAGED"), "{}", r.all());
+
+    // Metrics say so too, after a run that could not replace it.
+    let failing = ws.script("pg_dump_fails", "exit 1");
+    let prom = ws.path("backstop.prom");
+    let cfg = ws.config(&format!(
+        "[metrics]\ntextfile = \"{}\"\n\n{}",
+        prom.display(),
+        pg_target(
+            "l",
+            &src.name,
+            &format!("pg_dump_path = \"{}\"", failing.display())
+        )
+    ));
+    assert_eq!(run(&["backup"], &cfg).code, 1);
+    let metrics = std::fs::read_to_string(&prom).unwrap();
+    assert!(
+        metrics.contains("backstop_newest_backup_damaged{target=\"l\"} 1"),
+        "{metrics}"
+    );
 }
 
 /// Regression (prune deleted the data of a backup whose manifest would not

@@ -22,6 +22,8 @@ pub struct TargetMetrics {
     pub last_success_timestamp: Option<f64>,
     pub backup_size_bytes: Option<u64>,
     pub backup_duration_seconds: f64,
+    /// The newest backup attempt left a manifest but is damaged.
+    pub newest_damaged: bool,
 }
 
 /// (target, status) → count.
@@ -39,23 +41,23 @@ pub async fn collect(
 ) -> Vec<TargetMetrics> {
     let mut out = Vec::new();
     for t in &report.targets {
-        let (last_success_timestamp, backup_size_bytes) = if t.status == Status::Success {
-            (Some(ts(t.finished_at)), Some(t.stored_bytes))
+        let (last_success_timestamp, backup_size_bytes, newest_damaged) = if t.status
+            == Status::Success
+        {
+            (Some(ts(t.finished_at)), Some(t.stored_bytes), false)
         } else {
             match list_target(storage, layout, &t.target).await {
-                Ok(l) => l
-                    .backups
-                    .last()
-                    .map(|b| {
-                        (
-                            Some(ts(b.manifest.finished_at)),
-                            Some(b.manifest.stored_bytes()),
-                        )
-                    })
-                    .unwrap_or((None, None)),
+                Ok(l) => {
+                    let newest = l.backups.last();
+                    (
+                        newest.map(|b| ts(b.manifest.finished_at)),
+                        newest.map(|b| b.manifest.stored_bytes()),
+                        l.damaged_newest().is_some(),
+                    )
+                }
                 Err(e) => {
                     tracing::warn!(target_name = %t.target, "metrics: cannot list storage for the last success: {e:#}");
-                    (None, None)
+                    (None, None, false)
                 }
             }
         };
@@ -66,6 +68,7 @@ pub async fn collect(
             last_success_timestamp,
             backup_size_bytes,
             backup_duration_seconds: t.duration_seconds,
+            newest_damaged,
         });
     }
     out
@@ -118,6 +121,12 @@ pub fn render(metrics: &[TargetMetrics], totals: &Totals) -> String {
         "gauge",
         "Stored size of the newest complete backup.",
         per(&|m| m.backup_size_bytes.map(|v| v.to_string())),
+    );
+    family(
+        "backstop_newest_backup_damaged",
+        "gauge",
+        "1 if the newest backup attempt is damaged (verify fails, restore of latest refuses).",
+        per(&|m| Some(if m.newest_damaged { "1" } else { "0" }.to_string())),
     );
     family(
         "backstop_backup_duration_seconds",
@@ -261,6 +270,7 @@ mod tests {
             last_success_timestamp: ok.then_some(1_700_000_100.5),
             backup_size_bytes: ok.then_some(1234),
             backup_duration_seconds: 3.25,
+            newest_damaged: !ok,
         }
     }
 
@@ -281,6 +291,10 @@ mod tests {
         assert!(
             !text.contains("backstop_backup_size_bytes{"),
             "no size without a known backup: {text}"
+        );
+        assert!(
+            text.contains("backstop_newest_backup_damaged{target=\"prod\"} 1"),
+            "a damaged newest backup is a metric of its own: {text}"
         );
     }
 }
