@@ -33,6 +33,41 @@ async fn cli(args: Vec<String>) -> Run {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn import_rclone_refuses_a_remote_of_rclones_built_in_app() {
+    // Regression: `rclone config` without a client id uses rclone's own Box
+    // app; its token cannot be refreshed with ours, and was imported silently.
+    let fake = FakeBox::start().await;
+    let ws = Workspace::new();
+    let token = ws.path("box-token.json");
+    let cfg = config(&fake, &ws, &token, "postgres");
+    let rclone = ws.path("rclone.conf");
+    for remote in [
+        "[box]\ntype = box\ntoken = {\"access_token\":\"a\",\"token_type\":\"bearer\",\"refresh_token\":\"r\",\"expiry\":\"2020-01-01T00:00:00Z\"}\n".to_string(),
+        "[box]\ntype = box\nclient_id = someone-elses-app\nclient_secret = s\ntoken = {\"access_token\":\"a\",\"token_type\":\"bearer\",\"refresh_token\":\"r\",\"expiry\":\"2020-01-01T00:00:00Z\"}\n".to_string(),
+    ] {
+        std::fs::write(&rclone, remote).unwrap();
+        let r = cli(vec![
+            "auth".into(),
+            "box".into(),
+            "import-rclone".into(),
+            "--config".into(),
+            cfg.display().to_string(),
+            "--rclone-config".into(),
+            rclone.display().to_string(),
+        ])
+        .await;
+        assert_eq!(r.code, 2, "{}", r.all());
+        assert!(
+            r.stderr.contains("type = \\\"rclone\\\"") || r.stderr.contains("type = \"rclone\""),
+            "{}",
+            r.all()
+        );
+        assert!(r.stderr.contains("backstop auth box login"), "{}", r.all());
+        assert!(!token.exists(), "nothing was imported");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn import_rclone_then_backup_and_status() {
     let fake = FakeBox::start().await;
     let db = TestDb::create("bs_import");
@@ -62,6 +97,11 @@ async fn import_rclone_then_backup_and_status() {
     .await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(std::fs::read_to_string(&token).unwrap().contains(&refresh));
+    assert!(
+        r.stdout.contains("single-use") && r.stdout.contains("rclone config reconnect box:"),
+        "the laptop's remote must not be used any more: {}",
+        r.stdout
+    );
     let r = cli(vec![
         "auth".into(),
         "status".into(),

@@ -107,16 +107,40 @@ pub async fn run(cmd: AuthCommand) -> anyhow::Result<ExitKind> {
                 .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
             let (token, client_id) = from_rclone(&text, &remote)
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
-            if let Some(id) = client_id {
-                if id != o.client_id {
-                    tracing::warn!("rclone's remote uses a different client_id than the config: the token only works with rclone's app");
+            // A Box refresh token can only be refreshed by the app it was
+            // issued to. Regression: a remote made with rclone's built-in
+            // app (no client_id line, what `rclone config` does by default)
+            // was imported silently, and the first refresh failed at 2 AM.
+            let ways_forward = "Either keep rclone: `type = \"rclone\"` storage with the rclone config in a \
+                 Secret (`rclone_config_secret`), which backstop writes back safely when rclone refreshes; \
+                 or create a Box app (OAuth 2.0 with user authentication) and run `backstop auth box login`";
+            match client_id {
+                None => {
+                    return Err(usage(format!(
+                        "rclone remote `{remote}` was authorised with rclone's built-in Box app (it has no client_id), \
+                         so its refresh token cannot be refreshed with the app in the config ({}). {ways_forward}.",
+                        o.client_id
+                    )))
                 }
+                Some(id) if id != o.client_id => {
+                    return Err(usage(format!(
+                        "rclone remote `{remote}` was authorised with another Box app (client_id {id}, the config has {}); \
+                         its refresh token only works with that app. {ways_forward}.",
+                        o.client_id
+                    )))
+                }
+                Some(_) => {}
             }
             let store = target_store(o, &target);
             store.put(&token).await?;
             crate::outln!(
                 "imported the refresh token of rclone remote `{remote}` into {}",
                 store.describe()
+            );
+            crate::outln!(
+                "IMPORTANT: Box refresh tokens are single-use. The rclone remote `{remote}` still holds the same \
+                 token: do not use that remote any more (its next refresh would revoke backstop's), or re-authorise \
+                 it with `rclone config reconnect {remote}:` so the two no longer share one."
             );
             Ok(ExitKind::Success)
         }

@@ -37,7 +37,9 @@ fn path_string(path: &[String]) -> String {
     path.join(".")
 }
 
-/// Expand `${NAME}` references in one string using `lookup`.
+/// Expand `${NAME}` references in one string using `lookup`;
+/// `${NAME:-default}` takes `default` when NAME is unset or empty (as in the
+/// shell), so one config serves the cluster and a laptop.
 pub fn expand_str(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
@@ -51,13 +53,19 @@ pub fn expand_str(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
             let end = body
                 .find('}')
                 .ok_or_else(|| "unterminated ${ in value".to_string())?;
-            let name = &body[..end];
+            let reference = &body[..end];
+            let (name, default) = match reference.split_once(":-") {
+                Some((n, d)) => (n, Some(d)),
+                None => (reference, None),
+            };
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                return Err(format!("invalid variable name `${{{name}}}`"));
+                return Err(format!("invalid variable name `${{{reference}}}`"));
             }
-            match lookup(name) {
-                Some(v) => out.push_str(&v),
-                None => return Err(format!("environment variable {name} is not set")),
+            match (lookup(name), default) {
+                (Some(v), Some(d)) if v.is_empty() => out.push_str(d),
+                (Some(v), _) => out.push_str(&v),
+                (None, Some(d)) => out.push_str(d),
+                (None, None) => return Err(format!("environment variable {name} is not set")),
             }
             rest = &body[end + 1..];
         } else {
@@ -72,6 +80,15 @@ pub fn expand_str(input: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn defaults_apply_when_unset_or_empty() {
+        assert_eq!(expand_str("${NOPE:-postgres}", &env).unwrap(), "postgres");
+        assert_eq!(expand_str("${EMPTY:-x}", &env).unwrap(), "x");
+        assert_eq!(expand_str("h=${PW:-x}", &env).unwrap(), "h=s3cr\"et");
+        assert_eq!(expand_str("${NOPE:-}", &env).unwrap(), "");
+        assert!(expand_str("${NOPE}", &env).is_err());
+    }
 
     fn env(name: &str) -> Option<String> {
         match name {
