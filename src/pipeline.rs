@@ -121,12 +121,14 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         .await
         .map_err(|e| storage_stage_error(e, "checking the storage"))?;
     let plan = job.source.plan().await.map_err(|e| {
-        let stage = if crate::error::has::<crate::error::NoFittingTools>(&e) {
-            Stage::Tools
-        } else {
-            Stage::Connect
-        };
-        StageError::new(stage, format!("{e:#}"))
+        let message = format!("{e:#}");
+        if crate::error::has::<crate::error::NoFittingTools>(&e) {
+            return StageError::new(Stage::Tools, message);
+        }
+        match crate::source::pgtools::connect_hint(&message) {
+            Some(hint) => StageError::new(Stage::Connect, format!("{message}; hint: {hint}")),
+            None => StageError::new(Stage::Connect, message),
+        }
     })?;
     tracing::info!(
         target_name = job.target,

@@ -750,3 +750,27 @@ fn output_into_a_closed_pipe_is_dropped_quietly() {
         }
     }
 }
+
+/// Regression (errors that hid their cause: with the database unreachable
+/// the summary and the mail said only "Is the server running on that
+/// host…", the cause was in an INFO log line): the cause and a hint.
+#[test]
+fn connection_failures_name_their_cause_and_a_hint() {
+    let ws = Workspace::new();
+    let cfg = ws.config(
+        "[[targets]]\nname = \"refused\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\ndatabase = \"d\"\n\n\
+         [[targets]]\nname = \"unknown-host\"\ntype = \"postgres\"\nhost = \"no-such-host.invalid\"\ndatabase = \"d\"\n",
+    );
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let s = r.summary();
+    for (i, cause, hint) in [
+        (0, "Connection refused", "is the server running"),
+        (1, "could not translate host name", "does not resolve"),
+    ] {
+        let t = &s["targets"][i];
+        assert_eq!(t["stage"], "connect", "{t}");
+        let err = t["error"].as_str().unwrap();
+        assert!(err.contains(cause) && err.contains(hint), "{err}");
+    }
+}

@@ -211,6 +211,24 @@ pub fn select<'a>(
         })
 }
 
+/// What to check for a libpq connection failure, from its message; the
+/// summary and the failure mail carry it next to the cause.
+pub fn connect_hint(message: &str) -> Option<&'static str> {
+    let hints: [(&str, &str); 7] = [
+        ("Connection refused", "nothing listens there: is the server running, on that host and port (listen_addresses, port; in Kubernetes the Service and its targetPort)?"),
+        ("could not translate host name", "the host name does not resolve: check `host` (in Kubernetes the Service name, and the namespace as `name.namespace`)"),
+        ("Network is unreachable", "no route to the server: check the network path (NetworkPolicy, firewall, VPN)"),
+        ("timeout expired", "the server did not answer in time: check the network path (NetworkPolicy, firewall) and that the host is right"),
+        ("password authentication failed", "the server refused the credentials: check `user` and `password`/`password_file`"),
+        ("no pg_hba.conf entry", "the server's pg_hba.conf does not admit this client (host, user, database, SSL)"),
+        ("does not exist", "check `database` and `user`: the server does not know one of them"),
+    ];
+    hints
+        .iter()
+        .find(|(needle, _)| message.contains(needle))
+        .map(|(_, hint)| *hint)
+}
+
 /// libpq connection settings, handed to children through the environment so
 /// the password never appears in a command line.
 #[derive(Debug, Clone)]
