@@ -484,3 +484,25 @@ async fn a_webhook_that_rejects_the_request_is_not_retried() {
         r.stderr
     );
 }
+
+/// Regression (an SMTP relay without STARTTLS under the default `tls`
+/// failed with only "STARTTLS is not supported"): the error says to set
+/// `tls = "none"`, as the old in-cluster relay on 2525 needs.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_relay_without_starttls_gets_a_hint_to_set_tls_none() {
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "[[notify]]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\ntimeout = \"3s\"\n\n{}",
+        smtp.port,
+        pg_target("x", "postgres", "")
+    ));
+    let r = run_async(&["notify", "test"], cfg, vec![]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("STARTTLS") && r.all().contains("tls = \"none\""),
+        "{}",
+        r.all()
+    );
+    assert!(smtp.messages(0, Duration::from_millis(10)).is_empty());
+}

@@ -107,7 +107,17 @@ impl Notifier for SmtpNotifier {
         self.transport
             .send(msg)
             .await
-            .map_err(|e| anyhow::anyhow!("sending mail through {}: {e}", self.name()))?;
+            .map_err(|e| {
+                let text = e.to_string();
+                // The in-cluster relay of the old setup speaks plain SMTP on
+                // 2525: the default (STARTTLS required) cannot talk to it.
+                let hint = if text.contains("STARTTLS is not supported") {
+                    "; hint: this relay offers no STARTTLS: set `tls = \"none\"` for a relay inside the cluster (or `tls = \"tls\"` for implicit TLS, port 465)"
+                } else {
+                    ""
+                };
+                anyhow::anyhow!("sending mail through {}: {text}{hint}", self.name())
+            })?;
         Ok(())
     }
 }
