@@ -78,6 +78,7 @@ cfg() { # algorithm format [level]
 [storage]
 type = "local"
 path = "$work/backups"
+create = true
 [compression]
 algorithm = "$1"
 ${3:+level = $3}

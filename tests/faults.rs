@@ -122,7 +122,7 @@ fn a_full_disk_on_data_or_manifest_publishes_nothing_and_leaves_nothing() {
     let src = seeded_db("bs_fault_enospc", 30_000);
     let body = |path: &Path| {
         format!(
-            "[storage]\ntype = \"local\"\npath = \"{}\"\n[compression]\nalgorithm = \"none\"\n{}",
+            "[storage]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n[compression]\nalgorithm = \"none\"\n{}",
             path.display(),
             pg_target("full", &src.name, "")
         )

@@ -774,3 +774,54 @@ fn connection_failures_name_their_cause_and_a_hint() {
         assert!(err.contains(cause) && err.contains(hint), "{err}");
     }
 }
+
+/// Regression (local storage created dumps 0644, readable by every user,
+/// and silently created a missing root, so a typo or an unmounted disk
+/// "succeeded"; `list` on a missing path said "no backups").
+#[test]
+fn local_storage_is_private_and_a_missing_root_is_an_error() {
+    use std::os::unix::fs::PermissionsExt;
+    let src = TestDb::create("bs_local_perm");
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("p", &src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    for f in ws.stored_files() {
+        let mode = std::fs::metadata(&f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{}", f.display());
+        let dir_mode = std::fs::metadata(f.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700, "{}", f.display());
+    }
+    let missing = ws.path("not-mounted");
+    let cfg = ws.path("missing.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\ntype = \"local\"\npath = \"{}\"\n\n{}",
+            missing.display(),
+            pg_target("p", &src.name, "")
+        ),
+    )
+    .unwrap();
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.summary()["targets"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist"),
+        "{}",
+        r.all()
+    );
+    assert!(!missing.exists(), "nothing was created");
+    let r = run(&["list"], &cfg);
+    assert_ne!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("does not exist") && r.stderr.contains("create = true"),
+        "{}",
+        r.all()
+    );
+}

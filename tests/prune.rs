@@ -88,6 +88,7 @@ fn ids(v: &serde_json::Value, keep: bool) -> Vec<String> {
 #[tokio::test]
 async fn prune_follows_the_listing_dry_run_first_then_for_real() {
     let ws = Workspace::new();
+    std::fs::create_dir_all(ws.backups()).unwrap();
     let storage = LocalStorage::new(ws.backups());
     let layout = Layout::new("");
     let now = Utc::now();
@@ -265,6 +266,7 @@ fn backup_prunes_only_after_its_own_success() {
     ));
     // Old backups for both targets.
     let rt = tokio::runtime::Runtime::new().unwrap();
+    std::fs::create_dir_all(ws.backups()).unwrap();
     let storage = LocalStorage::new(ws.backups());
     let layout = Layout::new("");
     rt.block_on(async {

@@ -196,6 +196,10 @@ pub struct LocalStorageConfig {
     pub path: PathBuf,
     #[serde(default)]
     pub prefix: String,
+    /// Create `path` (0700) when it does not exist; otherwise a missing
+    /// path is an error (a typo or an unmounted disk must not "succeed").
+    #[serde(default)]
+    pub create: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

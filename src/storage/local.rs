@@ -4,6 +4,10 @@
 //! filesystem, so the final step is a rename), are fsynced, then moved into
 //! place with a no-replace rename and the directory is fsynced: after a crash
 //! either the whole object is there or nothing under its key is.
+//!
+//! A dump is the whole database: files are created 0600 and directories
+//! 0700. A missing root is an error unless `create = true`: a typo or an
+//! unmounted disk must not "succeed" into an empty directory.
 
 use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
@@ -18,17 +22,63 @@ const TEMP_MARKER: &str = ".backstop-tmp-";
 
 pub struct LocalStorage {
     root: PathBuf,
+    /// Create the root when it is missing (else that is an error).
+    create_root: bool,
 }
 
 impl LocalStorage {
+    /// A storage at `root`, which must exist.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        LocalStorage { root: root.into() }
+        LocalStorage {
+            root: root.into(),
+            create_root: false,
+        }
+    }
+
+    pub fn from_config(c: &crate::config::LocalStorageConfig) -> Self {
+        LocalStorage {
+            root: c.path.clone(),
+            create_root: c.create,
+        }
+    }
+
+    /// The root exists (or is created, with `create = true`).
+    fn check_root(&self) -> StorageResult<()> {
+        match std::fs::metadata(&self.root) {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(StorageError::other(
+                format!("local storage: {}", self.root.display()),
+                "is not a directory",
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.create_root => {
+                private_dirs(&self.root).map_err(|e| {
+                    StorageError::other(format!("local storage: create {}", self.root.display()), e)
+                })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(StorageError::other(
+                format!("local storage: {}", self.root.display()),
+                "does not exist (a typo, or a disk that is not mounted?); create it, or set `create = true` in [storage]",
+            )),
+            Err(e) => Err(StorageError::other(
+                format!("local storage: {}", self.root.display()),
+                e,
+            )),
+        }
     }
 
     fn path_of(&self, key: &str) -> StorageResult<PathBuf> {
         validate_key(key)?;
         Ok(self.root.join(key))
     }
+}
+
+/// Create `dir` and its missing parents, 0700.
+fn private_dirs(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 fn io_err(key: &str, what: &str, e: std::io::Error) -> StorageError {
@@ -47,9 +97,7 @@ impl Storage for LocalStorage {
     }
 
     async fn preflight(&self) -> StorageResult<()> {
-        tokio::fs::create_dir_all(&self.root).await.map_err(|e| {
-            StorageError::other(format!("local storage: create {}", self.root.display()), e)
-        })
+        self.check_root()
     }
 
     async fn create(&self, key: &str) -> StorageResult<Box<dyn Upload>> {
@@ -58,14 +106,14 @@ impl Storage for LocalStorage {
             .parent()
             .expect("key has a parent: the root")
             .to_path_buf();
-        tokio::fs::create_dir_all(&dir)
-            .await
-            .map_err(|e| io_err(key, "create directory for", e))?;
+        self.check_root()?;
+        private_dirs(&dir).map_err(|e| io_err(key, "create directory for", e))?;
         let name = path.file_name().expect("validated key").to_string_lossy();
         let temp = dir.join(format!("{TEMP_MARKER}{}-{name}", unique_suffix()));
         let file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
             .open(&temp)
             .await
             .map_err(|e| io_err(key, "create temp file for", e))?;
@@ -90,6 +138,8 @@ impl Storage for LocalStorage {
     }
 
     async fn list(&self, prefix: &str) -> StorageResult<Vec<ObjectMeta>> {
+        // Regression: a missing path listed as "no backups".
+        self.check_root()?;
         let root = self.root.clone();
         let prefix = prefix.to_string();
         tokio::task::spawn_blocking(move || {

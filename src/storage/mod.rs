@@ -200,7 +200,7 @@ pub fn validate_key(key: &str) -> StorageResult<()> {
 /// The storage a config names.
 pub fn from_config(config: &crate::config::StorageConfig) -> anyhow::Result<Box<dyn Storage>> {
     match config {
-        crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::new(&l.path))),
+        crate::config::StorageConfig::Local(l) => Ok(Box::new(local::LocalStorage::from_config(l))),
         crate::config::StorageConfig::S3(s) => Ok(Box::new(s3::S3Storage::new(s)?)),
         crate::config::StorageConfig::Box(b) => Ok(Box::new(boxcom::BoxStorage::new(b)?)),
         crate::config::StorageConfig::Rclone(r) => Ok(Box::new(rclone::RcloneStorage::new(r)?)),

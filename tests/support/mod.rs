@@ -219,7 +219,7 @@ impl Workspace {
     /// given extra sections (targets, compression).
     pub fn config(&self, body: &str) -> PathBuf {
         let text = format!(
-            "[storage]\ntype = \"local\"\npath = \"{}\"\n\n{body}",
+            "[storage]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n\n{body}",
             self.backups().display()
         );
         let p = self.path("backstop.toml");
