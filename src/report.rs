@@ -39,6 +39,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Failures that can pass on a retry within the run: not config, tool
+    /// choice, authentication or a signal.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Stage::Connect | Stage::Dump | Stage::Compress | Stage::Upload | Stage::Manifest
+        )
+    }
+
     /// The stage an error belongs to: credentials that need a person are
     /// `auth` wherever they surface; otherwise `otherwise`.
     pub fn of_error(err: &anyhow::Error, otherwise: Stage) -> Stage {
@@ -90,6 +99,13 @@ pub struct TargetReport {
     /// What `verify` read back from the restored database.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<VerifySummary>,
+    /// Backup attempts made for this target in the run (shown when > 1).
+    #[serde(skip_serializing_if = "is_one")]
+    pub attempts: u32,
+}
+
+fn is_one(n: &u32) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -145,6 +161,7 @@ impl TargetReport {
             duration_seconds,
             prune: None,
             verified: None,
+            attempts: 1,
         }
     }
 

@@ -117,6 +117,20 @@ fn cronjobs_meet_pod_security_restricted_and_never_overlap() {
             .find(|j| j["metadata"]["name"] == "backstop")
             .unwrap();
         assert_eq!(backup["spec"]["schedule"], "0 2 * * *");
+        // backstop retries a failing target itself: exit 1 must not make
+        // the Job dump every target again.
+        let rules = backup["spec"]["jobTemplate"]["spec"]["podFailurePolicy"]["rules"]
+            .as_sequence()
+            .unwrap();
+        let fail_job = rules.iter().find(|r| r["action"] == "FailJob").unwrap();
+        assert!(
+            fail_job["onExitCodes"]["values"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|v| v.as_u64() == Some(1)),
+            "{dir}: exit 1 fails the Job"
+        );
     }
 }
 

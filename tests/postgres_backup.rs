@@ -758,7 +758,7 @@ fn output_into_a_closed_pipe_is_dropped_quietly() {
 fn connection_failures_name_their_cause_and_a_hint() {
     let ws = Workspace::new();
     let cfg = ws.config(
-        "[[targets]]\nname = \"refused\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\ndatabase = \"d\"\n\n\
+        "[retry]\nattempts = 1\n\n[[targets]]\nname = \"refused\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\ndatabase = \"d\"\n\n\
          [[targets]]\nname = \"unknown-host\"\ntype = \"postgres\"\nhost = \"no-such-host.invalid\"\ndatabase = \"d\"\n",
     );
     let r = run(&["backup"], &cfg);
@@ -824,4 +824,67 @@ fn local_storage_is_private_and_a_missing_root_is_an_error() {
         "{}",
         r.all()
     );
+}
+
+/// Regression (one failing target re-dumped every target: the Job's
+/// backoffLimit re-ran the whole backup). A target that fails for a reason
+/// that can pass is retried alone, within the run; healthy targets are
+/// dumped once.
+#[test]
+fn a_failing_target_is_retried_alone_and_healthy_ones_are_dumped_once() {
+    let src = TestDb::create("bs_retry");
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let ws = Workspace::new();
+    let counter = |name: &str| ws.path(&format!("{name}.count"));
+    let healthy = ws.script(
+        "pg_dump_healthy",
+        &format!(
+            "[ \"$1\" = --version ] && exec {real} --version\necho x >> '{}'\nexec {real} \"$@\"",
+            counter("healthy").display(),
+            real = real_pg_dump()
+        ),
+    );
+    let flaky = ws.script(
+        "pg_dump_flaky",
+        &format!(
+            "[ \"$1\" = --version ] && exec {real} --version\necho x >> '{c}'\n\
+             if [ $(wc -l < '{c}') -eq 1 ]; then echo 'pg_dump: error: server closed the connection' >&2; exit 1; fi\n\
+             exec {real} \"$@\"",
+            c = counter("flaky").display(),
+            real = real_pg_dump()
+        ),
+    );
+    // "retry" in a comment: these targets take the top-level [retry].
+    let cfg = ws.config(&format!(
+        "[retry]\nattempts = 3\ndelay = \"1s\"\n\n{}{}",
+        pg_target(
+            "healthy",
+            &src.name,
+            &format!("pg_dump_path = \"{}\" # top-level retry", healthy.display())
+        ),
+        pg_target(
+            "flaky",
+            &src.name,
+            &format!("pg_dump_path = \"{}\" # top-level retry", flaky.display())
+        ),
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let s = r.summary();
+    assert_eq!(s["targets"][0]["status"], "success");
+    assert!(s["targets"][0].get("attempts").is_none(), "{s}");
+    assert_eq!(s["targets"][1]["status"], "success");
+    assert_eq!(s["targets"][1]["attempts"], 2, "{s}");
+    let count = |name: &str| {
+        std::fs::read_to_string(counter(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    assert_eq!(count("healthy"), 1, "the healthy target was dumped once");
+    assert_eq!(count("flaky"), 2);
+    assert!(r.stderr.contains("trying again in 1s"), "{}", r.stderr);
+    let list = run(&["list", "--json"], &cfg);
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 2);
 }

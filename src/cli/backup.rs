@@ -71,16 +71,38 @@ impl<'a> Plan<'a> {
         // compressor the others.
         for target in self.targets.iter().copied() {
             let source = crate::source::from_config(target);
-            let report = run_backup(BackupJob {
-                target: target.name(),
-                source: source.as_ref(),
-                storage: storage.as_ref(),
-                layout,
-                codec,
-                cancel: cancel.clone(),
-            })
-            .await;
-            let mut report = report;
+            let retry = config.retry_for(target);
+            let mut attempt = 1;
+            let mut report = loop {
+                let report = run_backup(BackupJob {
+                    target: target.name(),
+                    source: source.as_ref(),
+                    storage: storage.as_ref(),
+                    layout,
+                    codec,
+                    cancel: cancel.clone(),
+                })
+                .await;
+                let can_retry = report.stage.is_some_and(crate::report::Stage::retryable);
+                if report.status == Status::Success || !can_retry || attempt >= retry.attempts {
+                    break report;
+                }
+                tracing::warn!(
+                    target_name = target.name(),
+                    attempt,
+                    "backup failed ({}); trying again in {} ({} of {} attempts left)",
+                    report.error.as_deref().unwrap_or("?"),
+                    humantime::format_duration(retry.delay.0),
+                    retry.attempts - attempt,
+                    retry.attempts
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(retry.delay.0) => {}
+                    _ = cancel.cancelled() => break report,
+                }
+                attempt += 1;
+            };
+            report.attempts = attempt;
             if report.status == Status::Success {
                 if let Some(retention) = config.retention_for(target) {
                     report.prune = Some(

@@ -28,6 +28,10 @@ pub struct Config {
     /// Default retention for every target; a target may replace it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionConfig>,
+    /// How a failing target is retried within the run; a target may
+    /// replace it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
     pub targets: Vec<TargetConfig>,
     /// Where run results go: mail, webhooks, pings.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -215,6 +219,13 @@ impl TargetConfig {
         }
     }
 
+    /// This target's own `retry`, if it has one.
+    pub fn own_retry(&self) -> Option<&RetryConfig> {
+        match self {
+            TargetConfig::Postgres(p) => p.retry.as_ref(),
+        }
+    }
+
     /// This target's own `[targets.retention]`, if it has one.
     pub fn own_retention(&self) -> Option<&RetentionConfig> {
         match self {
@@ -267,6 +278,39 @@ pub struct PostgresTarget {
     /// Replaces the top-level `[retention]` for this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionConfig>,
+    /// Replaces the top-level `[retry]` for this target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetryConfig>,
+}
+
+/// A target whose backup fails for a reason that can pass (the server
+/// restarting, a storage hiccup) is tried again within the run, after
+/// `delay`, up to `attempts` times in all; healthy targets are dumped once.
+/// Config, tool-choice and authentication failures are never retried.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(default = "default_retry_attempts")]
+    pub attempts: u32,
+    #[serde(default = "default_retry_delay")]
+    pub delay: HumanDuration,
+}
+
+impl Default for RetryConfig {
+    fn default() -> Self {
+        RetryConfig {
+            attempts: default_retry_attempts(),
+            delay: default_retry_delay(),
+        }
+    }
+}
+
+fn default_retry_attempts() -> u32 {
+    3
+}
+
+fn default_retry_delay() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(300))
 }
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
@@ -389,6 +433,9 @@ impl Config {
         if let Some(r) = &self.retention {
             validate_retention(r).map_err(|e| format!("retention: {e}"))?;
         }
+        if let Some(r) = &self.retry {
+            validate_retry(r).map_err(|e| format!("retry: {e}"))?;
+        }
         for (i, n) in self.notify.iter_mut().enumerate() {
             notify::validate(n, base).map_err(|e| format!("notify[{i}].{e}"))?;
         }
@@ -411,6 +458,9 @@ impl Config {
             }
             if let Some(r) = target.own_retention() {
                 validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
+            }
+            if let Some(r) = target.own_retry() {
+                validate_retry(r).map_err(|e| format!("{at}.retry: {e}"))?;
             }
             match target {
                 TargetConfig::Postgres(pg) => {
@@ -464,6 +514,16 @@ impl Config {
         self.targets.iter().find(|t| t.name() == name)
     }
 
+    /// The retry policy of a target: its own, else the top-level one, else
+    /// 3 attempts 5 minutes apart.
+    pub fn retry_for(&self, target: &TargetConfig) -> RetryConfig {
+        target
+            .own_retry()
+            .or(self.retry.as_ref())
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// The retention that applies to a target: its own, else the default.
     pub fn retention_for<'a>(&'a self, target: &'a TargetConfig) -> Option<&'a RetentionConfig> {
         target.own_retention().or(self.retention.as_ref())
@@ -487,6 +547,16 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         }
     }
     Ok(Secret::new(value))
+}
+
+fn validate_retry(r: &RetryConfig) -> Result<(), String> {
+    if !(1..=10).contains(&r.attempts) {
+        return Err(format!(
+            "attempts: {} is not 1 to 10 (1 means no retry)",
+            r.attempts
+        ));
+    }
+    Ok(())
 }
 
 fn validate_retention(r: &RetentionConfig) -> Result<(), String> {

@@ -42,6 +42,7 @@ fn example_config_parses_and_documents_every_key() {
     pg.pg_dump_path = Some("x".into());
     pg.sslmode = Some("x".into());
     pg.retention = full.retention.clone();
+    pg.retry = full.retry;
     if let Some(r) = &mut full.retention {
         r.timezone = Some(TimeZoneName(chrono_tz::UTC));
     }

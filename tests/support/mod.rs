@@ -257,10 +257,16 @@ impl Workspace {
     }
 }
 
-/// A postgres target table for a config.
+/// A postgres target table for a config. Failures are not retried within
+/// the run (the default waits 5 minutes) unless `extra` sets `retry`.
 pub fn pg_target(name: &str, db: &str, extra: &str) -> String {
+    let retry = if extra.contains("retry") {
+        ""
+    } else {
+        "retry = { attempts = 1 }\n"
+    };
     format!(
-        "[[targets]]\nname = \"{name}\"\ntype = \"postgres\"\nhost = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ndatabase = \"{db}\"\n{extra}\n"
+        "[[targets]]\nname = \"{name}\"\ntype = \"postgres\"\nhost = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"postgres\"\ndatabase = \"{db}\"\n{retry}{extra}\n"
     )
 }
 
