@@ -506,3 +506,87 @@ async fn a_relay_without_starttls_gets_a_hint_to_set_tls_none() {
     );
     assert!(smtp.messages(0, Duration::from_millis(10)).is_empty());
 }
+
+/// Regression (the watchdog mailed every hour while a backup was stale):
+/// it alerts in the run after the target became stale, then stays quiet
+/// until --repeat, and says once when the target recovered — all derived
+/// from the backup's age, no state.
+#[test]
+fn the_watchdog_alerts_once_then_every_repeat_and_once_on_recovery() {
+    let db = TestDb::create("bs_watchdog");
+    let ws = Workspace::new();
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let cfg = ws.config(&format!(
+        "[[notify]]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\n\n{}",
+        smtp.port,
+        pg_target("w", &db.name, "")
+    ));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    std::thread::sleep(Duration::from_millis(2100));
+    // Stale for about 1 s: the watchdog running every 10 s alerts now...
+    let watch = |extra: &[&str]| {
+        let mut args = vec![
+            "status",
+            "--max-age",
+            "1s",
+            "--notify",
+            "--interval",
+            "10s",
+            "--repeat",
+            "1h",
+        ];
+        args.extend_from_slice(extra);
+        run(&args, &cfg)
+    };
+    assert_eq!(watch(&[]).code, 1);
+    let first = smtp.messages(1, Duration::from_secs(10));
+    assert_eq!(first.len(), 1);
+    assert!(
+        first[0]["subject"].as_str().unwrap().contains("FAILED w"),
+        "{}",
+        first[0]["subject"]
+    );
+    // ...and a run 10 s later (stale for 11 s) stays quiet.
+    let r = run(
+        &[
+            "status",
+            "--max-age",
+            "1s",
+            "--notify",
+            "--interval",
+            "1s",
+            "--repeat",
+            "1h",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 1, "still stale: {}", r.all());
+    assert_eq!(
+        smtp.messages(2, Duration::from_millis(1500)).len(),
+        1,
+        "no second mail"
+    );
+
+    // A new backup: the next run says the target recovered, once.
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let r = run(
+        &[
+            "status",
+            "--max-age",
+            "2s",
+            "--notify",
+            "--notify-recovery",
+            "--interval",
+            "10s",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let msgs = smtp.messages(2, Duration::from_secs(10));
+    assert_eq!(msgs.len(), 2);
+    assert!(
+        msgs[1]["subject"].as_str().unwrap().contains("OK w"),
+        "{}",
+        msgs[1]["subject"]
+    );
+}

@@ -6,6 +6,7 @@ use crate::report::{hostname, human_bytes, RunReport, Stage, TargetReport};
 use chrono::Utc;
 use clap::Args;
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -20,9 +21,31 @@ pub struct StatusArgs {
     /// JSON on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Send the configured notifiers a failure report when a target is stale.
+    /// Send the configured notifiers a failure report when a target is stale:
+    /// once when it becomes stale, then at most every --repeat.
     #[arg(long)]
     pub notify: bool,
+    /// How often this command runs (the watchdog's schedule). With it the
+    /// alerting needs no state: a target is reported in the run just after
+    /// it became stale, then again every --repeat.
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub interval: HumanDuration,
+    /// Repeat the alert for a target that stays stale this often.
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    pub repeat: HumanDuration,
+    /// Also notify once when a stale target has a fresh backup again.
+    #[arg(long, requires = "notify")]
+    pub notify_recovery: bool,
+}
+
+/// Whether a target stale for `stale_for` is alerted in this run: in the
+/// first run after it became stale, then once per `repeat`. Derived from
+/// the backup's age alone, so every fresh pod decides the same.
+pub fn alert_due(stale_for: Duration, interval: Duration, repeat: Duration) -> bool {
+    let interval = interval.max(Duration::from_secs(1));
+    let repeat = repeat.max(interval);
+    let into_period = stale_for.as_secs() % repeat.as_secs();
+    into_period < interval.as_secs()
 }
 
 fn parse_duration(s: &str) -> Result<HumanDuration, String> {
@@ -41,6 +64,12 @@ struct Row {
     stored_bytes: Option<u64>,
     /// The newest backup attempt, when it is damaged (and why).
     damaged_newest: Option<String>,
+    /// A stale target whose alert is due in this run.
+    #[serde(skip)]
+    alert: bool,
+    /// A target that was stale and has a fresh backup since the last run.
+    #[serde(skip)]
+    recovered: bool,
 }
 
 /// From the storage listing alone: the newest complete backup of each
@@ -59,12 +88,32 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
         let newest = listing.backups.last();
         let age = newest.map(|b| now - b.manifest.finished_at);
+        let interval = chrono::Duration::from_std(args.interval.0).unwrap_or(chrono::Duration::MAX);
+        // Stale since the newest backup's age passed --max-age. A target
+        // with no backup at all has no such moment: it is alerted every run.
+        let stale_for = age.and_then(|a| (a - max_age).to_std().ok());
+        // Recovered: the newest backup arrived within the last interval and
+        // the one before it had already gone stale by then.
+        let recovered = match listing.backups.as_slice() {
+            [.., before, newest] => {
+                newest.manifest.finished_at > now - interval
+                    && newest.manifest.finished_at - before.manifest.finished_at > max_age
+            }
+            [only] => only.manifest.finished_at > now - interval,
+            [] => false,
+        };
         let damaged_newest = listing
             .damaged_newest()
             .map(|d| format!("{} ({})", d.id, d.why));
+        let fresh = age.is_some_and(|a| a <= max_age) && damaged_newest.is_none();
         rows.push(Row {
+            alert: !fresh
+                && (damaged_newest.is_some()
+                    || age.is_none()
+                    || stale_for.is_some_and(|s| alert_due(s, args.interval.0, args.repeat.0))),
+            recovered: fresh && recovered,
             target: t.name().to_string(),
-            fresh: age.is_some_and(|a| a <= max_age) && damaged_newest.is_none(),
+            fresh,
             damaged_newest,
             newest: newest.map(|b| b.manifest.id.0.clone()),
             finished_at: newest.map(|b| b.manifest.finished_at.to_rfc3339()),
@@ -98,18 +147,44 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
             }
         }
     }
+    if args.notify && args.notify_recovery {
+        let recovered: Vec<&Row> = rows.iter().filter(|r| r.recovered).collect();
+        if !recovered.is_empty() {
+            let report = RunReport {
+                event: "recovered",
+                tool_version: crate::TOOL_VERSION.to_string(),
+                host: hostname(),
+                started_at,
+                finished_at: Utc::now(),
+                targets: recovered
+                    .iter()
+                    .map(|r| TargetReport {
+                        backup_id: r.newest.clone(),
+                        stored_bytes: r.stored_bytes.unwrap_or(0),
+                        ..TargetReport::ok(&r.target, started_at, 0.0)
+                    })
+                    .collect(),
+            };
+            let notifiers = crate::notify::from_config(&config.notify)?;
+            crate::notify::notify_all(&notifiers, crate::notify::Event::Finished(&report)).await;
+        }
+    }
     let stale: Vec<&Row> = rows.iter().filter(|r| !r.fresh).collect();
     if stale.is_empty() {
         return Ok(ExitKind::Success);
     }
-    if args.notify {
+    let stale_due: Vec<&&Row> = stale.iter().filter(|r| r.alert).collect();
+    if args.notify && stale_due.is_empty() {
+        tracing::info!("stale targets were alerted already; the next alert is due within --repeat");
+    }
+    if args.notify && !stale_due.is_empty() {
         let report = RunReport {
             event: "status",
             tool_version: crate::TOOL_VERSION.to_string(),
             host: hostname(),
             started_at,
             finished_at: Utc::now(),
-            targets: stale
+            targets: stale_due
                 .iter()
                 .map(|r| {
                     let why = match &r.newest {
@@ -136,4 +211,33 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         crate::notify::notify_all(&notifiers, crate::notify::Event::Finished(&report)).await;
     }
     Ok(ExitKind::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alert_due;
+    use std::time::Duration;
+
+    const H: u64 = 3600;
+
+    #[test]
+    fn a_stale_target_is_alerted_once_then_every_repeat() {
+        let due = |stale_h_min: (u64, u64)| {
+            alert_due(
+                Duration::from_secs(stale_h_min.0 * H + stale_h_min.1 * 60),
+                Duration::from_secs(H),
+                Duration::from_secs(24 * H),
+            )
+        };
+        // Hourly watchdog: the run in the first hour of staleness alerts...
+        assert!(due((0, 10)));
+        // ...the next 23 hourly runs do not...
+        for h in 1..24 {
+            assert!(!due((h, 10)), "hour {h}");
+        }
+        // ...and a day later it repeats.
+        assert!(due((24, 10)));
+        assert!(!due((25, 10)));
+        assert!(due((48, 59)));
+    }
 }

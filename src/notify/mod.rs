@@ -29,6 +29,11 @@ pub enum Event<'a> {
 }
 
 impl Event<'_> {
+    /// `status --notify-recovery`: stale targets have fresh backups again.
+    pub fn is_recovery(&self) -> bool {
+        matches!(self, Event::Finished(r) if r.event == "recovered")
+    }
+
     pub fn failed(&self) -> bool {
         matches!(self, Event::Finished(r) if r.exit_kind() != crate::error::ExitKind::Success)
     }
@@ -90,7 +95,8 @@ pub fn on_matches(on: &[NotifyOn], event: &Event<'_>) -> bool {
         Event::Test => true,
         Event::Finished(_) => on.iter().any(|o| match o {
             NotifyOn::Always => true,
-            NotifyOn::Failure => event.failed(),
+            // Whoever was told a target went stale is told it recovered.
+            NotifyOn::Failure => event.failed() || event.is_recovery(),
             NotifyOn::Success => !event.failed(),
         }),
     }
