@@ -249,6 +249,9 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
             from("AWS_ACCESS_KEY_ID").is_none(),
             "Box replaces the base's S3 keys"
         );
+        // The dead man's switch URL is a secret, in every job that loads
+        // the config.
+        assert_eq!(from("HC_PING_URL").as_deref(), Some("backstop-ping"));
     }
     let verify = &jobs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(verify["args"][0], "verify");
@@ -260,7 +263,14 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     let watchdog = &jobs[2]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
         watchdog["args"],
-        serde_norway::from_str::<Value>("[status, --max-age, 26h, --notify]").unwrap()
+        serde_norway::from_str::<Value>(
+            "[status, --max-age, 26h, --notify, --interval, 1h, --repeat, 24h, --notify-recovery]"
+        )
+        .unwrap()
+    );
+    assert_eq!(
+        jobs[2]["spec"]["schedule"], "30 * * * *",
+        "--interval matches the watchdog's schedule"
     );
 
     // The ConfigMap's backstop.toml is a config backstop accepts.
@@ -270,6 +280,7 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     for var in ["DB_PASSWORD", "BOX_CLIENT_ID", "BOX_CLIENT_SECRET"] {
         std::env::set_var(var, "x");
     }
+    std::env::set_var("HC_PING_URL", "https://hc-ping.example/check");
     let config =
         backstop::config::Config::parse(toml, Path::new("configmap:backstop.toml")).unwrap();
     let targets: Vec<&str> = config.targets.iter().map(|t| t.name()).collect();
@@ -281,4 +292,13 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
         backstop::config::StorageConfig::Box(_)
     ));
     assert!(toml.contains("folder = \"usingandunderstanding-backups\""));
+    // Regression (nothing alerted when the whole cluster was down): the
+    // seed overlay pings a dead man's switch from every backup run.
+    assert!(
+        config
+            .notify
+            .iter()
+            .any(|n| matches!(n, backstop::config::notify::NotifyConfig::Ping(_))),
+        "{toml}"
+    );
 }

@@ -590,3 +590,49 @@ fn the_watchdog_alerts_once_then_every_repeat_and_once_on_recovery() {
         msgs[1]["subject"]
     );
 }
+
+/// Regression risk found with the dead man's switch: a ping from `verify`
+/// or the watchdog's `status` would keep the check green while no backup
+/// runs. Pings go out for backup runs only.
+#[test]
+fn pings_come_from_backup_runs_only() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let hc = rt.block_on(Recorder::start(200, false));
+    let db = TestDb::create("bs_ping_only");
+    let ws = Workspace::new();
+    let cfg = ws.config(&format!(
+        "[[notify]]\ntype = \"ping\"\nurl = \"{}/check\"\n\n{}",
+        hc.url,
+        pg_target("p", &db.name, "")
+    ));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let seen: Vec<String> = hc
+        .take()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        seen,
+        vec!["GET /check/start", "POST /check"],
+        "start and success"
+    );
+    let scratch = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/postgres");
+    assert_eq!(run(&["verify", "--scratch", &scratch], &cfg).code, 0);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        run(&["status", "--max-age", "1s", "--notify"], &cfg).code,
+        1
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    // (take() returns everything recorded so far.)
+    let all: Vec<String> = hc
+        .take()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert_eq!(
+        all,
+        vec!["GET /check/start", "POST /check"],
+        "verify and status never ping"
+    );
+}

@@ -39,8 +39,14 @@ impl Notifier for PingNotifier {
         format!("ping #{}", self.index)
     }
 
-    fn wants(&self, _event: &Event<'_>) -> bool {
-        true
+    /// A dead man's switch watches backup runs only: a `verify` or a
+    /// watchdog `status` that pinged would keep it green while no backup
+    /// runs (regression).
+    fn wants(&self, event: &Event<'_>) -> bool {
+        match event {
+            Event::Started | Event::Test => true,
+            Event::Finished(r) => r.event == "summary",
+        }
     }
 
     fn timeout(&self) -> Duration {
