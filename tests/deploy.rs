@@ -223,6 +223,11 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
             "{:?}",
             d["metadata"]["name"]
         );
+        assert_eq!(
+            d["metadata"]["labels"]["app.kubernetes.io/name"], "backstop",
+            "every object is labelled: {:?}",
+            d["metadata"]["name"]
+        );
     }
     let jobs = kind(&docs, "CronJob");
     let names: Vec<&str> = jobs.iter().map(|j| s(&j["metadata"]["name"])).collect();
