@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod backup;
+pub mod check;
 pub mod config;
 pub mod list;
 pub mod notify;
@@ -49,6 +50,9 @@ pub struct Cli {
 pub enum Command {
     /// Back up every target (or those named with --target).
     Backup(backup::BackupArgs),
+    /// Try everything a backup needs: targets, storage, token store,
+    /// notifiers (--notify). The first step after deploying.
+    Check(check::CheckArgs),
     /// List the complete backups in storage.
     List(list::ListArgs),
     /// Restore a backup into a PostgreSQL database.
@@ -178,6 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
     let json = cli.log_format.resolve() == LogFormat::Json;
     match cli.command {
         Command::Backup(args) => backup::run(args, json).await,
+        Command::Check(args) => check::run(args).await,
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,

@@ -1,0 +1,134 @@
+//! `backstop check` against the real services: targets, storage (local and
+//! S3), notifiers; a table of ✓/✗ with hints, exit 1 when anything fails,
+//! and nothing left behind in the storage.
+
+mod support;
+
+use std::time::Duration;
+use support::smtp::{SmtpOptions, SmtpServer};
+use support::*;
+
+#[test]
+fn check_tries_targets_storage_and_notifiers_and_names_what_fails() {
+    let db = TestDb::create("bs_check");
+    let smtp = SmtpServer::start(SmtpOptions::default());
+    let ws = Workspace::new();
+    let notify = format!(
+        "[[notify]]\ntype = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\nfrom = \"a@example.org\"\nto = [\"b@example.org\"]\n\n",
+        smtp.port
+    );
+    let cfg = ws.config(&format!("{notify}{}", pg_target("good", &db.name, "")));
+    let r = run(&["check", "--notify"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("✓ target good: PostgreSQL 15"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("pg_dump 15"), "{}", r.stdout);
+    assert!(r.stdout.contains("✓ storage local:"), "{}", r.stdout);
+    assert!(r.stdout.contains("✓ notify smtp"), "{}", r.stdout);
+    assert!(r.stdout.contains("all 3 checks passed"), "{}", r.stdout);
+    assert_eq!(
+        smtp.messages(1, Duration::from_secs(10)).len(),
+        1,
+        "the test mail arrived"
+    );
+    assert!(
+        ws.stored_files().is_empty(),
+        "the probe was deleted: {:?}",
+        ws.stored_files()
+    );
+
+    // A target that cannot be reached: ✗ with the cause and a hint, exit 1.
+    let cfg = ws.config(&format!(
+        "{}[[targets]]\nname = \"down\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = 1\ndatabase = \"d\"\n",
+        pg_target("good", &db.name, "")
+    ));
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("✓ target good"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("✗ target down")
+            && r.stdout.contains("Connection refused")
+            && r.stdout.contains("hint:"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("1 of 3 checks failed"), "{}", r.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_writes_reads_and_deletes_a_probe_in_s3() {
+    use backstop::storage::Storage;
+    let server = s3::server();
+    let bucket = server.create_bucket("bs-check");
+    let ws = Workspace::new();
+    let cfg = ws.path("backstop.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{}",
+            server.storage_toml(&bucket, &server.endpoint),
+            pg_target("x", "postgres", "")
+        ),
+    )
+    .unwrap();
+    let (key, secret) = (server.key.clone(), server.secret.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        Run::from(
+            backstop()
+                .args(["check", "--config"])
+                .arg(&cfg)
+                .env("BS_S3_KEY", key)
+                .env("BS_S3_SECRET", secret)
+                .output()
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("✓ storage") && r.stdout.contains("probe object"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        server.storage(&bucket).list("").await.unwrap().is_empty(),
+        "nothing left in the bucket"
+    );
+    // A missing bucket is a ✗ that names it.
+    let ws = Workspace::new();
+    let cfg = ws.path("backstop.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "{}\n{}",
+            server.storage_toml("no-such-bucket-bs", &server.endpoint),
+            pg_target("x", "postgres", "")
+        ),
+    )
+    .unwrap();
+    let (key, secret) = (server.key.clone(), server.secret.clone());
+    let r = tokio::task::spawn_blocking(move || {
+        Run::from(
+            backstop()
+                .args(["check", "--config"])
+                .arg(&cfg)
+                .env("BS_S3_KEY", key)
+                .env("BS_S3_SECRET", secret)
+                .output()
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("✗ storage") && r.stdout.contains("no-such-bucket-bs"),
+        "{}",
+        r.stdout
+    );
+    server.delete_bucket(&bucket);
+}
