@@ -132,3 +132,55 @@ async fn check_writes_reads_and_deletes_a_probe_in_s3() {
     );
     server.delete_bucket(&bucket);
 }
+
+/// `backstop init` writes a starter config that works as it is: for local
+/// storage a backup runs with it; for every storage kind `config check`
+/// accepts it; an existing file is not replaced without --force.
+#[test]
+fn init_writes_a_starter_config_that_backs_up() {
+    let db = TestDb::create("bs_init");
+    db.sql("CREATE TABLE t AS SELECT 1 AS x");
+    let ws = Workspace::new();
+    let out = ws.path("backstop.toml");
+    let url = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/{}", db.name);
+    let init = |storage: &str, extra: &[&str]| {
+        Run::from(
+            backstop()
+                .args(["init", "--postgres", &url, "--storage", storage, "--output"])
+                .arg(&out)
+                .args(extra)
+                .output()
+                .unwrap(),
+        )
+    };
+    let local = format!("local:{}", ws.backups().display());
+    let r = init(&local, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run(&["backup"], &out);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["status"], "success");
+    let r = init(&local, &[]);
+    assert_eq!(r.code, 2, "an existing file stays: {}", r.all());
+    for storage in [
+        "s3://backups/prod",
+        "box:usingandunderstanding-backups",
+        "rclone:box:backups",
+    ] {
+        let r = init(storage, &["--force"]);
+        assert_eq!(r.code, 0, "{storage}: {}", r.all());
+        let check = Run::from(
+            backstop()
+                .args(["config", "check", "--config"])
+                .arg(&out)
+                .env("AWS_ACCESS_KEY_ID", "k")
+                .env("AWS_SECRET_ACCESS_KEY", "s")
+                .env("BOX_CLIENT_ID", "i")
+                .env("BOX_CLIENT_SECRET", "s")
+                .output()
+                .unwrap(),
+        );
+        assert_eq!(check.code, 0, "{storage}: {}", check.all());
+    }
+    let r = init("ftp://x", &["--force"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+}

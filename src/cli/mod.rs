@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod check;
 pub mod config;
+pub mod init;
 pub mod list;
 pub mod notify;
 pub mod out;
@@ -53,6 +54,8 @@ pub enum Command {
     /// Try everything a backup needs: targets, storage, token store,
     /// notifiers (--notify). The first step after deploying.
     Check(check::CheckArgs),
+    /// Write a commented starter config for a PostgreSQL URL and a storage.
+    Init(init::InitArgs),
     /// List the complete backups in storage.
     List(list::ListArgs),
     /// Restore a backup into a PostgreSQL database.
@@ -183,6 +186,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
     match cli.command {
         Command::Backup(args) => backup::run(args, json).await,
         Command::Check(args) => check::run(args).await,
+        Command::Init(args) => init::run(args),
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,
