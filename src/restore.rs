@@ -819,24 +819,9 @@ async fn spool_object(
     }
     dec.finish()
         .with_context(|| format!("writing the spool file in {}", dir.display()))?;
-    let actual = hex::encode(hasher.finalize());
-    if let Some((expected_size, expected_sha)) = &load.expected {
-        if size != *expected_size || actual != *expected_sha {
-            bail!(
-                "checksum mismatch for {}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
-                 storage returned {size} bytes with SHA-256 {actual}; nothing was restored",
-                load.key
-            );
-        }
-    }
-    let verdict = inspector
-        .lock()
-        .expect("inspector lock")
-        .take()
-        .map(DumpInspector::finish);
-    if let Some(Err(why)) = verdict {
-        bail!("{}: {why}; nothing was restored", load.key);
-    }
+    let nothing = |why: String| anyhow!("{why}; nothing was restored");
+    load.judge_checksum(size, hasher).map_err(nothing)?;
+    load.judge_complete(&inspector).map_err(nothing)?;
     Ok(path)
 }
 
@@ -875,6 +860,41 @@ pub struct Load {
     /// Plain SQL is filtered for `--no-owner`/`--no-acl`/`--no-tablespaces`
     /// (pg_restore takes them as flags).
     pub fidelity: Fidelity,
+}
+
+impl Load {
+    /// The stored bytes (`size`, hashed into `hasher`) against the manifest.
+    fn judge_checksum(&self, size: u64, hasher: Sha256) -> Result<(), String> {
+        let actual = hex::encode(hasher.finalize());
+        match &self.expected {
+            Some((expected_size, expected_sha))
+                if size != *expected_size || actual != *expected_sha =>
+            {
+                Err(format!(
+                    "checksum mismatch for {}: the manifest says {expected_size} bytes with SHA-256 \
+                     {expected_sha}, storage returned {size} bytes with SHA-256 {actual}",
+                    self.key
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether the decoded dump was complete (the inspector saw it all).
+    fn judge_complete(
+        &self,
+        inspector: &std::sync::Mutex<Option<DumpInspector>>,
+    ) -> Result<(), String> {
+        let verdict = inspector
+            .lock()
+            .expect("inspector lock")
+            .take()
+            .map(DumpInspector::finish);
+        match verdict {
+            Some(Err(why)) => Err(format!("{}: {why}", self.key)),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// Stream the object into the command's stdin; returns the stored bytes read.
@@ -996,7 +1016,6 @@ fn feed(
             return (Err(FeedError::Io(e)), running.wait());
         }
     };
-    let key = &load.key;
     let verified = (|| {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
@@ -1013,31 +1032,19 @@ fn feed(
                 }
             }
         }
-        let actual = hex::encode(hasher.finalize());
-        if let Some((expected_size, expected_sha)) = &load.expected {
-            if size != *expected_size || actual != *expected_sha {
-                return Err(FeedError::Checksum(format!(
-                    "checksum mismatch for {key}: the manifest says {expected_size} bytes with SHA-256 {expected_sha}, \
-                     storage returned {size} bytes with SHA-256 {actual}; the restore was stopped before it committed"
-                )));
-            }
-        }
+        let stopped = |why: String| {
+            FeedError::Checksum(format!(
+                "{why}; the restore was stopped before it committed"
+            ))
+        };
+        load.judge_checksum(size, hasher).map_err(stopped)?;
         if let Some(e) = decode_error {
             return Err(FeedError::Io(e));
         }
         // Everything decoded so far reaches the inspector (the held-back
         // tail stays held): the dump must be complete before it is released.
         dec.flush().map_err(FeedError::Io)?;
-        let verdict = inspector
-            .lock()
-            .expect("inspector lock")
-            .take()
-            .map(DumpInspector::finish);
-        if let Some(Err(why)) = verdict {
-            return Err(FeedError::Checksum(format!(
-                "{key}: {why}; the restore was stopped before it committed"
-            )));
-        }
+        load.judge_complete(&inspector).map_err(stopped)?;
         Ok(size)
     })();
     match verified {

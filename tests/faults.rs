@@ -186,17 +186,25 @@ fn signals_during_restore_replace_and_verify_leave_the_server_as_it_was() {
     assert_eq!(run(&["backup"], &cfg).code, 0);
     let dest = TestDb::create("bs_fault_sig_dest");
     dest.sql("CREATE TABLE keep_me (x int); INSERT INTO keep_me VALUES (42);");
+    let new_db = TestDb::reserve("bs_fault_sig_new");
+    let verify_prefix = format!("backstop_verify_{}", target.replace('-', "_"));
+    // Scoped to this test's names: other tests restore at the same time.
     let leftovers = || {
-        psql(
+        let verify = psql(
             "postgres",
-            &format!(
-                "SELECT count(*) FROM pg_database WHERE datname LIKE '%_bs_restore_%' OR datname LIKE 'backstop_verify_{}%'",
-                target.replace('-', "_")
-            ),
-        )
+            &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{verify_prefix}%'"),
+        );
+        let n: u32 = [
+            verify,
+            restore_temps(&new_db.name),
+            restore_temps(&dest.name),
+        ]
+        .iter()
+        .map(|c| c.parse::<u32>().unwrap())
+        .sum();
+        n.to_string()
     };
     let scratch = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/postgres");
-    let new_db = TestDb::reserve("bs_fault_sig_new");
     let cases: Vec<(&str, Vec<String>, i32)> = vec![
         (
             "SIGTERM during restore --create",
@@ -225,28 +233,42 @@ fn signals_during_restore_replace_and_verify_leave_the_server_as_it_was() {
         ),
     ];
     for (case, args, signal) in cases {
-        let child = backstop()
+        let mut child = backstop()
             .args(&args)
             .arg("--config")
             .arg(&cfg)
+            .env("BACKSTOP_LOG_FORMAT", "json")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the restore is loading (its temporary database exists).
-        let mut loading = false;
-        for _ in 0..200 {
-            if leftovers() != "0" {
-                loading = true;
-                break;
+        // Wait until the restore is loading (it says so when it created its
+        // temporary database), then signal it mid-load.
+        let stderr = child.stderr.take().unwrap();
+        let (loading_tx, loading_rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut all = String::new();
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("created the database the restore loads") {
+                    let _ = loading_tx.send(());
+                }
+                all.push_str(&line);
+                all.push('\n');
             }
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        assert!(loading, "{case}: the restore never started");
+            all
+        });
+        loading_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{case}: the restore never started"));
         std::thread::sleep(Duration::from_millis(300));
         unsafe { libc::kill(child.id() as i32, signal) };
         let out = child.wait_with_output().unwrap();
-        let r = Run::from(out);
+        let mut r = Run::from(out);
+        r.stderr = reader.join().unwrap();
         assert_eq!(r.code, 1, "{case}: {}", r.all());
         assert!(r.all().contains("interrupted"), "{case}: {}", r.all());
         assert_eq!(leftovers(), "0", "{case}: a database was left behind");

@@ -268,10 +268,7 @@ fn failed_plain_restore_after_large_objects_leaves_the_destination_untouched() {
         "0"
     );
     assert_eq!(
-        psql(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE '%_bs_restore_%'"
-        ),
+        restore_temps(&dest.name),
         "0",
         "the half-loaded database is dropped"
     );
@@ -426,13 +423,7 @@ fn replace_swaps_in_only_a_complete_restore() {
     let r = run(&["restore", "--into", &dev.url(), "--replace"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     assert_eq!(dev.sql("SELECT v FROM t"), "current dev");
-    assert_eq!(
-        psql(
-            "postgres",
-            "SELECT count(*) FROM pg_database WHERE datname LIKE '%_bs_restore_%'"
-        ),
-        "0"
-    );
+    assert_eq!(restore_temps(&dev.name), "0");
 }
 
 /// A restore into a database that does not exist, without --create, is a

@@ -96,6 +96,14 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             }
             Err(e) => Err(e),
         };
+        // Regression (SIGTERM during the read-through was ignored and the
+        // run reported success): a signal at any point fails the target.
+        let checked = match checked {
+            Ok(_) if cancel.is_cancelled() => Err(anyhow::anyhow!(
+                "interrupted by signal while reading the restored database"
+            )),
+            other => other,
+        };
         if !args.keep {
             let (conn, psql, name) = (scratch.clone(), psql.clone(), name.clone());
             let dropped =
@@ -122,11 +130,12 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             }
             Err(e) => {
                 tracing::error!(target_name = t.name(), "verify failed: {e:#}");
-                report.failed(
-                    Stage::of_error(&e, Stage::Verify),
-                    format!("{e:#}"),
-                    Vec::new(),
-                )
+                let stage = if cancel.is_cancelled() {
+                    Stage::Interrupted
+                } else {
+                    Stage::of_error(&e, Stage::Verify)
+                };
+                report.failed(stage, format!("{e:#}"), Vec::new())
             }
         };
         reports.push(report);

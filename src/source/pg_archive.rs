@@ -371,20 +371,8 @@ impl CustomScanner {
                     break; // payload bytes are at the front of buf; handled below
                 }
                 let n = (left as usize).min(data.len());
-                if !blobs && !self.header.compressed {
-                    self.counter.feed(&data[..n]);
-                }
-                let _ = id;
+                self.payload(id, blobs, left, &data[..n]);
                 data = &data[n..];
-                self.state = if left as usize == n {
-                    CustomState::ChunkLen { id, blobs }
-                } else {
-                    CustomState::Chunk {
-                        id,
-                        blobs,
-                        left: left - n as u64,
-                    }
-                };
                 if data.is_empty() {
                     return;
                 }
@@ -394,6 +382,24 @@ impl CustomScanner {
         }
         self.buf.extend_from_slice(data);
         self.parse();
+    }
+
+    /// Some bytes of a chunk's payload (`left` were still due): counted as
+    /// COPY rows when they are table data, and the state moves on.
+    fn payload(&mut self, id: i64, blobs: bool, left: u64, bytes: &[u8]) {
+        if !blobs && !self.header.compressed {
+            self.counter.feed(bytes);
+        }
+        let rest = left - bytes.len() as u64;
+        self.state = if rest == 0 {
+            CustomState::ChunkLen { id, blobs }
+        } else {
+            CustomState::Chunk {
+                id,
+                blobs,
+                left: rest,
+            }
+        };
     }
 
     fn parse(&mut self) {
@@ -551,18 +557,7 @@ impl CustomScanner {
                 }
                 let n = (left as usize).min(avail);
                 let payload = cur.bytes(n)?;
-                if !blobs && !self.header.compressed {
-                    self.counter.feed(payload);
-                }
-                self.state = if n as u64 == left {
-                    CustomState::ChunkLen { id, blobs }
-                } else {
-                    CustomState::Chunk {
-                        id,
-                        blobs,
-                        left: left - n as u64,
-                    }
-                };
+                self.payload(id, blobs, left, payload);
             }
         }
         Ok(true)

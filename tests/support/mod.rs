@@ -60,6 +60,17 @@ pub fn psql(db: &str, sql: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// How many half-loaded restore databases (`<first 30 chars of the
+/// destination>_bs_restore_<hex>`) exist for a destination name. Scoped to
+/// it: tests running at the same time have their own.
+pub fn restore_temps(destination: &str) -> String {
+    let stem: String = destination.chars().take(30).collect();
+    psql(
+        "postgres",
+        &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{stem}\\_bs\\_restore\\_%'"),
+    )
+}
+
 pub fn database_exists(name: &str) -> bool {
     psql(
         "postgres",
