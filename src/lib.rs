@@ -17,6 +17,7 @@ pub mod logging;
 pub mod notify;
 pub mod pipeline;
 pub mod process;
+pub mod progress;
 pub mod prune;
 pub mod report;
 pub mod restore;

@@ -41,6 +41,8 @@ pub struct BackupJob<'a> {
     pub layout: &'a Layout,
     pub codec: Codec,
     pub cancel: CancellationToken,
+    /// Draw a live progress bar (stderr is a terminal).
+    pub progress: bool,
 }
 
 /// Why a stage failed, with the child's stderr tail when there is one.
@@ -373,6 +375,13 @@ async fn forward(
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
     let clock = Instant::now();
+    let bar = match job.progress {
+        true => Some(crate::progress::Progress::new(
+            &format!("{} {}", job.target, stream.role),
+            previous_raw_size(job, stream.role).await,
+        )),
+        false => None,
+    };
     let mut progress =
         tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
@@ -386,6 +395,9 @@ async fn forward(
                 Some(chunk) => {
                     hasher.update(&chunk);
                     stored += chunk.len() as u64;
+                    if let Some(bar) = &bar {
+                        bar.update(raw.load(Ordering::Relaxed), stored);
+                    }
                     if let Err(e) = upload.write(chunk).await {
                         kill.kill();
                         return (upload, Err(storage_stage_error(e, &format!("writing to {}", job.storage.describe()))));
@@ -393,7 +405,7 @@ async fn forward(
                 }
                 None => break,
             },
-            _ = progress.tick() => {
+            _ = progress.tick(), if bar.is_none() => {
                 let raw_now = raw.load(Ordering::Relaxed);
                 let secs = clock.elapsed().as_secs_f64();
                 tracing::info!(
@@ -409,7 +421,20 @@ async fn forward(
             }
         }
     }
+    if let Some(bar) = &bar {
+        bar.finish();
+    }
     (upload, Ok((stored, hex::encode(hasher.finalize()))))
+}
+
+/// The raw size of this stream in the target's newest backup, to estimate
+/// the percentage and ETA; None when there is none (or listing fails).
+async fn previous_raw_size(job: &BackupJob<'_>, role: &str) -> Option<u64> {
+    let listing = crate::catalog::list_target(job.storage, job.layout, job.target)
+        .await
+        .ok()?;
+    let newest = listing.backups.last()?;
+    newest.manifest.object(role).map(|o| o.raw_bytes)
 }
 
 /// Read the dump, compress it, and send chunks down the channel.

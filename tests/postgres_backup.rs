@@ -888,3 +888,55 @@ fn a_failing_target_is_retried_alone_and_healthy_ones_are_dumped_once() {
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
 }
+
+/// Regression (no progress on a terminal, only a log line every 10 s; and
+/// with stdout on a terminal but stderr redirected the summary came out as
+/// JSON). On a pseudo-terminal (`script`) the bar shows the percentage of
+/// the previous backup's size, and the summary is the human table.
+#[test]
+fn a_terminal_gets_a_progress_bar_and_a_human_summary() {
+    let src = TestDb::create("bs_progress");
+    src.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS v FROM generate_series(1, 400000) g");
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("bar", &src.name, "format = \"plain\""));
+    assert_eq!(
+        run(&["backup"], &cfg).code,
+        0,
+        "a previous backup gives the expected size"
+    );
+    let on_tty = |redirect: &str| {
+        let out = std::process::Command::new("script")
+            .args(["-qec"])
+            .arg(format!(
+                "'{}' backup --config '{}' {redirect}",
+                env!("CARGO_BIN_EXE_backstop"),
+                cfg.display()
+            ))
+            .arg("/dev/null")
+            .env("TERM", "xterm")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let screen = on_tty("");
+    assert!(
+        screen.contains("bar database"),
+        "the bar names the target: {screen}"
+    );
+    assert!(
+        screen.contains('%') && screen.contains("dumped") && screen.contains("stored"),
+        "{screen}"
+    );
+    assert!(screen.contains("summary:"), "{screen}");
+    assert!(!screen.contains("{\"event\":\"summary\""), "{screen}");
+    let screen = on_tty("2>/dev/null");
+    assert!(
+        screen.contains("summary:") && !screen.contains("{\"event\""),
+        "{screen}"
+    );
+}

@@ -81,6 +81,7 @@ impl<'a> Plan<'a> {
                     layout,
                     codec,
                     cancel: cancel.clone(),
+                    progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 })
                 .await;
                 let can_retry = report.stage.is_some_and(crate::report::Stage::retryable);

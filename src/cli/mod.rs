@@ -182,7 +182,10 @@ pub fn one_target(config: &Config, name: Option<&str>) -> anyhow::Result<String>
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
-    let json = cli.log_format.resolve() == LogFormat::Json;
+    // The summary goes to stdout: a table when a person reads stdout, one
+    // JSON line when a program does — whatever stderr (the logs) is.
+    // Regression: a terminal with stderr redirected got the JSON line.
+    let json = !std::io::IsTerminal::is_terminal(&std::io::stdout());
     match cli.command {
         Command::Backup(args) => backup::run(args, json).await,
         Command::Check(args) => check::run(args).await,
