@@ -58,6 +58,25 @@ fn check_tries_targets_storage_and_notifiers_and_names_what_fails() {
     assert!(r.stdout.contains("1 of 3 checks failed"), "{}", r.stdout);
 }
 
+/// `backstop check` with the S3 credentials in the environment, off the
+/// test's runtime.
+async fn check_s3(server: &s3::S3Server, cfg: std::path::PathBuf) -> Run {
+    let (key, secret) = (server.key.clone(), server.secret.clone());
+    tokio::task::spawn_blocking(move || {
+        Run::from(
+            backstop()
+                .args(["check", "--config"])
+                .arg(&cfg)
+                .env("BS_S3_KEY", key)
+                .env("BS_S3_SECRET", secret)
+                .output()
+                .unwrap(),
+        )
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn check_writes_reads_and_deletes_a_probe_in_s3() {
     use backstop::storage::Storage;
@@ -74,20 +93,7 @@ async fn check_writes_reads_and_deletes_a_probe_in_s3() {
         ),
     )
     .unwrap();
-    let (key, secret) = (server.key.clone(), server.secret.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        Run::from(
-            backstop()
-                .args(["check", "--config"])
-                .arg(&cfg)
-                .env("BS_S3_KEY", key)
-                .env("BS_S3_SECRET", secret)
-                .output()
-                .unwrap(),
-        )
-    })
-    .await
-    .unwrap();
+    let r = check_s3(&server, cfg).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         r.stdout.contains("✓ storage") && r.stdout.contains("probe object"),
@@ -110,20 +116,7 @@ async fn check_writes_reads_and_deletes_a_probe_in_s3() {
         ),
     )
     .unwrap();
-    let (key, secret) = (server.key.clone(), server.secret.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        Run::from(
-            backstop()
-                .args(["check", "--config"])
-                .arg(&cfg)
-                .env("BS_S3_KEY", key)
-                .env("BS_S3_SECRET", secret)
-                .output()
-                .unwrap(),
-        )
-    })
-    .await
-    .unwrap();
+    let r = check_s3(&server, cfg).await;
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(
         r.stdout.contains("✗ storage") && r.stdout.contains("no-such-bucket-bs"),
