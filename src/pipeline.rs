@@ -141,6 +141,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     );
     let started_at = Utc::now();
     let id = BackupId::new(job.target, started_at);
+    let previous = previous_backup(job).await;
     let mut objects: Vec<ObjectRecord> = Vec::new();
     for stream in &plan.streams {
         let ext = match job.codec.extension() {
@@ -148,7 +149,11 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
             None => stream.extension.to_string(),
         };
         let key = job.layout.object_key(job.target, &id, started_at, &ext);
-        match stream_object(job, stream, &key).await {
+        let expected = previous
+            .as_ref()
+            .and_then(|m| m.object(stream.role))
+            .map(|o| o.raw_bytes);
+        match stream_object(job, stream, &key, expected).await {
             Ok(record) => objects.push(record),
             Err(e) => {
                 remove_committed(job, &objects).await;
@@ -190,11 +195,14 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     if let Err(e) = put_bytes(job.storage, &manifest_key, Bytes::from(body)).await {
         // A manifest that landed although we were told otherwise makes the
         // data a backup: keep it (it is reported as damaged if anything is
-        // wrong). Only a manifest that is certainly absent frees the data.
-        if matches!(
-            job.storage.open(&manifest_key).await,
-            Err(crate::storage::StorageError::NotFound { .. })
-        ) {
+        // wrong). Only a manifest that a listing shows absent frees the data; when
+        // even listing fails the data stays, an orphan prune removes later.
+        let manifest_absent = job
+            .storage
+            .list(&manifest_key)
+            .await
+            .is_ok_and(|found| found.iter().all(|o| o.key != manifest_key));
+        if manifest_absent {
             remove_committed(job, &manifest.objects).await;
         }
         return Err(StageError::new(
@@ -240,6 +248,7 @@ async fn stream_object(
     job: &BackupJob<'_>,
     stream: &DumpStream,
     key: &str,
+    expected: Option<u64>,
 ) -> Result<ObjectRecord, StageError> {
     let upload = job.storage.create(key).await.map_err(|e| {
         storage_stage_error(e, &format!("creating {key} in {}", job.storage.describe()))
@@ -279,7 +288,7 @@ async fn stream_object(
             )
         })?;
 
-    let (upload, flow) = forward(job, stream, upload, rx, kill, &raw).await;
+    let (upload, flow) = forward(job, stream, upload, rx, kill, &raw, expected).await;
     let outcome = done_rx
         .await
         .map_err(|_| StageError::new(Stage::Compress, "compressor thread panicked"))?;
@@ -371,6 +380,7 @@ async fn forward(
     mut rx: mpsc::Receiver<Bytes>,
     kill: KillHandle,
     raw: &AtomicU64,
+    expected: Option<u64>,
 ) -> (Box<dyn Upload>, Result<(u64, String), StageError>) {
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
@@ -378,7 +388,7 @@ async fn forward(
     let bar = match job.progress {
         true => Some(crate::progress::Progress::new(
             &format!("{} {}", job.target, stream.role),
-            previous_raw_size(job, stream.role).await,
+            expected,
         )),
         false => None,
     };
@@ -427,14 +437,16 @@ async fn forward(
     (upload, Ok((stored, hex::encode(hasher.finalize()))))
 }
 
-/// The raw size of this stream in the target's newest backup, to estimate
-/// the percentage and ETA; None when there is none (or listing fails).
-async fn previous_raw_size(job: &BackupJob<'_>, role: &str) -> Option<u64> {
+/// The target's newest backup, whose sizes give the progress bar its
+/// percentage and ETA: listed once per backup, and only for the bar.
+async fn previous_backup(job: &BackupJob<'_>) -> Option<Manifest> {
+    if !job.progress {
+        return None;
+    }
     let listing = crate::catalog::list_target(job.storage, job.layout, job.target)
         .await
         .ok()?;
-    let newest = listing.backups.last()?;
-    newest.manifest.object(role).map(|o| o.raw_bytes)
+    listing.backups.last().map(|b| b.manifest.clone())
 }
 
 /// Read the dump, compress it, and send chunks down the channel.

@@ -221,11 +221,6 @@ pub async fn restore_file(
             crate::codec::describe(sniffed)
         )));
     };
-    if req.parallel.is_some() && kind != DumpKind::Custom {
-        bail!(usage(
-            "--jobs needs a custom-format dump; this file is plain SQL"
-        ));
-    }
     tracing::info!(key, codec = crate::codec::describe(sniffed), format = ?kind, "restoring a dump file");
     let r = Restorable {
         label: key.to_string(),

@@ -610,11 +610,7 @@ fn verify_restores_into_a_scratch_database_reads_it_and_drops_it() {
     assert_eq!(leftovers(), "0", "the scratch database is dropped");
 
     // A damaged backup fails verification, and the scratch database goes too.
-    let data = ws
-        .stored_files()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
-        .unwrap();
+    let data = ws.stored_file(".dump.zst");
     let mut bytes = std::fs::read(&data).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
@@ -698,11 +694,7 @@ fn manifest_counts_the_rows_of_every_table_in_both_formats() {
         ));
         let r = run(&["backup"], &cfg);
         assert_eq!(r.code, 0, "{}", r.all());
-        let manifest_path = ws
-            .stored_files()
-            .into_iter()
-            .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
-            .unwrap();
+        let manifest_path = ws.stored_file(".manifest.json");
         let m: serde_json::Value =
             serde_json::from_slice(&std::fs::read(manifest_path).unwrap()).unwrap();
         let tables = m["objects"][0]["tables"].as_array().unwrap().clone();

@@ -410,11 +410,7 @@ fn replace_swaps_in_only_a_complete_restore() {
     assert_eq!(kept_db.sql("SELECT v FROM t"), "old dev");
 
     // A damaged object: the replace fails and dev is untouched.
-    let data = ws
-        .stored_files()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
-        .unwrap();
+    let data = ws.stored_file(".dump.zst");
     let mut bytes = std::fs::read(&data).unwrap();
     let last = bytes.len() - 3;
     bytes[last] ^= 0x55;
@@ -604,11 +600,7 @@ fn prune_keeps_the_data_of_a_backup_whose_manifest_will_not_parse() {
         pg_target("b", &src.name, "")
     ));
     backup_ok(&cfg);
-    let manifest = ws
-        .stored_files()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".manifest.json"))
-        .unwrap();
+    let manifest = ws.stored_file(".manifest.json");
     std::fs::write(&manifest, b"{ not json").unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let r = run(&["prune"], &cfg);
@@ -726,11 +718,7 @@ fn jobs_restore_through_a_checked_spool_file_that_is_removed() {
         "the spool file is removed"
     );
 
-    let data = ws
-        .stored_files()
-        .into_iter()
-        .find(|p| p.to_string_lossy().ends_with(".dump.zst"))
-        .unwrap();
+    let data = ws.stored_file(".dump.zst");
     let mut bytes = std::fs::read(&data).unwrap();
     let at = bytes.len() * 2 / 3;
     bytes[at] ^= 0x20;

@@ -16,8 +16,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Longest DDL line kept whole for matching; longer lines (data in a
-/// multi-line literal) pass through once they exceed it.
+/// Longest line kept whole for matching; longer lines (a huge literal, an
+/// INSERT of a big row) pass through once they exceed it.
 const LINE_LIMIT: usize = 1 << 20;
 
 pub struct PlainFilter<W: Write> {
@@ -135,8 +135,10 @@ impl<W: Write> Write for PlainFilter<W> {
                 None => {
                     self.line.extend_from_slice(rest);
                     rest = &[];
-                    if self.line.len() > LINE_LIMIT && self.lex != Lex::Boundary {
-                        // A huge literal inside a statement: nothing to drop.
+                    if self.line.len() > LINE_LIMIT {
+                        // No one-line owner, ACL or tablespace statement is
+                        // this long: pass it on rather than hold it (memory
+                        // stays bounded whatever the dump holds).
                         let line = std::mem::take(&mut self.line);
                         self.lex = lex_line(
                             std::mem::take(&mut self.lex),
@@ -244,6 +246,40 @@ REVOKE ALL ON TABLE public.t FROM PUBLIC;\n\
 GRANT SELECT ON TABLE public.t TO bob;\n\
 ALTER DEFAULT PRIVILEGES FOR ROLE alice GRANT SELECT ON TABLES TO bob;\n\
 SELECT pg_catalog.lo_create('16390');\nALTER LARGE OBJECT 16390 OWNER TO alice;\n";
+
+    #[test]
+    fn a_huge_line_streams_through_without_being_held() {
+        let f = Fidelity {
+            no_owner: true,
+            ..Fidelity::default()
+        };
+        let huge = format!(
+            "INSERT INTO t VALUES ('{}');\nALTER TABLE t OWNER TO a;\n",
+            "x".repeat(3 * LINE_LIMIT)
+        );
+        let release = Arc::new(AtomicBool::new(false));
+        let mut out = PlainFilter::new(Vec::new(), f, Arc::clone(&release));
+        for part in huge.as_bytes().chunks(64 << 10) {
+            out.write_all(part).unwrap();
+            assert!(
+                out.line.len() <= LINE_LIMIT + (64 << 10),
+                "held {} bytes",
+                out.line.len()
+            );
+        }
+        release.store(true, Ordering::SeqCst);
+        out.flush().unwrap();
+        let text = String::from_utf8(out.inner).unwrap();
+        assert!(
+            text.starts_with("INSERT INTO t VALUES ('xxx") && text.ends_with("');\n"),
+            "{}",
+            &text[text.len() - 40..]
+        );
+        assert!(
+            !text.contains("OWNER TO"),
+            "the statement after it is still filtered"
+        );
+    }
 
     #[test]
     fn owner_acl_and_tablespace_statements_go_and_look_alikes_stay() {

@@ -247,6 +247,17 @@ impl Workspace {
         p
     }
 
+    /// The one stored file whose name ends with `suffix` (".dump.zst",
+    /// ".manifest.json"); panics naming what is there when there is none.
+    pub fn stored_file(&self, suffix: &str) -> PathBuf {
+        let files = self.stored_files();
+        files
+            .iter()
+            .find(|p| p.to_string_lossy().ends_with(suffix))
+            .cloned()
+            .unwrap_or_else(|| panic!("no stored *{suffix} among {files:?}"))
+    }
+
     /// Every file under the backup directory, temp files included.
     pub fn stored_files(&self) -> Vec<PathBuf> {
         let mut out = Vec::new();
