@@ -73,7 +73,7 @@ ensure_seaweedfs() {
 
 # Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
 ensure_test_tools() {
-  apt_install openssl curl rclone
+  apt_install openssl curl rclone age openssh-client zstd
   python3 -c 'import aiosmtpd' 2>/dev/null || pip_install aiosmtpd
 }
 

@@ -40,6 +40,8 @@ pub struct BackupJob<'a> {
     pub storage: &'a dyn Storage,
     pub layout: &'a Layout,
     pub codec: Codec,
+    /// Set when `[encryption]` is: every object is encrypted for these.
+    pub encryption: Option<&'a crate::crypto::Recipients>,
     pub cancel: CancellationToken,
     /// Draw a live progress bar (stderr is a terminal).
     pub progress: bool,
@@ -144,10 +146,13 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     let previous = previous_backup(job).await;
     let mut objects: Vec<ObjectRecord> = Vec::new();
     for stream in &plan.streams {
-        let ext = match job.codec.extension() {
+        let mut ext = match job.codec.extension() {
             Some(c) => format!("{}.{c}", stream.extension),
             None => stream.extension.to_string(),
         };
+        if job.encryption.is_some() {
+            ext = format!("{ext}.{}", crate::crypto::EXTENSION);
+        }
         let key = job.layout.object_key(job.target, &id, started_at, &ext);
         let expected = previous
             .as_ref()
@@ -175,7 +180,10 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
             algorithm: job.codec.algorithm,
             level: job.codec.level,
         },
-        encryption_recipients: Vec::new(),
+        encryption_recipients: job
+            .encryption
+            .map(|r| r.public_keys().to_vec())
+            .unwrap_or_default(),
         objects,
         database_properties: plan.database_properties,
         started_at,
@@ -250,6 +258,15 @@ async fn stream_object(
     key: &str,
     expected: Option<u64>,
 ) -> Result<ObjectRecord, StageError> {
+    // A fresh file key per object; with [encryption] set there is no path
+    // that writes clear text (fail closed).
+    let encryptor =
+        match job.encryption {
+            Some(r) => Some(r.encryptor().map_err(|e| {
+                StageError::new(Stage::Compress, format!("starting encryption: {e}"))
+            })?),
+            None => None,
+        };
     let upload = job.storage.create(key).await.map_err(|e| {
         storage_stage_error(e, &format!("creating {key} in {}", job.storage.describe()))
     })?;
@@ -269,7 +286,15 @@ async fn stream_object(
     std::thread::Builder::new()
         .name(format!("compress-{}", stream.role))
         .spawn(move || {
-            let result = compress(stdout, codec, tx, &raw_w, &sink_w, inspector.as_mut());
+            let result = compress(
+                stdout,
+                codec,
+                encryptor,
+                tx,
+                &raw_w,
+                &sink_w,
+                inspector.as_mut(),
+            );
             if result.is_err() {
                 running.kill();
             }
@@ -453,6 +478,7 @@ async fn previous_backup(job: &BackupJob<'_>) -> Option<Manifest> {
 fn compress(
     mut stdout: impl Read,
     codec: Codec,
+    encryptor: Option<age::Encryptor>,
     tx: mpsc::Sender<Bytes>,
     raw: &AtomicU64,
     sink_bytes: &Arc<AtomicU64>,
@@ -463,7 +489,10 @@ fn compress(
         buf: BytesMut::with_capacity(CHUNK_BYTES),
         written: Arc::clone(sink_bytes),
     };
-    let mut encoder: Box<dyn FinishWrite> = codec.encoder(sink)?;
+    let mut encoder: Box<dyn FinishWrite> = match encryptor {
+        Some(e) => codec.encoder(crate::crypto::EncryptWriter::new(e, sink)?)?,
+        None => codec.encoder(sink)?,
+    };
     let mut buf = vec![0u8; READ_BUFFER];
     let pumped = loop {
         let n = match stdout.read(&mut buf) {
@@ -524,6 +553,12 @@ impl Write for ChunkSink {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
+        self.send_buffered()
+    }
+}
+
+impl FinishWrite for ChunkSink {
+    fn finish(mut self: Box<Self>) -> std::io::Result<()> {
         self.send_buffered()
     }
 }

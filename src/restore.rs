@@ -32,6 +32,31 @@ use tokio_util::sync::CancellationToken;
 
 /// Decompressed bytes withheld until the checksum is verified.
 const HOLDBACK_BYTES: usize = 256 << 10;
+/// Enough of an object to read an age header (with many SSH-RSA
+/// recipients it is still a few KiB).
+const HEADER_BYTES: usize = 64 << 10;
+/// Enough of a dump file to tell its codec and format, also through
+/// encryption (age decrypts in 64 KiB chunks).
+const SNIFF_BYTES: usize = 256 << 10;
+
+/// The first `limit` bytes of a stored object (fewer if it is shorter).
+async fn read_head(storage: &dyn Storage, key: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
+    let mut stream = storage
+        .open(key)
+        .await
+        .with_context(|| format!("opening {key} in {}", storage.describe()))?;
+    let mut head = Vec::new();
+    while head.len() < limit {
+        match stream.next().await {
+            Some(chunk) => {
+                head.extend_from_slice(&chunk.with_context(|| format!("reading {key}"))?)
+            }
+            None => break,
+        }
+    }
+    head.truncate(limit);
+    Ok(head)
+}
 
 /// Pick the backup to restore: an id, or the newest one. "latest" means the
 /// newest backup *attempt*: when that one is damaged we refuse and name it
@@ -105,6 +130,9 @@ pub struct RestoreRequest {
     /// `pg_restore --jobs N` (custom format): the object is first spooled,
     /// decompressed and checked, to a file in this directory.
     pub parallel: Option<Parallel>,
+    /// The age identity file for encrypted backups (see
+    /// [`crate::crypto::identity_path`]).
+    pub identity: Option<std::path::PathBuf>,
     pub cancel: CancellationToken,
 }
 
@@ -163,19 +191,36 @@ pub async fn restore(
         })?),
         None => None,
     };
+    let decrypt = match m.encryption_recipients.is_empty() {
+        true => None,
+        false => Some(Arc::new(crate::crypto::Decryption::open(
+            req.identity.as_deref(),
+            &format!("backup {}", m.id),
+            &m.encryption_recipients,
+        )?)),
+    };
+    let load = Load {
+        key: object.key.clone(),
+        expected: Some((object.stored_bytes, object.sha256.clone())),
+        algorithm: m.compression.algorithm,
+        kind: if m.format == "custom" {
+            DumpKind::Custom
+        } else {
+            DumpKind::Plain
+        },
+        fidelity: req.fidelity,
+        decrypt,
+    };
+    if let Some(d) = &load.decrypt {
+        // A wrong key is found before any database is touched.
+        d.check(
+            &read_head(storage, &load.key, HEADER_BYTES).await?,
+            &load.key,
+        )?;
+    }
     let r = Restorable {
         label: m.id.0.clone(),
-        load: Load {
-            key: object.key.clone(),
-            expected: Some((object.stored_bytes, object.sha256.clone())),
-            algorithm: m.compression.algorithm,
-            kind: if m.format == "custom" {
-                DumpKind::Custom
-            } else {
-                DumpKind::Plain
-            },
-            fidelity: req.fidelity,
-        },
+        load,
         props,
         encoding: None,
         dumped_with: PgVersion::parse(&m.dump_tool_version),
@@ -193,15 +238,17 @@ pub async fn restore_file(
     key: &str,
     req: RestoreRequest,
 ) -> anyhow::Result<RestoreOutcome> {
-    let first = {
-        let mut stream = storage
-            .open(key)
-            .await
-            .with_context(|| format!("opening {key} in {}", storage.describe()))?;
-        match stream.next().await {
-            Some(chunk) => chunk.with_context(|| format!("reading {key}"))?,
-            None => bail!(usage(format!("{key} is empty"))),
+    let mut first = read_head(storage, key, SNIFF_BYTES).await?;
+    if first.is_empty() {
+        bail!(usage(format!("{key} is empty")));
+    }
+    let decrypt = match crate::crypto::is_encrypted(&first) {
+        true => {
+            let d = crate::crypto::Decryption::open(req.identity.as_deref(), key, &[])?;
+            first = d.prefix(&first, key, SNIFF_BYTES)?;
+            Some(Arc::new(d))
         }
+        false => None,
     };
     let sniffed = crate::codec::sniff(&first);
     let head = crate::codec::decode_prefix(sniffed, &first, 64 << 10);
@@ -221,7 +268,7 @@ pub async fn restore_file(
             crate::codec::describe(sniffed)
         )));
     };
-    tracing::info!(key, codec = crate::codec::describe(sniffed), format = ?kind, "restoring a dump file");
+    tracing::info!(key, codec = crate::codec::describe(sniffed), format = ?kind, encrypted = decrypt.is_some(), "restoring a dump file");
     let r = Restorable {
         label: key.to_string(),
         load: Load {
@@ -230,6 +277,7 @@ pub async fn restore_file(
             algorithm: sniffed,
             kind,
             fidelity: req.fidelity,
+            decrypt,
         },
         props: None,
         encoding,
@@ -375,6 +423,7 @@ pub async fn restore_globals(
     target: &str,
     backup: Option<&str>,
     conn: &PgConn,
+    identity: Option<&std::path::Path>,
 ) -> anyhow::Result<(String, GlobalsPlan)> {
     let b = choose_backup(storage, layout, target, backup).await?;
     let m = &b.manifest;
@@ -395,6 +444,15 @@ pub async fn restore_globals(
             object.sha256
         );
     }
+    let stored = match m.encryption_recipients.is_empty() {
+        true => stored,
+        false => crate::crypto::Decryption::open(
+            identity,
+            &format!("backup {}", m.id),
+            &m.encryption_recipients,
+        )?
+        .decrypt_all(&stored, &object.key)?,
+    };
     let script = crate::codec::decode_all(m.compression.algorithm, &stored)
         .with_context(|| format!("decompressing {}", object.key))?;
     let mut inspector = DumpInspector::new(DumpKind::Globals);
@@ -788,36 +846,134 @@ async fn spool_object(
         .await
         .with_context(|| format!("opening {}", load.key))?;
     let inspector = Arc::new(std::sync::Mutex::new(Some(DumpInspector::new(load.kind))));
-    let mut dec = decoder(
+    let dec = decoder(
         load.algorithm,
         Inspecting {
             inspector: Arc::clone(&inspector),
             inner: std::io::BufWriter::with_capacity(1 << 20, file),
         },
     )?;
-    let (mut size, mut hasher) = (0u64, Sha256::new());
+    let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let worker = {
+        let load = load.clone();
+        std::thread::spawn(move || {
+            let mut rx = rx;
+            let mut dec = dec;
+            let pumped = pump(&mut rx, &load, &mut dec);
+            let finished = match pumped.error {
+                None => dec.finish(),
+                Some(_) => Ok(()),
+            };
+            (pumped, finished)
+        })
+    };
+    let mut read_error = None;
     loop {
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => bail!("interrupted by signal"),
+            _ = cancel.cancelled() => {
+                read_error = Some(anyhow!("interrupted by signal"));
+                break;
+            }
             next = stream.next() => match next {
-                Some(chunk) => {
-                    let chunk = chunk.with_context(|| format!("reading {} from {}", load.key, storage.describe()))?;
-                    size += chunk.len() as u64;
-                    hasher.update(&chunk);
-                    // Decompressing a chunk is quick next to fetching it.
-                    dec.write_all(&chunk).with_context(|| format!("decompressing {} into {}", load.key, dir.display()))?;
+                Some(Ok(chunk)) => {
+                    if tx.send(chunk).await.is_err() {
+                        break; // the worker stopped; it says why
+                    }
+                }
+                Some(Err(e)) => {
+                    read_error = Some(anyhow!(e).context(format!("reading {} from {}", load.key, storage.describe())));
+                    break;
                 }
                 None => break,
             }
         }
     }
-    dec.finish()
-        .with_context(|| format!("writing the spool file in {}", dir.display()))?;
+    drop(tx);
+    let (pumped, finished) = tokio::task::spawn_blocking(move || worker.join())
+        .await
+        .context("restore spool task")?
+        .map_err(|_| anyhow!("restore spool thread panicked"))?;
+    if let Some(e) = read_error {
+        return Err(e);
+    }
     let nothing = |why: String| anyhow!("{why}; nothing was restored");
-    load.judge_checksum(size, hasher).map_err(nothing)?;
+    load.judge_checksum(pumped.size, pumped.hasher)
+        .map_err(nothing)?;
+    if let Some(e) = pumped.error {
+        return Err(e.context(format!("decoding {} into {}", load.key, dir.display())));
+    }
+    finished.with_context(|| format!("writing the spool file in {}", dir.display()))?;
     load.judge_complete(&inspector).map_err(nothing)?;
     Ok(path)
+}
+
+/// What a pump saw of the stored bytes: all of them are hashed, even after
+/// a decode error (a checksum mismatch is the better explanation of one).
+struct Pumped {
+    size: u64,
+    hasher: Sha256,
+    error: Option<anyhow::Error>,
+}
+
+/// Stored chunks from `rx`, hashed, decrypted when the object is encrypted,
+/// into the decoder `dec`.
+fn pump(rx: &mut mpsc::Receiver<Bytes>, load: &Load, dec: &mut dyn Write) -> Pumped {
+    let mut input = ChannelReader {
+        rx,
+        size: 0,
+        hasher: Sha256::new(),
+        current: Bytes::new(),
+    };
+    let error = (|| -> anyhow::Result<()> {
+        match &load.decrypt {
+            Some(d) => {
+                let mut plain = d.reader(&mut input, &load.key)?;
+                std::io::copy(&mut plain, dec)
+                    .with_context(|| format!("decrypting {}", load.key))?;
+            }
+            None => {
+                std::io::copy(&mut input, dec)
+                    .with_context(|| format!("decompressing {}", load.key))?;
+            }
+        }
+        Ok(())
+    })()
+    .err();
+    // Whatever the decoder left unread is still hashed.
+    let mut rest = [0u8; 64 << 10];
+    while matches!(std::io::Read::read(&mut input, &mut rest), Ok(n) if n > 0) {}
+    Pumped {
+        size: input.size,
+        hasher: input.hasher,
+        error,
+    }
+}
+
+/// The stored object as a `Read`, hashing every byte that passes.
+struct ChannelReader<'a> {
+    rx: &'a mut mpsc::Receiver<Bytes>,
+    size: u64,
+    hasher: Sha256,
+    current: Bytes,
+}
+
+impl std::io::Read for ChannelReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(chunk) => {
+                    self.size += chunk.len() as u64;
+                    self.hasher.update(&chunk);
+                    self.current = chunk;
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 /// Run a restore tool that reads its own input, to the end; a signal kills it.
@@ -855,6 +1011,9 @@ pub struct Load {
     /// Plain SQL is filtered for `--no-owner`/`--no-acl`/`--no-tablespaces`
     /// (pg_restore takes them as flags).
     pub fidelity: Fidelity,
+    /// Set for an age-encrypted object: decrypted after hashing, before
+    /// decompressing.
+    pub decrypt: Option<Arc<crate::crypto::Decryption>>,
 }
 
 impl Load {
@@ -948,15 +1107,18 @@ async fn stream_into(
     // it made us kill the restore tool, so it is reported first.
     match feed_result {
         Err(FeedError::Checksum(msg)) => bail!(msg),
+        Err(FeedError::Decode(e)) if finished.success() => Err(e),
         Err(FeedError::Io(e)) if finished.success() => bail!("decompressing {key}: {e}"),
         _ if !finished.success() => bail!("{}", finished.describe_with_last_line()),
         Err(FeedError::Io(e)) => bail!("decompressing {key}: {e}"),
+        Err(FeedError::Decode(e)) => Err(e),
         Ok(n) => Ok(n),
     }
 }
 
 enum FeedError {
     Checksum(String),
+    Decode(anyhow::Error),
     Io(std::io::Error),
 }
 
@@ -1012,21 +1174,16 @@ fn feed(
         }
     };
     let verified = (|| {
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut decode_error = None;
-        while let Some(chunk) = rx.blocking_recv() {
-            hasher.update(&chunk);
-            size += chunk.len() as u64;
-            if decode_error.is_none() {
-                if let Err(e) = dec.write_all(&chunk) {
-                    // Keep hashing to the end: a checksum mismatch is the
-                    // better explanation of a decoder error.
-                    running.kill();
-                    decode_error = Some(e);
-                }
-            }
+        let pumped = pump(&mut rx, load, &mut dec);
+        if pumped.error.is_some() {
+            // The tool must not see EOF on a stream that failed to decode.
+            running.kill();
         }
+        let Pumped {
+            size,
+            hasher,
+            error: decode_error,
+        } = pumped;
         let stopped = |why: String| {
             FeedError::Checksum(format!(
                 "{why}; the restore was stopped before it committed"
@@ -1034,7 +1191,7 @@ fn feed(
         };
         load.judge_checksum(size, hasher).map_err(stopped)?;
         if let Some(e) = decode_error {
-            return Err(FeedError::Io(e));
+            return Err(FeedError::Decode(e));
         }
         // Everything decoded so far reaches the inspector (the held-back
         // tail stays held): the dump must be complete before it is released.

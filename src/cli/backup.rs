@@ -38,6 +38,7 @@ pub struct Plan<'a> {
     layout: Layout,
     codec: Codec,
     notifiers: Vec<Box<dyn crate::notify::Notifier>>,
+    encryption: Option<crate::crypto::Recipients>,
 }
 
 impl<'a> Plan<'a> {
@@ -48,6 +49,11 @@ impl<'a> Plan<'a> {
             storage,
             layout,
             codec: Codec::from_config(&config.compression),
+            encryption: config
+                .encryption
+                .as_ref()
+                .map(crate::crypto::Recipients::from_config)
+                .transpose()?,
             notifiers: crate::notify::from_config(&config.notify)
                 .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?,
             config,
@@ -80,6 +86,7 @@ impl<'a> Plan<'a> {
                     storage: storage.as_ref(),
                     layout,
                     codec,
+                    encryption: self.encryption.as_ref(),
                     cancel: cancel.clone(),
                     progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 })

@@ -37,6 +37,8 @@ pub struct RestoreArgs {
     pub place: PlaceArgs,
     #[command(flatten)]
     pub fidelity: FidelityArgs,
+    #[command(flatten)]
+    pub identity: IdentityArg,
     /// Restore with N parallel pg_restore jobs (custom-format backups). The
     /// object is first decompressed to a file in --spool-dir (its raw size
     /// is needed there), checked, and deleted afterwards. Pays off for large
@@ -81,6 +83,25 @@ impl PlaceArgs {
     }
 }
 
+/// The private key for encrypted backups (restore and verify).
+#[derive(Debug, Args)]
+pub struct IdentityArg {
+    /// age identity file (`age-keygen` output, or an unencrypted SSH key)
+    /// that decrypts encrypted backups; default: identity_file in
+    /// [encryption], then $BACKSTOP_AGE_IDENTITY.
+    #[arg(long, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
+}
+
+impl IdentityArg {
+    pub fn path(&self, config: Option<&crate::config::Config>) -> Option<std::path::PathBuf> {
+        crate::crypto::identity_path(
+            self.identity.as_deref(),
+            config.and_then(|c| c.encryption.as_ref()),
+        )
+    }
+}
+
 /// How much of the source must carry over (for moving between clusters).
 #[derive(Debug, Args)]
 pub struct FidelityArgs {
@@ -112,7 +133,7 @@ impl FidelityArgs {
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let into = parse_pg_url(&args.into)?;
-    let request = |target: String| RestoreRequest {
+    let request = |target: String, identity| RestoreRequest {
         target,
         backup: args.backup.clone(),
         maintenance: into.with_database(&args.place.maintenance_db),
@@ -123,30 +144,38 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
             jobs,
             spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
         }),
+        identity,
         cancel: crate::signals::install(),
     };
     if let Some(file) = &args.file {
         // A local file needs no config; anything else is a storage key.
         let local = std::path::Path::new(file);
-        let (storage, key): (Box<dyn crate::storage::Storage>, String) = if local.is_file() {
-            let dir = local
-                .parent()
-                .filter(|d| !d.as_os_str().is_empty())
-                .unwrap_or(std::path::Path::new("."));
-            let name = local
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            (
-                Box::new(crate::storage::local::LocalStorage::new(dir)),
-                name,
-            )
-        } else {
-            let config = args.config.load()?;
-            (super::open_storage(&config)?.0, file.clone())
-        };
-        let outcome = restore_file(storage.as_ref(), &key, request(String::new())).await?;
+        let (storage, key, identity): (Box<dyn crate::storage::Storage>, String, _) =
+            if local.is_file() {
+                let dir = local
+                    .parent()
+                    .filter(|d| !d.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                let name = local
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                (
+                    Box::new(crate::storage::local::LocalStorage::new(dir)),
+                    name,
+                    args.identity.path(None),
+                )
+            } else {
+                let config = args.config.load()?;
+                (
+                    super::open_storage(&config)?.0,
+                    file.clone(),
+                    args.identity.path(Some(&config)),
+                )
+            };
+        let outcome =
+            restore_file(storage.as_ref(), &key, request(String::new(), identity)).await?;
         return Ok(print_outcome(outcome));
     }
     let config = args.config.load()?;
@@ -159,6 +188,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
             &target,
             args.backup.as_deref(),
             &into,
+            args.identity.path(Some(&config)).as_deref(),
         )
         .await?;
         crate::outln!("applied the globals of {id} to {}:{}", into.host, into.port);
@@ -180,7 +210,8 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         }
         return Ok(ExitKind::Success);
     }
-    let outcome = restore(storage.as_ref(), &layout, request(target)).await?;
+    let identity = args.identity.path(Some(&config));
+    let outcome = restore(storage.as_ref(), &layout, request(target, identity)).await?;
     Ok(print_outcome(outcome))
 }
 

@@ -35,6 +35,8 @@ pub struct VerifyArgs {
     /// Keep the scratch databases (to inspect them).
     #[arg(long)]
     pub keep: bool,
+    #[command(flatten)]
+    pub identity: super::restore::IdentityArg,
 }
 
 pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
@@ -77,6 +79,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                     server_locale: false,
                 },
                 parallel: None,
+                identity: args.identity.path(Some(&config)),
                 cancel: cancel.clone(),
             },
         )

@@ -54,7 +54,8 @@ impl Codec {
         extension_of(self.algorithm)
     }
 
-    pub fn encoder<W: Write + Send + 'static>(&self, out: W) -> io::Result<Box<dyn FinishWrite>> {
+    /// A writer that compresses into `out`; finishing it finishes `out`.
+    pub fn encoder<W: FinishWrite + 'static>(&self, out: W) -> io::Result<Box<dyn FinishWrite>> {
         match self.algorithm {
             Algorithm::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
@@ -87,7 +88,7 @@ impl Codec {
                     .from_writer(out);
                 Ok(Box::new(GzipEncoder(enc)))
             }
-            Algorithm::None => Ok(Box::new(Passthrough(out))),
+            Algorithm::None => Ok(Box::new(out)),
         }
     }
 }
@@ -202,20 +203,20 @@ macro_rules! forward_write {
 impl<W: Write + Send> Write for ZstdEncoder<W> {
     forward_write!(ZstdEncoder<W>);
 }
-impl<W: Write + Send> FinishWrite for ZstdEncoder<W> {
+impl<W: FinishWrite + 'static> FinishWrite for ZstdEncoder<W> {
     fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.finish()?.flush()
+        Box::new(self.0.finish()?).finish()
     }
 }
 
 impl<W: Write + Send + 'static> Write for GzipEncoder<W> {
     forward_write!(GzipEncoder<W>);
 }
-impl<W: Write + Send + 'static> FinishWrite for GzipEncoder<W> {
+impl<W: FinishWrite + 'static> FinishWrite for GzipEncoder<W> {
     fn finish(mut self: Box<Self>) -> io::Result<()> {
         use gzp::ZWriter;
         // After a failed finish gzp does not retry (or panic) in Drop.
-        self.0.finish().map_err(io::Error::other)?.flush()
+        Box::new(self.0.finish().map_err(io::Error::other)?).finish()
     }
 }
 
@@ -261,6 +262,11 @@ mod tests {
             Ok(buf.len())
         }
         fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    impl FinishWrite for Shared {
+        fn finish(self: Box<Self>) -> io::Result<()> {
             Ok(())
         }
     }

@@ -25,6 +25,9 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub compression: CompressionConfig,
+    /// Encrypt every object for these age/SSH public keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<crate::crypto::EncryptionConfig>,
     /// Default retention for every target; a target may replace it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionConfig>,
@@ -429,6 +432,9 @@ impl Config {
                     )
                 });
             }
+        }
+        if let Some(e) = &mut self.encryption {
+            e.resolve(base).map_err(|e| format!("encryption.{e}"))?;
         }
         if let Some(r) = &self.retention {
             validate_retention(r).map_err(|e| format!("retention: {e}"))?;

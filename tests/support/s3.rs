@@ -96,6 +96,32 @@ impl S3Server {
         S3Storage::new(&self.config(bucket)).unwrap()
     }
 
+    /// The environment `storage_toml` reads the credentials from.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("BS_S3_KEY".into(), self.key.clone()),
+            ("BS_S3_SECRET".into(), self.secret.clone()),
+        ]
+    }
+
+    /// An object's bytes, fetched directly (not through backstop).
+    pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
+        let url = self
+            .bucket(bucket)
+            .get_object(Some(&self.creds()), key)
+            .sign(Duration::from_secs(600));
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail", url.as_str()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "GET {key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
     /// A `[storage]` table for a config file (credentials from the env).
     pub fn storage_toml(&self, bucket: &str, endpoint: &str) -> String {
         format!(
