@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod cli;
 pub mod codec;
 pub mod config;
+pub mod copy;
 pub mod crypto;
 pub mod error;
 pub mod fsutil;

@@ -12,7 +12,7 @@
 use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord};
 use crate::codec::{Codec, FinishWrite};
 use crate::process::{Finished, KillHandle};
-use crate::report::{human_bytes, Stage, TargetReport};
+use crate::report::{human_bytes, CopyReport, Stage, Status, TargetReport};
 use crate::source::pg_archive::{DumpFacts, DumpInspector};
 use crate::source::{DumpStream, Source};
 use crate::storage::{commit_verified, put_bytes, Storage, Upload};
@@ -34,11 +34,20 @@ pub const CHANNEL_CHUNKS: usize = 4;
 const READ_BUFFER: usize = 256 << 10;
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
+/// One storage a backup is copied to.
+#[derive(Clone, Copy)]
+pub struct Destination<'a> {
+    pub name: &'a str,
+    pub storage: &'a dyn Storage,
+    pub layout: &'a Layout,
+}
+
 pub struct BackupJob<'a> {
     pub target: &'a str,
     pub source: &'a dyn Source,
-    pub storage: &'a dyn Storage,
-    pub layout: &'a Layout,
+    /// Every storage gets the same bytes from one dump; each commits (and
+    /// fails) on its own.
+    pub destinations: Vec<Destination<'a>>,
     pub codec: Codec,
     /// Set when `[encryption]` is: every object is encrypted for these.
     pub encryption: Option<&'a crate::crypto::Recipients>,
@@ -69,10 +78,17 @@ impl StageError {
     }
 }
 
+/// What became of the backup in one storage.
+pub struct CopyOutcome {
+    pub storage: String,
+    /// The manifest key once the copy is complete.
+    pub result: Result<String, StageError>,
+}
+
 struct Done {
     id: BackupId,
-    manifest_key: String,
     manifest: Manifest,
+    copies: Vec<CopyOutcome>,
 }
 
 pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
@@ -90,40 +106,117 @@ pub async fn run_backup(job: BackupJob<'_>) -> TargetReport {
     let report = TargetReport::ok(job.target, started_at, duration_seconds);
     match result {
         Ok(done) => {
+            let copies: Vec<CopyReport> = done
+                .copies
+                .iter()
+                .map(|c| CopyReport {
+                    storage: c.storage.clone(),
+                    status: match c.result {
+                        Ok(_) => Status::Success,
+                        Err(_) => Status::Failed,
+                    },
+                    manifest_key: c.result.as_ref().ok().cloned(),
+                    stage: c.result.as_ref().err().map(|e| e.stage),
+                    error: c.result.as_ref().err().map(|e| e.message.clone()),
+                })
+                .collect();
             let report = TargetReport {
                 backup_id: Some(done.id.0.clone()),
-                manifest_key: Some(done.manifest_key.clone()),
+                manifest_key: copies.iter().find_map(|c| c.manifest_key.clone()),
                 raw_bytes: done.manifest.raw_bytes(),
                 stored_bytes: done.manifest.stored_bytes(),
                 ..report
             };
+            let held: Vec<&str> = copies
+                .iter()
+                .filter(|c| c.status == Status::Success)
+                .map(|c| c.storage.as_str())
+                .collect();
             tracing::info!(
                 target_name = job.target,
                 backup = %done.id,
                 stored_bytes = report.stored_bytes,
                 raw_bytes = report.raw_bytes,
                 seconds = duration_seconds,
-                "backup complete"
+                storages = %held.join(","),
+                "backup complete in {}",
+                held.join(", ")
             );
-            report
+            let failed = done
+                .copies
+                .into_iter()
+                .find_map(|c| c.result.err().map(|e| (c.storage, e)));
+            let report = match failed {
+                None => report,
+                Some((storage, e)) => {
+                    tracing::error!(target_name = job.target, storage = %storage, stage = ?e.stage, "copy failed: {}", e.message);
+                    report.failed(
+                        e.stage,
+                        format!(
+                            "copy to storage `{storage}` failed: {}; the backup is complete in {}",
+                            e.message,
+                            held.join(", ")
+                        ),
+                        e.stderr_tail,
+                    )
+                }
+            };
+            TargetReport { copies, ..report }
         }
         Err(e) => {
             tracing::error!(target_name = job.target, stage = ?e.stage, "backup failed: {}", e.message);
             TargetReport {
                 raw_bytes: e.raw_bytes,
+                copies: job
+                    .destinations
+                    .iter()
+                    .map(|d| CopyReport {
+                        storage: d.name.to_string(),
+                        status: Status::Failed,
+                        manifest_key: None,
+                        stage: Some(e.stage),
+                        error: Some(e.message.clone()),
+                    })
+                    .collect(),
                 ..report.failed(e.stage, e.message, e.stderr_tail)
             }
         }
     }
 }
 
+/// One storage's part of a backup in progress.
+struct Copy<'a> {
+    dest: Destination<'a>,
+    objects: Vec<ObjectRecord>,
+    failed: Option<StageError>,
+}
+
+impl Copy<'_> {
+    fn live(&self) -> bool {
+        self.failed.is_none()
+    }
+}
+
 async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     let info = job.source.info();
     tracing::info!(target_name = job.target, source = info.kind, database = %info.database, endpoint = %info.endpoint, "starting backup");
-    job.storage
-        .preflight()
-        .await
-        .map_err(|e| storage_stage_error(e, "checking the storage"))?;
+    let mut copies: Vec<Copy> = Vec::new();
+    for dest in &job.destinations {
+        let failed = dest
+            .storage
+            .preflight()
+            .await
+            .err()
+            .map(|e| storage_stage_error(e, &format!("checking {}", dest.storage.describe())));
+        copies.push(Copy {
+            dest: *dest,
+            objects: Vec::new(),
+            failed,
+        });
+    }
+    if let Some(e) = all_failed(&mut copies) {
+        return Err(e);
+    }
     let plan = job.source.plan().await.map_err(|e| {
         let message = format!("{e:#}");
         if crate::error::has::<crate::error::NoFittingTools>(&e) {
@@ -144,7 +237,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     let started_at = Utc::now();
     let id = BackupId::new(job.target, started_at);
     let previous = previous_backup(job).await;
-    let mut objects: Vec<ObjectRecord> = Vec::new();
+    let mut raw_totals = Vec::new();
     for stream in &plan.streams {
         let mut ext = match job.codec.extension() {
             Some(c) => format!("{}.{c}", stream.extension),
@@ -153,28 +246,36 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         if job.encryption.is_some() {
             ext = format!("{ext}.{}", crate::crypto::EXTENSION);
         }
-        let key = job.layout.object_key(job.target, &id, started_at, &ext);
         let expected = previous
             .as_ref()
             .and_then(|m| m.object(stream.role))
             .map(|o| o.raw_bytes);
-        match stream_object(job, stream, &key, expected).await {
-            Ok(record) => objects.push(record),
+        let keys: Vec<String> = copies
+            .iter()
+            .map(|c| c.dest.layout.object_key(job.target, &id, started_at, &ext))
+            .collect();
+        match stream_object(job, stream, &mut copies, &keys, expected).await {
+            Ok(raw) => raw_totals.push(raw),
             Err(e) => {
-                remove_committed(job, &objects).await;
+                for c in &copies {
+                    remove_committed(job, c.dest.storage, &c.objects).await;
+                }
                 return Err(e);
             }
         }
+        if let Some(e) = all_failed(&mut copies) {
+            return Err(e);
+        }
     }
-    let manifest = Manifest {
+    let manifest_for = |objects: Vec<ObjectRecord>| Manifest {
         manifest_version: 1,
         id: id.clone(),
         target: job.target.to_string(),
         source_type: info.kind.to_string(),
-        database: info.database,
-        server_version: plan.server_version,
-        dump_tool: plan.tool,
-        dump_tool_version: plan.tool_version,
+        database: info.database.clone(),
+        server_version: plan.server_version.clone(),
+        dump_tool: plan.tool.clone(),
+        dump_tool_version: plan.tool_version.clone(),
         format: plan.format.to_string(),
         compression: CompressionRecord {
             algorithm: job.codec.algorithm,
@@ -185,51 +286,103 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
             .map(|r| r.public_keys().to_vec())
             .unwrap_or_default(),
         objects,
-        database_properties: plan.database_properties,
+        database_properties: plan.database_properties.clone(),
         started_at,
         finished_at: Utc::now(),
         tool_version: crate::TOOL_VERSION.to_string(),
     };
-    let manifest_key = job.layout.manifest_key(job.target, &id, started_at);
-    let mut body = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut outcomes = Vec::new();
+    let mut shown: Option<Manifest> = None;
+    for c in copies {
+        let name = c.dest.name.to_string();
+        if let Some(e) = c.failed {
+            remove_committed(job, c.dest.storage, &c.objects).await;
+            outcomes.push(CopyOutcome {
+                storage: name,
+                result: Err(e),
+            });
+            continue;
+        }
+        let manifest = manifest_for(c.objects);
+        let result = write_manifest(job, c.dest, &manifest).await;
+        if result.is_ok() && shown.is_none() {
+            shown = Some(manifest);
+        }
+        outcomes.push(CopyOutcome {
+            storage: name,
+            result,
+        });
+    }
+    match shown {
+        Some(manifest) => Ok(Done {
+            id,
+            manifest,
+            copies: outcomes,
+        }),
+        // Every copy failed at its manifest: one error says it for all.
+        None => Err(outcomes
+            .into_iter()
+            .find_map(|o| o.result.err())
+            .expect("no copy succeeded, so one failed")),
+    }
+}
+
+/// When no storage is left to copy to, the error of the first that failed.
+fn all_failed(copies: &mut [Copy]) -> Option<StageError> {
+    if copies.iter().any(Copy::live) {
+        return None;
+    }
+    let mut first = copies.first_mut()?.failed.take()?;
+    if copies.len() > 1 {
+        first.message = format!("storage `{}`: {}", copies[0].dest.name, first.message);
+    }
+    Some(first)
+}
+
+/// The manifest goes last: a backup is visible only when complete.
+async fn write_manifest(
+    job: &BackupJob<'_>,
+    dest: Destination<'_>,
+    manifest: &Manifest,
+) -> Result<String, StageError> {
+    let manifest_key = dest
+        .layout
+        .manifest_key(job.target, &manifest.id, manifest.started_at);
+    let mut body = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
     body.push(b'\n');
     if job.cancel.is_cancelled() {
-        remove_committed(job, &manifest.objects).await;
+        remove_committed(job, dest.storage, &manifest.objects).await;
         return Err(StageError::new(
             Stage::Interrupted,
             "interrupted before the manifest was written",
         ));
     }
-    if let Err(e) = put_bytes(job.storage, &manifest_key, Bytes::from(body)).await {
+    if let Err(e) = put_bytes(dest.storage, &manifest_key, Bytes::from(body)).await {
         // A manifest that landed although we were told otherwise makes the
         // data a backup: keep it (it is reported as damaged if anything is
         // wrong). Only a manifest that a listing shows absent frees the data; when
         // even listing fails the data stays, an orphan prune removes later.
-        let manifest_absent = job
+        let manifest_absent = dest
             .storage
             .list(&manifest_key)
             .await
             .is_ok_and(|found| found.iter().all(|o| o.key != manifest_key));
         if manifest_absent {
-            remove_committed(job, &manifest.objects).await;
+            remove_committed(job, dest.storage, &manifest.objects).await;
         }
         return Err(StageError::new(
             Stage::Manifest,
             format!("writing manifest {manifest_key}: {e:#}"),
         ));
     }
-    Ok(Done {
-        id,
-        manifest_key,
-        manifest,
-    })
+    Ok(manifest_key)
 }
 
 /// Objects of a backup that failed later have no manifest: remove them now
 /// rather than leave orphans for prune.
-async fn remove_committed(job: &BackupJob<'_>, objects: &[ObjectRecord]) {
+async fn remove_committed(job: &BackupJob<'_>, storage: &dyn Storage, objects: &[ObjectRecord]) {
     for o in objects {
-        if let Err(e) = job.storage.delete(&o.key).await {
+        if let Err(e) = storage.delete(&o.key).await {
             tracing::warn!(target_name = job.target, key = %o.key, "could not remove object of the failed backup: {e:#}");
         }
     }
@@ -252,12 +405,16 @@ struct WorkerOutcome {
     facts: Option<Result<DumpFacts, String>>,
 }
 
+/// Stream one dump object into every live copy. A storage that fails
+/// fails its copy only; a failing dump or compressor fails them all (the
+/// error returned).
 async fn stream_object(
     job: &BackupJob<'_>,
     stream: &DumpStream,
-    key: &str,
+    copies: &mut [Copy<'_>],
+    keys: &[String],
     expected: Option<u64>,
-) -> Result<ObjectRecord, StageError> {
+) -> Result<u64, StageError> {
     // A fresh file key per object; with [encryption] set there is no path
     // that writes clear text (fail closed).
     let encryptor =
@@ -267,9 +424,24 @@ async fn stream_object(
             })?),
             None => None,
         };
-    let upload = job.storage.create(key).await.map_err(|e| {
-        storage_stage_error(e, &format!("creating {key} in {}", job.storage.describe()))
-    })?;
+    let mut uploads: Vec<Option<Box<dyn Upload>>> = Vec::new();
+    for (c, key) in copies.iter_mut().zip(keys) {
+        if !c.live() {
+            uploads.push(None);
+            continue;
+        }
+        match c.dest.storage.create(key).await {
+            Ok(u) => uploads.push(Some(u)),
+            Err(e) => {
+                let doing = format!("creating {key} in {}", c.dest.storage.describe());
+                c.failed = Some(storage_stage_error(e, &doing));
+                uploads.push(None);
+            }
+        }
+    }
+    if uploads.iter().all(Option::is_none) {
+        return Ok(0);
+    }
     let mut running = stream
         .command
         .spawn(Stdio::null(), Stdio::piped(), job.target)
@@ -313,7 +485,7 @@ async fn stream_object(
             )
         })?;
 
-    let (upload, flow) = forward(job, stream, upload, rx, kill, &raw, expected).await;
+    let flow = forward(job, stream, copies, &mut uploads, rx, kill, &raw, expected).await;
     let outcome = done_rx
         .await
         .map_err(|_| StageError::new(Stage::Compress, "compressor thread panicked"))?;
@@ -321,36 +493,44 @@ async fn stream_object(
         judge(stream, outcome, stored, sink_bytes.load(Ordering::SeqCst))
             .map(|facts| (stored, sha256, facts))
     });
+    let raw_bytes = raw.load(Ordering::SeqCst);
     let (stored, sha256, facts) = match checked {
         Ok(v) => v,
         Err(mut e) => {
-            e.raw_bytes = raw.load(Ordering::SeqCst);
-            if let Err(abort_err) = upload.abort().await {
-                tracing::warn!(
-                    target_name = job.target,
-                    key,
-                    "aborting upload failed: {abort_err:#}"
-                );
+            e.raw_bytes = raw_bytes;
+            for (upload, key) in uploads.into_iter().zip(keys) {
+                if let Some(upload) = upload {
+                    if let Err(abort_err) = upload.abort().await {
+                        tracing::warn!(
+                            target_name = job.target,
+                            key,
+                            "aborting upload failed: {abort_err:#}"
+                        );
+                    }
+                }
             }
             return Err(e);
         }
     };
-    let receipt = commit_verified(job.storage, upload, key, stored, &sha256)
-        .await
-        .map_err(|e| {
-            storage_stage_error(
-                e,
-                &format!("committing {key} to {}", job.storage.describe()),
-            )
-        })?;
-    Ok(ObjectRecord {
-        role: stream.role.to_string(),
-        key: receipt.key,
-        raw_bytes: raw.load(Ordering::SeqCst),
-        stored_bytes: stored,
-        sha256,
-        tables: facts.map(|f| f.tables).unwrap_or_default(),
-    })
+    let tables = facts.map(|f| f.tables).unwrap_or_default();
+    for ((c, upload), key) in copies.iter_mut().zip(uploads).zip(keys) {
+        let Some(upload) = upload else { continue };
+        match commit_verified(c.dest.storage, upload, key, stored, &sha256).await {
+            Ok(receipt) => c.objects.push(ObjectRecord {
+                role: stream.role.to_string(),
+                key: receipt.key,
+                raw_bytes,
+                stored_bytes: stored,
+                sha256: sha256.clone(),
+                tables: tables.clone(),
+            }),
+            Err(e) => {
+                let doing = format!("committing {key} to {}", c.dest.storage.describe());
+                c.failed = Some(storage_stage_error(e, &doing));
+            }
+        }
+    }
+    Ok(raw_bytes)
 }
 
 /// Fail closed: the first reason this object may not be committed, in
@@ -397,16 +577,21 @@ fn judge(
     })
 }
 
-/// Move compressed chunks from the channel into the upload, hashing them.
+/// Move compressed chunks from the channel into every live upload at
+/// once (the bytes are shared, not copied; the slowest storage sets the
+/// pace), hashing them. A storage that fails a write loses its copy; when
+/// none is left the dump is stopped.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     job: &BackupJob<'_>,
     stream: &DumpStream,
-    mut upload: Box<dyn Upload>,
+    copies: &mut [Copy<'_>],
+    uploads: &mut [Option<Box<dyn Upload>>],
     mut rx: mpsc::Receiver<Bytes>,
     kill: KillHandle,
     raw: &AtomicU64,
     expected: Option<u64>,
-) -> (Box<dyn Upload>, Result<(u64, String), StageError>) {
+) -> Result<(u64, String), StageError> {
     let mut hasher = Sha256::new();
     let mut stored: u64 = 0;
     let clock = Instant::now();
@@ -424,7 +609,7 @@ async fn forward(
             biased;
             _ = job.cancel.cancelled() => {
                 kill.kill();
-                return (upload, Err(StageError::new(Stage::Interrupted, format!("interrupted while dumping {}", stream.role))));
+                return Err(StageError::new(Stage::Interrupted, format!("interrupted while dumping {}", stream.role)));
             }
             chunk = rx.recv() => match chunk {
                 Some(chunk) => {
@@ -433,9 +618,33 @@ async fn forward(
                     if let Some(bar) = &bar {
                         bar.update(raw.load(Ordering::Relaxed), stored);
                     }
-                    if let Err(e) = upload.write(chunk).await {
+                    let writes = uploads.iter_mut().map(|u| {
+                        let chunk = chunk.clone();
+                        async move {
+                            match u {
+                                Some(u) => u.write(chunk).await,
+                                None => Ok(()),
+                            }
+                        }
+                    });
+                    let results = futures::future::join_all(writes).await;
+                    let mut last_error = None;
+                    for ((c, u), result) in copies.iter_mut().zip(uploads.iter_mut()).zip(results) {
+                        if let Err(e) = result {
+                            let e = storage_stage_error(e, &format!("writing to {}", c.dest.storage.describe()));
+                            tracing::warn!(target_name = job.target, storage = c.dest.name, "copy failed: {}", e.message);
+                            if let Some(upload) = u.take() {
+                                if let Err(abort_err) = upload.abort().await {
+                                    tracing::warn!(target_name = job.target, "aborting upload failed: {abort_err:#}");
+                                }
+                            }
+                            last_error = Some(StageError::new(e.stage, e.message.clone()));
+                            c.failed = Some(e);
+                        }
+                    }
+                    if uploads.iter().all(Option::is_none) {
                         kill.kill();
-                        return (upload, Err(storage_stage_error(e, &format!("writing to {}", job.storage.describe()))));
+                        return Err(last_error.unwrap_or_else(|| StageError::new(Stage::Upload, "no storage left")));
                     }
                 }
                 None => break,
@@ -459,7 +668,7 @@ async fn forward(
     if let Some(bar) = &bar {
         bar.finish();
     }
-    (upload, Ok((stored, hex::encode(hasher.finalize()))))
+    Ok((stored, hex::encode(hasher.finalize())))
 }
 
 /// The target's newest backup, whose sizes give the progress bar its
@@ -468,7 +677,8 @@ async fn previous_backup(job: &BackupJob<'_>) -> Option<Manifest> {
     if !job.progress {
         return None;
     }
-    let listing = crate::catalog::list_target(job.storage, job.layout, job.target)
+    let first = job.destinations.first()?;
+    let listing = crate::catalog::list_target(first.storage, first.layout, job.target)
         .await
         .ok()?;
     listing.backups.last().map(|b| b.manifest.clone())

@@ -17,6 +17,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Serialize)]
 pub struct PruneReport {
     pub target: String,
+    /// The storage's name (`default` for `[storage]`).
+    pub storage: String,
     pub dry_run: bool,
     pub decisions: Vec<Decision>,
     /// Keys of objects without a manifest, older than the grace period.
@@ -34,9 +36,13 @@ pub struct PruneReport {
 impl PruneReport {
     pub fn render_human(&self) -> String {
         let mut out = format!(
-            "{}target {}:\n",
+            "{}target {}{}:\n",
             if self.dry_run { "(dry run) " } else { "" },
-            self.target
+            self.target,
+            match self.storage.as_str() {
+                crate::config::DEFAULT_STORAGE => String::new(),
+                other => format!(" in storage {other}"),
+            }
         );
         for line in crate::retention::render(&self.decisions).lines() {
             out.push_str(&format!("  {line}\n"));
@@ -62,6 +68,8 @@ impl PruneReport {
 }
 
 pub struct PruneRequest<'a> {
+    /// The storage's name, for the report.
+    pub storage_name: &'a str,
     pub storage: &'a dyn Storage,
     pub layout: &'a Layout,
     pub target: &'a str,
@@ -108,6 +116,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         })?;
     let mut report = PruneReport {
         target: req.target.to_string(),
+        storage: req.storage_name.to_string(),
         dry_run: req.dry_run,
         decisions,
         orphans,

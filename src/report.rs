@@ -93,9 +93,12 @@ pub struct TargetReport {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub duration_seconds: f64,
-    /// What retention did after a successful backup.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub prune: Option<PruneSummary>,
+    /// Where the backup went: one entry per storage of the target.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyReport>,
+    /// What retention did after a successful backup, per storage.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub prune: Vec<PruneSummary>,
     /// What `verify` read back from the restored database.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verified: Option<VerifySummary>,
@@ -119,8 +122,22 @@ pub struct VerifySummary {
     pub unpopulated_matviews: Vec<String>,
 }
 
+/// The backup in one storage.
+#[derive(Debug, Clone, Serialize)]
+pub struct CopyReport {
+    pub storage: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PruneSummary {
+    pub storage: String,
     pub deleted: Vec<String>,
     pub orphans_deleted: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,7 +176,8 @@ impl TargetReport {
             started_at,
             finished_at: Utc::now(),
             duration_seconds,
-            prune: None,
+            copies: Vec::new(),
+            prune: Vec::new(),
             verified: None,
             attempts: 1,
         }
@@ -203,9 +221,11 @@ impl RunReport {
         if self.targets.iter().any(|t| t.stage == Some(Stage::Auth)) {
             return ExitKind::AuthNeeded;
         }
-        if self.targets.iter().all(|t| {
-            t.status == Status::Success && t.prune.as_ref().is_none_or(|p| p.error.is_none())
-        }) {
+        if self
+            .targets
+            .iter()
+            .all(|t| t.status == Status::Success && t.prune.iter().all(|p| p.error.is_none()))
+        {
             ExitKind::Success
         } else {
             ExitKind::Failed
@@ -249,9 +269,6 @@ impl RunReport {
                         human_bytes(t.throughput() as u64),
                         t.backup_id.as_deref().unwrap_or("")
                     ));
-                    if let Some(p) = &t.prune {
-                        out.push_str(&format!("  {:<20} prune   {}\n", "", p.describe()));
-                    }
                 }
                 Status::Failed => out.push_str(&format!(
                     "  {:<20} FAILED  at {} after {:.1}s: {}\n",
@@ -260,6 +277,27 @@ impl RunReport {
                     t.duration_seconds,
                     t.error.as_deref().unwrap_or("")
                 )),
+            }
+            if t.copies.len() > 1 && t.backup_id.is_some() {
+                for c in &t.copies {
+                    out.push_str(&format!(
+                        "  {:<20} copy    {:<12} {}\n",
+                        "",
+                        c.storage,
+                        match (&c.status, &c.error) {
+                            (Status::Success, _) => "ok".to_string(),
+                            (_, e) => format!("FAILED: {}", e.as_deref().unwrap_or("?")),
+                        }
+                    ));
+                }
+            }
+            for p in &t.prune {
+                let label = if t.prune.len() > 1 {
+                    format!("prune {}", p.storage)
+                } else {
+                    "prune".into()
+                };
+                out.push_str(&format!("  {:<20} {label:<7} {}\n", "", p.describe()));
             }
         }
         out

@@ -160,7 +160,7 @@ async fn an_expired_access_token_mid_run_is_refreshed_once_and_persisted() {
             .replace("${BOX_CLIENT_SECRET}", CLIENT_SECRET)
     );
     let config = backstop::config::Config::parse(&text, std::path::Path::new("box.toml")).unwrap();
-    let backstop::config::StorageConfig::Box(b) = &config.storage else {
+    let backstop::config::StorageConfig::Box(b) = &config.storages["default"].storage else {
         panic!()
     };
     let s = backstop::storage::boxcom::BoxStorage::new(b).unwrap();

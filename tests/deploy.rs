@@ -293,7 +293,7 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
     assert!(toml.contains("host = \"mail-service\"") && toml.contains("port = 2525"));
     assert!(toml.contains("host = \"postgres\""));
     assert!(matches!(
-        config.storage,
+        config.storages["default"].storage,
         backstop::config::StorageConfig::Box(_)
     ));
     assert!(toml.contains("folder = \"usingandunderstanding-backups\""));

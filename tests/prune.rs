@@ -224,6 +224,7 @@ async fn data_is_deleted_before_its_manifest_and_the_newest_is_never_deleted() {
         ..Default::default()
     };
     let report = backstop::prune::prune_target(backstop::prune::PruneRequest {
+        storage_name: "default",
         storage: &s,
         layout: &layout,
         target: "db",

@@ -74,7 +74,7 @@ async fn a_token_rclone_refreshed_is_written_back_to_its_kubernetes_secret() {
     let text = "[storage]\ntype = \"rclone\"\nremote = \"rbox:backups\"\nrclone_config_secret = { name = \"rclone\" }\n\n\
                 [[targets]]\nname = \"x\"\ntype = \"postgres\"\ndatabase = \"x\"\n";
     let config = backstop::config::Config::parse(text, std::path::Path::new("r.toml")).unwrap();
-    let s = backstop::storage::from_config(&config.storage).unwrap();
+    let s = backstop::storage::from_config(&config.storages["default"].storage).unwrap();
     let _ = tokio::time::timeout(std::time::Duration::from_secs(120), s.list("x/")).await;
     assert_eq!(fake.stat(|s| s.refreshes), 1);
     let stored = kube.secret_value("ops", "rclone", "rclone.conf");

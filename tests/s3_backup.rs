@@ -346,6 +346,7 @@ async fn prune_aborts_multipart_uploads_a_crashed_run_left_behind() {
         ..Default::default()
     };
     let prune_with = |grace: u64, dry_run: bool| backstop::prune::PruneRequest {
+        storage_name: "default",
         storage: &storage,
         layout: &layout,
         target: "app",

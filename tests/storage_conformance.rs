@@ -431,7 +431,7 @@ async fn box_fixture() -> Fixture {
         )
     );
     let config = backstop::config::Config::parse(&text, std::path::Path::new("box.toml")).unwrap();
-    let backstop::config::StorageConfig::Box(b) = &config.storage else {
+    let backstop::config::StorageConfig::Box(b) = &config.storages["default"].storage else {
         panic!("box storage")
     };
     let s = storage::boxcom::BoxStorage::new(b).unwrap();

@@ -66,10 +66,22 @@ pub struct StoreOverride {
     to_secret: Option<String>,
 }
 
+/// The config's Box storage (there must be exactly one).
 fn box_config(config: &crate::config::Config) -> anyhow::Result<&BoxStorageConfig> {
-    match &config.storage {
-        StorageConfig::Box(b) => Ok(b),
-        _ => Err(usage("the config's [storage] is not type = \"box\"")),
+    let boxes: Vec<&BoxStorageConfig> = config
+        .storages
+        .values()
+        .filter_map(|e| match &e.storage {
+            StorageConfig::Box(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    match boxes.as_slice() {
+        [one] => Ok(one),
+        [] => Err(usage("the config has no storage with type = \"box\"")),
+        _ => Err(usage(
+            "the config has several Box storages; give each its own config file for `auth box`",
+        )),
     }
 }
 

@@ -3,7 +3,7 @@ use crate::catalog::Layout;
 use crate::codec::Codec;
 use crate::config::{Config, RetentionConfig, TargetConfig};
 use crate::error::ExitKind;
-use crate::pipeline::{run_backup, BackupJob};
+use crate::pipeline::{run_backup, BackupJob, Destination};
 use crate::prune::{prune_target, PruneRequest};
 use crate::report::{hostname, PruneSummary, RunReport, Status};
 use crate::storage::Storage;
@@ -34,8 +34,7 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
 pub struct Plan<'a> {
     config: &'a Config,
     targets: Vec<&'a TargetConfig>,
-    storage: Box<dyn Storage>,
-    layout: Layout,
+    storages: Vec<super::OpenStorage>,
     codec: Codec,
     notifiers: Vec<Box<dyn crate::notify::Notifier>>,
     encryption: Option<crate::crypto::Recipients>,
@@ -43,11 +42,9 @@ pub struct Plan<'a> {
 
 impl<'a> Plan<'a> {
     pub fn new(config: &'a Config, names: &[String]) -> anyhow::Result<Plan<'a>> {
-        let (storage, layout) = super::open_storage(config)?;
         Ok(Plan {
             targets: select_targets(config, names)?,
-            storage,
-            layout,
+            storages: super::open_storages(config, None)?,
             codec: Codec::from_config(&config.compression),
             encryption: config
                 .encryption
@@ -63,13 +60,7 @@ impl<'a> Plan<'a> {
     /// One run over every target: backups, prunes, notifications, metrics,
     /// the summary on stdout.
     pub async fn run(&self, cancel: &CancellationToken, json: bool) -> RunReport {
-        let (config, storage, layout, codec, notifiers) = (
-            self.config,
-            &self.storage,
-            &self.layout,
-            self.codec,
-            &self.notifiers,
-        );
+        let (config, codec, notifiers) = (self.config, self.codec, &self.notifiers);
         let started_at = Utc::now();
         crate::notify::notify_all(notifiers, crate::notify::Event::Started).await;
         let mut reports = Vec::new();
@@ -78,19 +69,37 @@ impl<'a> Plan<'a> {
         for target in self.targets.iter().copied() {
             let source = crate::source::from_config(target);
             let retry = config.retry_for(target);
+            let storages = super::storages_of(config, &self.storages, target);
             let mut attempt = 1;
+            // A retry dumps again only for the storages still without a copy.
+            let mut pending: Vec<&str> = storages.iter().map(|s| s.name.as_str()).collect();
+            let mut done_copies: Vec<crate::report::CopyReport> = Vec::new();
+            let mut held_id: Option<String> = None;
             let mut report = loop {
+                let destinations = storages
+                    .iter()
+                    .filter(|s| pending.contains(&s.name.as_str()))
+                    .map(|s| Destination {
+                        name: &s.name,
+                        storage: s.storage.as_ref(),
+                        layout: &s.layout,
+                    })
+                    .collect();
                 let report = run_backup(BackupJob {
                     target: target.name(),
                     source: source.as_ref(),
-                    storage: storage.as_ref(),
-                    layout,
+                    destinations,
                     codec,
                     encryption: self.encryption.as_ref(),
                     cancel: cancel.clone(),
                     progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
                 })
                 .await;
+                for c in report.copies.iter().filter(|c| c.status == Status::Success) {
+                    pending.retain(|p| *p != c.storage);
+                    done_copies.push(c.clone());
+                    held_id = held_id.or(report.backup_id.clone());
+                }
                 let can_retry = report.stage.is_some_and(crate::report::Stage::retryable);
                 if report.status == Status::Success || !can_retry || attempt >= retry.attempts {
                     break report;
@@ -111,12 +120,40 @@ impl<'a> Plan<'a> {
                 attempt += 1;
             };
             report.attempts = attempt;
-            if report.status == Status::Success {
-                if let Some(retention) = config.retention_for(target) {
-                    report.prune = Some(
-                        prune_after_backup(storage.as_ref(), layout, target.name(), retention)
-                            .await,
-                    );
+            // Every storage's copy, in config order: the ones an earlier
+            // attempt completed, and what the last attempt left.
+            let last: Vec<_> = report
+                .copies
+                .iter()
+                .filter(|c| c.status != Status::Success)
+                .cloned()
+                .collect();
+            report.copies = storages
+                .iter()
+                .filter_map(|s| {
+                    done_copies
+                        .iter()
+                        .chain(&last)
+                        .find(|c| c.storage == s.name)
+                        .cloned()
+                })
+                .collect();
+            if report.backup_id.is_none() {
+                report.backup_id = held_id;
+            }
+            // Retention runs in each storage that holds this run's backup.
+            for s in &storages {
+                let holds = report
+                    .copies
+                    .iter()
+                    .any(|c| c.storage == s.name && c.status == Status::Success);
+                if !holds {
+                    continue;
+                }
+                if let Some(retention) = config.retention_for(target, &s.name) {
+                    report
+                        .prune
+                        .push(prune_after_backup(s, target.name(), retention).await);
                 }
             }
             reports.push(report);
@@ -129,7 +166,16 @@ impl<'a> Plan<'a> {
             finished_at: Utc::now(),
             targets: reports,
         };
-        finish_run(&run, config, storage.as_ref(), layout, notifiers, json).await;
+        let primary = &self.storages[0];
+        finish_run(
+            &run,
+            config,
+            primary.storage.as_ref(),
+            &primary.layout,
+            notifiers,
+            json,
+        )
+        .await;
         run
     }
 }
@@ -160,15 +206,15 @@ pub async fn finish_run(
 /// Retention runs only after this target's backup succeeded in this run, so
 /// a failing database never loses its older backups to the policy.
 async fn prune_after_backup(
-    storage: &dyn Storage,
-    layout: &Layout,
+    storage: &super::OpenStorage,
     target: &str,
     retention: &RetentionConfig,
 ) -> PruneSummary {
     let policy = retention.policy();
     let result = prune_target(PruneRequest {
-        storage,
-        layout,
+        storage_name: &storage.name,
+        storage: storage.storage.as_ref(),
+        layout: &storage.layout,
         target,
         policy: &policy,
         orphan_grace: retention.orphan_grace.0,
@@ -178,6 +224,7 @@ async fn prune_after_backup(
     .await;
     match result {
         Ok(r) => PruneSummary {
+            storage: storage.name.clone(),
             error: (!r.errors.is_empty()).then(|| r.errors.join("; ")),
             deleted: r.deleted,
             orphans_deleted: r.orphans,
@@ -185,6 +232,7 @@ async fn prune_after_backup(
         Err(e) => {
             tracing::error!(target_name = target, "prune failed: {e:#}");
             PruneSummary {
+                storage: storage.name.clone(),
                 error: Some(format!("{e:#}")),
                 ..PruneSummary::default()
             }

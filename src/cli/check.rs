@@ -63,24 +63,27 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
         });
         lines.push(Line::of(format!("target {}", t.name()), result));
     }
-    let (storage, layout) = super::open_storage(&config)?;
-    lines.push(Line::of(
-        format!("storage {}", storage.describe()),
-        probe_storage(storage.as_ref(), &layout).await,
-    ));
-    if let StorageConfig::Box(b) = &config.storage {
-        if let crate::config::boxcom::BoxAuth::Oauth(o) = &b.auth {
-            let store = crate::storage::boxcom::auth::store_from_config(&o.token_store);
-            let result = async {
-                store.load().await?;
-                store.check_writable().await?;
-                Ok("readable and writable (a rotated token can be saved)".to_string())
+    for s in super::open_storages(&config, None)? {
+        lines.push(Line::of(
+            format!("storage {} ({})", s.name, s.storage.describe()),
+            probe_storage(s.storage.as_ref(), &s.layout).await,
+        ));
+    }
+    for entry in config.storages.values() {
+        if let StorageConfig::Box(b) = &entry.storage {
+            if let crate::config::boxcom::BoxAuth::Oauth(o) = &b.auth {
+                let store = crate::storage::boxcom::auth::store_from_config(&o.token_store);
+                let result = async {
+                    store.load().await?;
+                    store.check_writable().await?;
+                    Ok("readable and writable (a rotated token can be saved)".to_string())
+                }
+                .await;
+                lines.push(Line::of(
+                    format!("token store {}", store.describe()),
+                    result,
+                ));
             }
-            .await;
-            lines.push(Line::of(
-                format!("token store {}", store.describe()),
-                result,
-            ));
         }
     }
     if args.notify {

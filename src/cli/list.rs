@@ -12,6 +12,8 @@ pub struct ListArgs {
     /// Only this target.
     #[arg(long, short = 't')]
     pub target: Option<String>,
+    #[command(flatten)]
+    pub storage: super::StorageArg,
     /// One JSON document on stdout instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -20,6 +22,7 @@ pub struct ListArgs {
 #[derive(Serialize)]
 struct Row<'a> {
     target: &'a str,
+    storage: &'a str,
     id: &'a str,
     started_at: String,
     finished_at: String,
@@ -36,10 +39,15 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let (storage, layout) = super::open_storage(&config)?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
+    let several = config.storages.len() > 1;
     let mut listings = Vec::new();
-    for t in targets {
-        let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
+    for (t, s) in targets.into_iter().flat_map(|t| {
+        super::storages_of(&config, &opened, t)
+            .into_iter()
+            .map(move |s| (t, s))
+    }) {
+        let listing = list_target(s.storage.as_ref(), &s.layout, t.name()).await?;
         for d in &listing.damaged {
             tracing::warn!(target_name = t.name(), key = %d.manifest_key, "incomplete or damaged backup: {}", d.why);
         }
@@ -50,13 +58,14 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 "objects without a manifest (from interrupted runs) ignored"
             );
         }
-        listings.push((t.name().to_string(), listing));
+        listings.push((t.name().to_string(), s.name.clone(), listing));
     }
     let rows: Vec<Row> = listings
         .iter()
-        .flat_map(|(name, l)| {
+        .flat_map(|(name, storage, l)| {
             l.backups.iter().map(move |b| Row {
                 target: name,
+                storage,
                 id: &b.manifest.id.0,
                 started_at: b.manifest.started_at.to_rfc3339(),
                 finished_at: b.manifest.finished_at.to_rfc3339(),
@@ -79,9 +88,14 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         crate::outln!("no backups");
     }
     if !args.json && !rows.is_empty() {
+        let storage_col = |s: &str| match several {
+            true => format!("{s:<10} "),
+            false => String::new(),
+        };
         crate::outln!(
-            "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+            "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
             "TARGET",
+            storage_col("STORAGE"),
             "ID",
             "STARTED (UTC)",
             "FORMAT",
@@ -91,8 +105,9 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         );
         for r in &rows {
             crate::outln!(
-                "{:<12} {:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+                "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
                 r.target,
+                storage_col(r.storage),
                 r.id,
                 &r.started_at[..19.min(r.started_at.len())].replace('T', " "),
                 r.format,
@@ -103,9 +118,9 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
         }
     }
     if !args.json {
-        for (name, l) in &listings {
+        for (name, storage, l) in &listings {
             for d in &l.damaged {
-                crate::outln!("{name:<12} DAMAGED {}: {}", d.id, d.why);
+                crate::outln!("{name:<12} DAMAGED {} in {storage}: {}", d.id, d.why);
             }
         }
     }

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod backup;
 pub mod check;
 pub mod config;
+pub mod copy;
 pub mod init;
 pub mod list;
 pub mod notify;
@@ -60,6 +61,9 @@ pub enum Command {
     List(list::ListArgs),
     /// Restore a backup into a PostgreSQL database.
     Restore(restore::RestoreArgs),
+    /// Copy existing backups from one storage to another (seed a new
+    /// storage, repair a missing copy); what is there already is skipped.
+    Copy(copy::CopyArgs),
     /// Prove backups restore: restore each target's newest into a scratch
     /// database, read it through, drop it.
     Verify(verify::VerifyArgs),
@@ -133,14 +137,103 @@ pub fn config_search_path() -> Vec<PathBuf> {
     out
 }
 
-/// The storage a config names, and its key layout.
-pub fn open_storage(
+/// One configured storage, opened, with its key layout.
+pub struct OpenStorage {
+    pub name: String,
+    pub storage: Box<dyn crate::storage::Storage>,
+    pub layout: crate::catalog::Layout,
+}
+
+/// `--storage NAME` for the commands that read backups.
+#[derive(Debug, Args)]
+pub struct StorageArg {
+    /// Work on this storage only (a [storages.NAME]; [storage] is named
+    /// `default`). Default: every storage of the target, in config order
+    /// (restore and verify: the first that holds the backup).
+    #[arg(long, value_name = "NAME")]
+    pub storage: Option<String>,
+}
+
+/// The storages a command works on: the one named, or all, in config order.
+pub fn open_storages(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<OpenStorage>> {
+    if let Some(name) = only {
+        if !config.storages.contains_key(name) {
+            return Err(usage(format!(
+                "--storage: no storage named `{name}` (configured: {})",
+                config
+                    .storages
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+    }
+    config
+        .storages
+        .iter()
+        .filter(|(name, _)| only.is_none_or(|o| o == name.as_str()))
+        .map(|(name, entry)| {
+            Ok(OpenStorage {
+                name: name.clone(),
+                storage: crate::storage::from_config(&entry.storage)?,
+                layout: crate::catalog::Layout::new(entry.storage.prefix()),
+            })
+        })
+        .collect()
+}
+
+/// Of the opened storages, those a target's backups go to.
+pub fn storages_of<'a>(
     config: &Config,
-) -> anyhow::Result<(Box<dyn crate::storage::Storage>, crate::catalog::Layout)> {
-    Ok((
-        crate::storage::from_config(&config.storage)?,
-        crate::catalog::Layout::new(config.storage.prefix()),
-    ))
+    opened: &'a [OpenStorage],
+    target: &crate::config::TargetConfig,
+) -> Vec<&'a OpenStorage> {
+    let names = config.storages_for(target);
+    opened
+        .iter()
+        .filter(|o| names.contains(&o.name.as_str()))
+        .collect()
+}
+
+/// The storage to restore a target's backup from, and the backup's id: the
+/// first storage (in config order) that holds `id` intact; for the newest
+/// (`None`/`latest`), the newest backup any storage holds intact, so a copy
+/// that failed last night in the first storage does not hide a newer one.
+pub async fn locate_backup<'a>(
+    storages: &[&'a OpenStorage],
+    target: &str,
+    id: Option<&str>,
+) -> anyhow::Result<(&'a OpenStorage, String)> {
+    let mut found: Option<(&OpenStorage, crate::catalog::Backup)> = None;
+    let mut first_error = None;
+    for s in storages {
+        match crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, id).await {
+            Ok(b) => {
+                let newer = found
+                    .as_ref()
+                    .is_none_or(|(_, f)| b.manifest.started_at > f.manifest.started_at);
+                if newer {
+                    found = Some((s, b));
+                }
+                if id.is_some_and(|i| i != "latest") {
+                    break;
+                }
+            }
+            Err(e) => {
+                if storages.len() > 1 {
+                    tracing::warn!(target_name = target, storage = %s.name, "{e:#}");
+                }
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    match found {
+        Some((s, b)) => Ok((s, b.manifest.id.0)),
+        None => {
+            Err(first_error.unwrap_or_else(|| usage(format!("target `{target}` has no storage"))))
+        }
+    }
 }
 
 /// The targets a command works on: all, or the ones named (each must exist).
@@ -193,6 +286,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::List(args) => list::run(args).await,
         Command::Restore(args) => restore::run(args).await,
         Command::Prune(args) => prune::run(args).await,
+        Command::Copy(args) => copy::run(args).await,
         Command::Verify(args) => verify::run(args, json).await,
         Command::Status(args) => status::run(args).await,
         Command::Schedule(args) => schedule::run(args, json).await,

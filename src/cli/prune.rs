@@ -11,6 +11,8 @@ pub struct PruneArgs {
     /// Only this target.
     #[arg(long, short = 't')]
     pub target: Option<String>,
+    #[command(flatten)]
+    pub storage: super::StorageArg,
     /// Print the plan without deleting anything.
     #[arg(long)]
     pub dry_run: bool,
@@ -23,11 +25,16 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let (storage, layout) = super::open_storage(&config)?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let now = Utc::now();
     let mut reports = Vec::new();
-    for t in targets {
-        let Some(retention) = config.retention_for(t) else {
+    let pairs = targets.into_iter().flat_map(|t| {
+        super::storages_of(&config, &opened, t)
+            .into_iter()
+            .map(move |s| (t, s))
+    });
+    for (t, s) in pairs {
+        let Some(retention) = config.retention_for(t, &s.name) else {
             if names.is_empty() {
                 tracing::info!(
                     target_name = t.name(),
@@ -42,8 +49,9 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
         };
         let policy = retention.policy();
         let report = prune_target(PruneRequest {
-            storage: storage.as_ref(),
-            layout: &layout,
+            storage_name: &s.name,
+            storage: s.storage.as_ref(),
+            layout: &s.layout,
             target: t.name(),
             policy: &policy,
             orphan_grace: retention.orphan_grace.0,

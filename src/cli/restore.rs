@@ -39,6 +39,8 @@ pub struct RestoreArgs {
     pub fidelity: FidelityArgs,
     #[command(flatten)]
     pub identity: IdentityArg,
+    #[command(flatten)]
+    pub storage: super::StorageArg,
     /// Restore with N parallel pg_restore jobs (custom-format backups). The
     /// object is first decompressed to a file in --spool-dir (its raw size
     /// is needed there), checked, and deleted afterwards. Pays off for large
@@ -168,8 +170,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
                 )
             } else {
                 let config = args.config.load()?;
+                let mut opened = super::open_storages(&config, args.storage.storage.as_deref())?;
                 (
-                    super::open_storage(&config)?.0,
+                    opened.swap_remove(0).storage,
                     file.clone(),
                     args.identity.path(Some(&config)),
                 )
@@ -180,13 +183,24 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     }
     let config = args.config.load()?;
     let target = super::one_target(&config, args.target.as_deref())?;
-    let (storage, layout) = super::open_storage(&config)?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
+    let target_config = config.target(&target).expect("one_target checked it");
+    let (from, backup_id) = super::locate_backup(
+        &super::storages_of(&config, &opened, target_config),
+        &target,
+        args.backup.as_deref(),
+    )
+    .await?;
+    if opened.len() > 1 {
+        tracing::info!(storage = %from.name, backup = %backup_id, "restoring from storage {}", from.name);
+    }
+    let (storage, layout) = (&from.storage, &from.layout);
     if args.globals {
         let (id, plan) = restore_globals(
             storage.as_ref(),
-            &layout,
+            layout,
             &target,
-            args.backup.as_deref(),
+            Some(backup_id.as_str()),
             &into,
             args.identity.path(Some(&config)).as_deref(),
         )
@@ -211,7 +225,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         return Ok(ExitKind::Success);
     }
     let identity = args.identity.path(Some(&config));
-    let outcome = restore(storage.as_ref(), &layout, request(target, identity)).await?;
+    let mut req = request(target, identity);
+    req.backup = Some(backup_id);
+    let outcome = restore(storage.as_ref(), layout, req).await?;
     Ok(print_outcome(outcome))
 }
 

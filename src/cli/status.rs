@@ -15,7 +15,10 @@ pub struct StatusArgs {
     /// Only this target.
     #[arg(long, short = 't')]
     pub target: Option<String>,
-    /// Fail (exit 1) when a target has no complete backup newer than this.
+    #[command(flatten)]
+    pub storage: super::StorageArg,
+    /// Fail (exit 1) when a target has no complete backup newer than this,
+    /// in any of its storages (each storage is judged on its own).
     #[arg(long, default_value = "26h", value_parser = parse_duration)]
     pub max_age: HumanDuration,
     /// JSON on stdout instead of a table.
@@ -57,6 +60,7 @@ fn parse_duration(s: &str) -> Result<HumanDuration, String> {
 #[derive(Serialize)]
 struct Row {
     target: String,
+    storage: String,
     fresh: bool,
     newest: Option<String>,
     finished_at: Option<String>,
@@ -79,13 +83,19 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
-    let (storage, layout) = super::open_storage(&config)?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
+    let several = config.storages.len() > 1;
     let now = Utc::now();
     let started_at = now;
     let max_age = chrono::Duration::from_std(args.max_age.0).unwrap_or(chrono::Duration::MAX);
     let mut rows = Vec::new();
-    for t in targets {
-        let listing = list_target(storage.as_ref(), &layout, t.name()).await?;
+    let pairs = targets.into_iter().flat_map(|t| {
+        super::storages_of(&config, &opened, t)
+            .into_iter()
+            .map(move |s| (t, s))
+    });
+    for (t, s) in pairs {
+        let listing = list_target(s.storage.as_ref(), &s.layout, t.name()).await?;
         let newest = listing.backups.last();
         let age = newest.map(|b| now - b.manifest.finished_at);
         let interval = chrono::Duration::from_std(args.interval.0).unwrap_or(chrono::Duration::MAX);
@@ -113,6 +123,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                     || stale_for.is_some_and(|s| alert_due(s, args.interval.0, args.repeat.0))),
             recovered: fresh && recovered,
             target: t.name().to_string(),
+            storage: s.name.clone(),
             fresh,
             damaged_newest,
             newest: newest.map(|b| b.manifest.id.0.clone()),
@@ -128,22 +139,21 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         );
     } else {
         for r in &rows {
+            let label = match several {
+                true => format!("{} ({})", r.target, r.storage),
+                false => r.target.clone(),
+            };
             if let Some(d) = &r.damaged_newest {
-                crate::outln!(
-                    "{:<20} {:<6} newest backup is damaged: {d}",
-                    r.target,
-                    "DAMAGED"
-                );
+                crate::outln!("{label:<20} {:<6} newest backup is damaged: {d}", "DAMAGED");
             }
             match (&r.newest, r.age_seconds) {
                 (Some(id), Some(age)) => crate::outln!(
-                    "{:<20} {:<6} newest {id}, {} old, {}",
-                    r.target,
+                    "{label:<20} {:<6} newest {id}, {} old, {}",
                     if r.fresh { "ok" } else { "STALE" },
                     humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64)),
                     human_bytes(r.stored_bytes.unwrap_or(0))
                 ),
-                _ => crate::outln!("{:<20} {:<6} no complete backup", r.target, "STALE"),
+                _ => crate::outln!("{label:<20} {:<6} no complete backup", "STALE"),
             }
         }
     }
@@ -198,6 +208,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                             r.finished_at.as_deref().unwrap_or("?")
                         ),
                         None => "no complete backup at all".into(),
+                    };
+                    let why = if several {
+                        format!("in storage `{}`: {why}", r.storage)
+                    } else {
+                        why
                     };
                     TargetReport::ok(&r.target, started_at, 0.0).failed(
                         Stage::Stale,

@@ -37,13 +37,15 @@ pub struct VerifyArgs {
     pub keep: bool,
     #[command(flatten)]
     pub identity: super::restore::IdentityArg,
+    #[command(flatten)]
+    pub storage: super::StorageArg,
 }
 
 pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let targets = select_targets(&config, &args.targets)?;
     let scratch = super::restore::parse_pg_url(&args.scratch)?;
-    let (storage, layout) = super::open_storage(&config)?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let notifiers = crate::notify::from_config(&config.notify)
         .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?;
     let cancel = crate::signals::install();
@@ -63,26 +65,31 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
         // --scratch connection itself (regression: created through one
         // connection and dropped through another, it leaked when the URL
         // named a database that did not exist).
-        let result = restore(
-            storage.as_ref(),
-            &layout,
-            RestoreRequest {
-                target: t.name().to_string(),
-                backup: Some(args.backup.clone()),
-                into: into.clone(),
-                maintenance: scratch.clone(),
-                mode: Mode::Create,
-                fidelity: Fidelity {
-                    no_owner: true,
-                    no_acl: true,
-                    no_tablespaces: true,
-                    server_locale: false,
+        let storages = super::storages_of(&config, &opened, t);
+        let result = async {
+            let (from, id) = super::locate_backup(&storages, t.name(), Some(&args.backup)).await?;
+            restore(
+                from.storage.as_ref(),
+                &from.layout,
+                RestoreRequest {
+                    target: t.name().to_string(),
+                    backup: Some(id),
+                    into: into.clone(),
+                    maintenance: scratch.clone(),
+                    mode: Mode::Create,
+                    fidelity: Fidelity {
+                        no_owner: true,
+                        no_acl: true,
+                        no_tablespaces: true,
+                        server_locale: false,
+                    },
+                    parallel: None,
+                    identity: args.identity.path(Some(&config)),
+                    cancel: cancel.clone(),
                 },
-                parallel: None,
-                identity: args.identity.path(Some(&config)),
-                cancel: cancel.clone(),
-            },
-        )
+            )
+            .await
+        }
         .await;
         let (into_c, psql_c) = (into.clone(), psql.clone());
         let checked = match result {

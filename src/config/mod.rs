@@ -15,6 +15,7 @@ pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
 
 use crate::error::usage;
+use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -22,7 +23,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub storage: StorageConfig,
+    /// The single storage of a simple config; named "default" at load.
+    #[serde(default, skip_serializing)]
+    pub storage: Option<StorageConfig>,
+    /// Named storages, in order; every backup is copied to each storage of
+    /// its target. After load this holds every storage, `[storage]` first.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub storages: IndexMap<String, StorageEntry>,
     #[serde(default)]
     pub compression: CompressionConfig,
     /// Encrypt every object for these age/SSH public keys.
@@ -113,6 +120,42 @@ impl RetentionConfig {
             keep_all: self.keep_all,
             timezone: self.timezone.map_or(chrono_tz::UTC, |t| t.0),
         }
+    }
+}
+
+/// One named storage: where backups go, and optionally its own retention.
+#[derive(Debug, Clone, Serialize)]
+pub struct StorageEntry {
+    #[serde(flatten)]
+    pub storage: StorageConfig,
+    /// Replaces the top-level and the targets' `retention` in this storage
+    /// (an offsite copy often keeps longer than the primary).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionConfig>,
+}
+
+impl<'de> Deserialize<'de> for StorageEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let mut table = toml::Table::deserialize(d)?;
+        let retention = match table.remove("retention") {
+            Some(v) => Some(
+                tagged::variant::<RetentionConfig, D::Error>(match v {
+                    toml::Value::Table(t) => t,
+                    _ => return Err(D::Error::custom("@retention: must be a table")),
+                })
+                .map_err(|e| {
+                    D::Error::custom(format!(
+                        "@{}",
+                        tagged::join_path("retention", &e.to_string())
+                    ))
+                })?,
+            ),
+            None => None,
+        };
+        let storage =
+            StorageConfig::deserialize(toml::Value::Table(table)).map_err(D::Error::custom)?;
+        Ok(StorageEntry { storage, retention })
     }
 }
 
@@ -229,6 +272,13 @@ impl TargetConfig {
         }
     }
 
+    /// The storages this target names (empty: every storage).
+    pub fn own_storages(&self) -> &[String] {
+        match self {
+            TargetConfig::Postgres(p) => &p.storages,
+        }
+    }
+
     /// This target's own `[targets.retention]`, if it has one.
     pub fn own_retention(&self) -> Option<&RetentionConfig> {
         match self {
@@ -284,6 +334,10 @@ pub struct PostgresTarget {
     /// Replaces the top-level `[retry]` for this target.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<RetryConfig>,
+    /// The storages this target's backups are copied to; default: every
+    /// storage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storages: Vec<String>,
 }
 
 /// A target whose backup fails for a reason that can pass (the server
@@ -374,45 +428,37 @@ impl Config {
 
     fn resolve_and_validate(&mut self, origin: &Path) -> Result<(), String> {
         let base = origin.parent().unwrap_or(Path::new("."));
-        match &self.storage {
-            StorageConfig::Local(l) => {
-                if l.path.as_os_str().is_empty() {
-                    return Err("storage.path: must not be empty".into());
-                }
+        if let Some(single) = self.storage.take() {
+            if self.storages.contains_key(DEFAULT_STORAGE) {
+                return Err(format!(
+                    "storages.{DEFAULT_STORAGE}: [storage] is already named \"{DEFAULT_STORAGE}\"; \
+                     move it to [storages.NAME] or rename this one"
+                ));
             }
-            StorageConfig::S3(s) => {
-                if s.bucket.is_empty() {
-                    return Err("storage.bucket: must not be empty".into());
-                }
-                if let Some(e) = &s.endpoint {
-                    let ok = url::Url::parse(e).ok().filter(|u| {
-                        matches!(u.scheme(), "http" | "https") && u.host_str().is_some()
-                    });
-                    if ok.is_none() {
-                        return Err(format!(
-                            "storage.endpoint: `{e}` is not an http:// or https:// URL with a host"
-                        ));
-                    }
-                }
-                if s.access_key_id.is_some() != s.secret_access_key.is_some() {
-                    return Err(
-                        "storage: set both access_key_id and secret_access_key, or neither".into(),
-                    );
-                }
-            }
-            StorageConfig::Box(b) => boxcom::validate(b).map_err(|e| format!("storage.{e}"))?,
-            StorageConfig::Rclone(r) => {
-                if !r.remote.contains(':') {
-                    return Err(format!("storage.remote: `{}` is not `name:path`", r.remote));
-                }
-                if r.rclone_config.is_some() && r.rclone_config_secret.is_some() {
-                    return Err(
-                        "storage: set rclone_config or rclone_config_secret, not both".into(),
-                    );
-                }
+            let entry = StorageEntry {
+                storage: single,
+                retention: None,
+            };
+            self.storages
+                .shift_insert(0, DEFAULT_STORAGE.to_string(), entry);
+        }
+        if self.storages.is_empty() {
+            return Err(
+                "storage: no storage; add a [storage] table (or [storages.NAME] tables)".into(),
+            );
+        }
+        for (name, entry) in &self.storages {
+            let at = if name == DEFAULT_STORAGE && self.storages.len() == 1 {
+                "storage".to_string()
+            } else {
+                format!("storages.{name}")
+            };
+            validate_storage_name(name).map_err(|e| format!("{at}: {e}"))?;
+            validate_storage(&entry.storage).map_err(|e| format!("{at}.{e}"))?;
+            if let Some(r) = &entry.retention {
+                validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
             }
         }
-        validate_prefix(self.storage.prefix()).map_err(|e| format!("storage.prefix: {e}"))?;
         let c = &self.compression;
         if let Some(level) = c.level {
             let (lo, hi) = match c.algorithm {
@@ -467,6 +513,18 @@ impl Config {
             }
             if let Some(r) = target.own_retry() {
                 validate_retry(r).map_err(|e| format!("{at}.retry: {e}"))?;
+            }
+            let mut named = HashSet::new();
+            for s in target.own_storages() {
+                if !self.storages.contains_key(s) {
+                    return Err(format!(
+                        "{at}.storages: no storage named `{s}` (configured: {})",
+                        self.storages.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ));
+                }
+                if !named.insert(s) {
+                    return Err(format!("{at}.storages: `{s}` is named twice"));
+                }
             }
             match target {
                 TargetConfig::Postgres(pg) => {
@@ -530,9 +588,28 @@ impl Config {
             .unwrap_or_default()
     }
 
-    /// The retention that applies to a target: its own, else the default.
-    pub fn retention_for<'a>(&'a self, target: &'a TargetConfig) -> Option<&'a RetentionConfig> {
-        target.own_retention().or(self.retention.as_ref())
+    /// The retention that applies to a target in a storage: the storage's
+    /// own, else the target's, else the default.
+    pub fn retention_for<'a>(
+        &'a self,
+        target: &'a TargetConfig,
+        storage: &str,
+    ) -> Option<&'a RetentionConfig> {
+        self.storages
+            .get(storage)
+            .and_then(|s| s.retention.as_ref())
+            .or(target.own_retention())
+            .or(self.retention.as_ref())
+    }
+
+    /// The names of the storages a target's backups go to, in config order.
+    pub fn storages_for(&self, target: &TargetConfig) -> Vec<&str> {
+        let own = target.own_storages();
+        self.storages
+            .keys()
+            .filter(|name| own.is_empty() || own.contains(name))
+            .map(String::as_str)
+            .collect()
     }
 
     /// The resolved config as TOML, secrets replaced by `<redacted>`.
@@ -553,6 +630,57 @@ pub fn read_secret_file(path: &Path) -> Result<Secret, String> {
         }
     }
     Ok(Secret::new(value))
+}
+
+/// The name `[storage]` gets among named storages.
+pub const DEFAULT_STORAGE: &str = "default";
+
+fn validate_storage_name(name: &str) -> Result<(), String> {
+    validate_target_name(name).map_err(|e| format!("storage name {e}"))
+}
+
+/// One storage's own keys; errors start with the key.
+fn validate_storage(storage: &StorageConfig) -> Result<(), String> {
+    match storage {
+        StorageConfig::Local(l) => {
+            if l.path.as_os_str().is_empty() {
+                return Err("path: must not be empty".into());
+            }
+        }
+        StorageConfig::S3(s) => {
+            if s.bucket.is_empty() {
+                return Err("bucket: must not be empty".into());
+            }
+            if let Some(e) = &s.endpoint {
+                let ok = url::Url::parse(e)
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
+                if ok.is_none() {
+                    return Err(format!(
+                        "endpoint: `{e}` is not an http:// or https:// URL with a host"
+                    ));
+                }
+            }
+            if s.access_key_id.is_some() != s.secret_access_key.is_some() {
+                return Err(
+                    "access_key_id: set both access_key_id and secret_access_key, or neither"
+                        .into(),
+                );
+            }
+        }
+        StorageConfig::Box(b) => boxcom::validate(b)?,
+        StorageConfig::Rclone(r) => {
+            if !r.remote.contains(':') {
+                return Err(format!("remote: `{}` is not `name:path`", r.remote));
+            }
+            if r.rclone_config.is_some() && r.rclone_config_secret.is_some() {
+                return Err(
+                    "rclone_config: set rclone_config or rclone_config_secret, not both".into(),
+                );
+            }
+        }
+    }
+    validate_prefix(storage.prefix()).map_err(|e| format!("prefix: {e}"))
 }
 
 fn validate_retry(r: &RetryConfig) -> Result<(), String> {

@@ -43,10 +43,26 @@ fn example_config_parses_and_documents_every_key() {
     pg.sslmode = Some("x".into());
     pg.retention = full.retention.clone();
     pg.retry = full.retry;
+    pg.storages = vec!["default".into()];
+    full.encryption = Some(crate::crypto::EncryptionConfig {
+        recipients: vec!["x".into()],
+        recipients_file: Some("x".into()),
+        identity_file: Some("x".into()),
+        resolved: Vec::new(),
+    });
+    // Storages are checked below, type by type; here only the table name
+    // and a storage's own retention.
+    let named = std::mem::take(&mut full.storages);
+    let mut keys = vec!["storages".to_string()];
+    for entry in named.values() {
+        let mut entry = entry.clone();
+        entry.retention = full.retention.clone();
+        let v = toml::Value::try_from(&entry).unwrap();
+        collect_keys(&v, &mut keys);
+    }
     if let Some(r) = &mut full.retention {
         r.timezone = Some(TimeZoneName(chrono_tz::UTC));
     }
-    let mut keys = Vec::new();
     collect_keys(&toml::Value::try_from(&full).unwrap(), &mut keys);
     // The storage types not used in the example are documented there too.
     let s3 = StorageConfig::S3(S3StorageConfig {
@@ -329,4 +345,78 @@ fn malformed_values_that_used_to_pass_are_refused_naming_the_key() {
         assert!(e.contains(expected), "expected `{expected}` in: {e}");
         assert!(!e.contains("\nin `"), "context printed twice: {e}");
     }
+}
+
+const COPIES: &str = r#"
+[storage]
+type = "local"
+path = "/tmp/a"
+
+[storages.zeta]
+type = "local"
+path = "/tmp/z"
+[storages.zeta.retention]
+keep_monthly = 24
+
+[storages.alpha]
+type = "local"
+path = "/tmp/b"
+
+[retention]
+keep_daily = 7
+
+[[targets]]
+name = "prod"
+type = "postgres"
+database = "app"
+
+[[targets]]
+name = "dev"
+type = "postgres"
+database = "dev"
+storages = ["alpha"]
+[targets.retention]
+keep_last = 2
+"#;
+
+#[test]
+fn named_storages_keep_their_order_and_retention_is_per_storage() {
+    let c = parse(COPIES).unwrap();
+    let names: Vec<&str> = c.storages.keys().map(String::as_str).collect();
+    assert_eq!(names, ["default", "zeta", "alpha"]);
+    let (prod, dev) = (&c.targets[0], &c.targets[1]);
+    assert_eq!(c.storages_for(prod), ["default", "zeta", "alpha"]);
+    assert_eq!(c.storages_for(dev), ["alpha"]);
+    let keep = |t, s| c.retention_for(t, s).unwrap().policy();
+    assert_eq!(keep(prod, "default").keep_daily, 7);
+    assert_eq!(keep(prod, "zeta").keep_monthly, 24);
+    assert_eq!(keep(dev, "alpha").keep_last, 2);
+    assert_eq!(keep(dev, "zeta").keep_monthly, 24);
+}
+
+#[test]
+fn storage_names_are_checked() {
+    let e = err(&COPIES.replace("storages = [\"alpha\"]", "storages = [\"beta\"]"));
+    assert!(
+        e.contains(
+            "targets[1].storages: no storage named `beta` (configured: default, zeta, alpha)"
+        ),
+        "{e}"
+    );
+    let e = err(&COPIES.replace(
+        "storages = [\"alpha\"]",
+        "storages = [\"alpha\", \"alpha\"]",
+    ));
+    assert!(e.contains("named twice"), "{e}");
+    let e = err(&COPIES.replace("[storages.alpha]", "[storages.default]"));
+    assert!(e.contains("[storage] is already named \"default\""), "{e}");
+    let e = err(&COPIES.replace("keep_monthly = 24", "keep_montly = 24"));
+    assert!(
+        e.contains("storages.zeta.retention.keep_montly: unknown field"),
+        "{e}"
+    );
+    let e = err(&COPIES.replace("path = \"/tmp/b\"", "path = \"\""));
+    assert!(e.contains("storages.alpha.path: must not be empty"), "{e}");
+    let none = "[[targets]]\nname = \"x\"\ntype = \"postgres\"\ndatabase = \"x\"\n";
+    assert!(err(none).contains("no storage"), "{}", err(none));
 }

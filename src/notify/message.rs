@@ -24,7 +24,7 @@ pub fn subject(report: &RunReport) -> String {
     let prune_failed = report
         .targets
         .iter()
-        .any(|t| t.prune.as_ref().is_some_and(|p| p.error.is_some()));
+        .any(|t| t.prune.iter().any(|p| p.error.is_some()));
     if failed.is_empty() && !prune_failed {
         let names: Vec<&str> = report.targets.iter().map(|t| t.target.as_str()).collect();
         return format!("[backstop] OK {} on {}", names.join(", "), report.host);
@@ -111,8 +111,22 @@ pub fn text_body(report: &RunReport) -> String {
                 }
             }
         }
-        if let Some(p) = &t.prune {
-            out.push_str(&format!("  prune: {}\n", p.describe()));
+        if t.copies.len() > 1 {
+            for c in &t.copies {
+                match &c.error {
+                    None => {
+                        out.push_str(&format!("  storage {}: holds the new backup\n", c.storage))
+                    }
+                    Some(e) => out.push_str(&format!("  storage {}: FAILED: {e}\n", c.storage)),
+                }
+            }
+        }
+        for p in &t.prune {
+            let label = match t.prune.len() {
+                1 => "prune".to_string(),
+                _ => format!("prune in {}", p.storage),
+            };
+            out.push_str(&format!("  {label}: {}\n", p.describe()));
         }
         out.push('\n');
     }
