@@ -55,6 +55,12 @@ if [ "$(psql -XAtd postgres -c "SELECT count(*) FROM pg_database WHERE datname =
     FROM generate_series(1, $rows) g"
 fi
 
+# The zstd levels `level = "auto"` used in the last backup (its manifest).
+levels_used() {
+  python3 -c 'import json,sys; print(" ".join(str(l) for l in json.load(open(sys.argv[1]))["compression"].get("levels", [])))' \
+    "$(find "$work/backups" -name '*.manifest.json' | head -n 1)"
+}
+
 # measure NAME COMMAND...: runs it $reps times; records wall, cpu, rss, size.
 results=()
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
@@ -73,12 +79,12 @@ measure() {
   results+=("$name@$(printf '%s\n' "${walls[@]}" | median)@$(printf '%s\n' "${cpus[@]}" | median)@$(printf '%s\n' "${rsss[@]}" | sort -n | tail -n 1)@$size")
 }
 
-cfg() { # algorithm format [level]
+cfg() { # algorithm format [level] (level "auto" is the zstd default)
   cat >"$work/backstop-$1-$2${3:-}.toml" <<TOML
-[storage]
+${storage_toml:-[storage]
 type = "local"
 path = "$work/backups"
-create = true
+create = true}
 [compression]
 algorithm = "$1"
 ${3:+level = $3}
@@ -98,11 +104,28 @@ measure "pg_dump > /dev/null"            "$dump > /dev/null"
 measure "pg_dump | gzip"                 "$dump | gzip > $work/out/d.sql.gz"
 measure "pg_dump | pigz"                 "$dump | pigz > $work/out/d.sql.gz"
 measure "pg_dump | zstd -3 -T0"          "$dump | zstd -q -3 -T0 > $work/out/d.sql.zst"
-measure "backstop backup zstd (plain)"   "$bin backup --log-format json -c $(cfg zstd plain)"
-measure "backstop backup zstd (custom)"  "$bin backup --log-format json -c $(cfg zstd custom)"
+measure "backstop backup zstd auto (plain)" "$bin backup --log-format json -c $(cfg zstd plain)"
+levels_auto_plain=$(levels_used)
+measure "backstop backup zstd auto (custom)" "$bin backup --log-format json -c $(cfg zstd custom)"
+levels_auto_custom=$(levels_used)
+measure "backstop backup zstd -3 (plain)" "$bin backup --log-format json -c $(cfg zstd plain 3)"
 measure "pg_dump | zstd -1 -T0"          "$dump | zstd -q -1 -T0 > $work/out/d.sql.zst"
 measure "backstop backup zstd -1 (plain)" "$bin backup --log-format json -c $(cfg zstd plain 1)"
+measure "backstop backup zstd -1 (custom)" "$bin backup --log-format json -c $(cfg zstd custom 1)"
 measure "backstop backup gzip (plain)"   "$bin backup --log-format json -c $(cfg gzip plain)"
+
+# A slow storage (rclone to a local directory at 20 MiB/s): auto spends the
+# wait on a better ratio than level 3.
+printf '[disk]\ntype = local\n' > "$work/rclone.conf"
+storage_toml="[storage]
+type = \"rclone\"
+remote = \"disk:$work/backups\"
+rclone_config = \"$work/rclone.conf\""
+export RCLONE_BWLIMIT=20M
+measure "slow storage: zstd -3 (custom)"  "$bin backup --log-format json -c $(cfg zstd custom 3)"
+measure "slow storage: zstd auto (custom)" "$bin backup --log-format json -c $(cfg zstd custom)"
+levels_slow=$(levels_used)
+unset RCLONE_BWLIMIT storage_toml
 
 # Restore: the same plain zstd dump through both paths into a fresh database.
 rm -rf "$work/keep"; mkdir -p "$work/keep"
@@ -144,3 +167,4 @@ for r in "${results[@]}"; do
 done
 echo
 echo "ratios: backups vs pg_dump > /dev/null; plain restores vs zstd -dc | psql; custom restores vs zstd -dc | pg_restore. pigz: ${pigz_wall}s"
+echo "zstd levels used by auto: plain [$levels_auto_plain], custom [$levels_auto_custom], slow storage [$levels_slow]"

@@ -142,7 +142,11 @@ pub struct ObjectRecord {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CompressionRecord {
     pub algorithm: crate::codec::Algorithm,
+    /// The level (with `level = "auto"`: the one it started at).
     pub level: i32,
+    /// With `level = "auto"`: every level used, lowest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub levels: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -10,6 +10,7 @@
 //! manifest is written only after every object committed.
 
 use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord};
+use crate::codec::adapt::{Adapter, Pipe};
 use crate::codec::{Codec, FinishWrite};
 use crate::process::{Finished, KillHandle};
 use crate::report::{human_bytes, CopyReport, Stage, Status, TargetReport};
@@ -237,7 +238,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
     let started_at = Utc::now();
     let id = BackupId::new(job.target, started_at);
     let previous = previous_backup(job).await;
-    let mut raw_totals = Vec::new();
+    let mut levels = std::collections::BTreeSet::new();
     for stream in &plan.streams {
         let mut ext = match job.codec.extension() {
             Some(c) => format!("{}.{c}", stream.extension),
@@ -255,7 +256,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
             .map(|c| c.dest.layout.object_key(job.target, &id, started_at, &ext))
             .collect();
         match stream_object(job, stream, &mut copies, &keys, expected).await {
-            Ok(raw) => raw_totals.push(raw),
+            Ok((_, used)) => levels.extend(used),
             Err(e) => {
                 for c in &copies {
                     remove_committed(job, c.dest.storage, &c.objects).await;
@@ -280,6 +281,10 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         compression: CompressionRecord {
             algorithm: job.codec.algorithm,
             level: job.codec.level,
+            levels: match job.codec.adapt {
+                Some(_) => levels.iter().copied().collect(),
+                None => Vec::new(),
+            },
         },
         encryption_recipients: job
             .encryption
@@ -399,7 +404,8 @@ fn storage_stage_error(e: crate::storage::StorageError, doing: &str) -> StageErr
 
 /// What the compressor thread reports when it ends.
 struct WorkerOutcome {
-    result: std::io::Result<()>,
+    /// The compression levels used, when it went well.
+    result: std::io::Result<Vec<i32>>,
     finished: std::io::Result<Finished>,
     /// The inspector's verdict on the dump's bytes, when there is one.
     facts: Option<Result<DumpFacts, String>>,
@@ -414,7 +420,7 @@ async fn stream_object(
     copies: &mut [Copy<'_>],
     keys: &[String],
     expected: Option<u64>,
-) -> Result<u64, StageError> {
+) -> Result<(u64, Vec<i32>), StageError> {
     // A fresh file key per object; with [encryption] set there is no path
     // that writes clear text (fail closed).
     let encryptor =
@@ -440,7 +446,7 @@ async fn stream_object(
         }
     }
     if uploads.iter().all(Option::is_none) {
-        return Ok(0);
+        return Ok((0, Vec::new()));
     }
     let mut running = stream
         .command
@@ -512,6 +518,7 @@ async fn stream_object(
             return Err(e);
         }
     };
+    let (facts, levels) = facts;
     let tables = facts.map(|f| f.tables).unwrap_or_default();
     for ((c, upload), key) in copies.iter_mut().zip(uploads).zip(keys) {
         let Some(upload) = upload else { continue };
@@ -530,7 +537,7 @@ async fn stream_object(
             }
         }
     }
-    Ok(raw_bytes)
+    Ok((raw_bytes, levels))
 }
 
 /// Fail closed: the first reason this object may not be committed, in
@@ -542,7 +549,7 @@ fn judge(
     outcome: WorkerOutcome,
     stored: u64,
     produced: u64,
-) -> Result<Option<DumpFacts>, StageError> {
+) -> Result<(Option<DumpFacts>, Vec<i32>), StageError> {
     let finished = outcome.finished.map_err(|e| {
         StageError::new(
             Stage::Dump,
@@ -557,24 +564,22 @@ fn judge(
             raw_bytes: 0,
         });
     }
-    if let Err(e) = outcome.result {
-        return Err(StageError::new(
-            Stage::Compress,
-            format!("compressing {}: {e}", stream.role),
-        ));
-    }
+    let levels = outcome.result.map_err(|e| {
+        StageError::new(Stage::Compress, format!("compressing {}: {e}", stream.role))
+    })?;
     if stored != produced {
         return Err(StageError::new(
             Stage::Compress,
             format!("compressed stream incomplete: {produced} bytes produced, {stored} forwarded"),
         ));
     }
-    outcome.facts.transpose().map_err(|why| {
+    let facts = outcome.facts.transpose().map_err(|why| {
         StageError::new(
             Stage::Dump,
             format!("{} exited 0, but {why}", stream.command.name()),
         )
-    })
+    })?;
+    Ok((facts, levels))
 }
 
 /// Move compressed chunks from the channel into every live upload at
@@ -684,27 +689,36 @@ async fn previous_backup(job: &BackupJob<'_>) -> Option<Manifest> {
     listing.backups.last().map(|b| b.manifest.clone())
 }
 
-/// Read the dump, compress it, and send chunks down the channel.
+/// Read the dump, compress it, and send chunks down the channel. Returns
+/// the compression levels used (they move with `level = "auto"`).
 fn compress(
-    mut stdout: impl Read,
+    mut stdout: std::process::ChildStdout,
     codec: Codec,
     encryptor: Option<age::Encryptor>,
     tx: mpsc::Sender<Bytes>,
     raw: &AtomicU64,
     sink_bytes: &Arc<AtomicU64>,
     mut inspector: Option<&mut DumpInspector>,
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<i32>> {
+    let blocked = Arc::new(AtomicU64::new(0));
     let sink = ChunkSink {
         tx,
         buf: BytesMut::with_capacity(CHUNK_BYTES),
         written: Arc::clone(sink_bytes),
+        blocked_nanos: Arc::clone(&blocked),
     };
     let mut encoder: Box<dyn FinishWrite> = match encryptor {
         Some(e) => codec.encoder(crate::crypto::EncryptWriter::new(e, sink)?)?,
         None => codec.encoder(sink)?,
     };
+    let mut adapter = codec
+        .adapt
+        .map(|bounds| (Adapter::new(codec.level, bounds), Pipe::of(&stdout)));
     let mut buf = vec![0u8; READ_BUFFER];
     let pumped = loop {
+        if let Some((a, pipe)) = adapter.as_mut() {
+            a.observe_pipe(pipe.fill());
+        }
         let n = match stdout.read(&mut buf) {
             Ok(0) => break Ok(()),
             Ok(n) => n,
@@ -718,9 +732,21 @@ fn compress(
         if let Err(e) = encoder.write_all(&buf[..n]) {
             break Err(e);
         }
+        if let Some((a, _)) = adapter.as_mut() {
+            let waited = Duration::from_nanos(blocked.load(Ordering::Relaxed));
+            if let Some(level) = a.next_level(waited) {
+                if let Err(e) = encoder.set_level(level) {
+                    break Err(e);
+                }
+            }
+        }
+    };
+    let levels = match &adapter {
+        Some((a, _)) => a.levels_used(),
+        None => vec![codec.level],
     };
     match pumped {
-        Ok(()) => encoder.finish(),
+        Ok(()) => encoder.finish().map(|()| levels),
         Err(e) => {
             // Shut the codec's threads down; its own error adds nothing.
             let _ = encoder.finish();
@@ -735,6 +761,8 @@ struct ChunkSink {
     tx: mpsc::Sender<Bytes>,
     buf: BytesMut,
     written: Arc<AtomicU64>,
+    /// Time spent waiting for the storage to take a chunk.
+    blocked_nanos: Arc<AtomicU64>,
 }
 
 impl ChunkSink {
@@ -744,9 +772,14 @@ impl ChunkSink {
         }
         let chunk = self.buf.split().freeze();
         self.buf.reserve(CHUNK_BYTES);
-        self.tx
+        let waited = Instant::now();
+        let sent = self
+            .tx
             .blocking_send(chunk)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "upload stopped"));
+        let nanos = u64::try_from(waited.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.blocked_nanos.fetch_add(nanos, Ordering::Relaxed);
+        sent
     }
 }
 
@@ -770,5 +803,63 @@ impl Write for ChunkSink {
 impl FinishWrite for ChunkSink {
     fn finish(mut self: Box<Self>) -> std::io::Result<()> {
         self.send_buffered()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::Algorithm;
+
+    /// Compress `bytes` of base64 text (compresses to about 3/4, so chunks
+    /// flow steadily) through `compress`, with a storage that takes
+    /// `per_chunk` for each chunk. Returns the levels used and the output.
+    fn compress_with_storage_delay(bytes: u64, per_chunk: Duration) -> (Vec<i32>, Vec<u8>) {
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &format!("base64 /dev/urandom | head -c {bytes}")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let codec = Codec {
+            algorithm: Algorithm::Zstd,
+            level: 1,
+            threads: 2,
+            adapt: Some((1, 9)),
+        };
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_CHUNKS);
+        let storage = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            while let Some(chunk) = rx.blocking_recv() {
+                std::thread::sleep(per_chunk);
+                out.extend_from_slice(&chunk);
+            }
+            out
+        });
+        let raw = AtomicU64::new(0);
+        let levels = compress(
+            stdout,
+            codec,
+            None,
+            tx,
+            &raw,
+            &Arc::new(AtomicU64::new(0)),
+            None,
+        )
+        .unwrap();
+        child.wait().unwrap();
+        assert_eq!(raw.load(Ordering::SeqCst), bytes);
+        (levels, storage.join().unwrap())
+    }
+
+    #[test]
+    fn a_slow_storage_makes_auto_compress_harder_than_level_3() {
+        let bytes = 64 << 20;
+        let (levels, stored) = compress_with_storage_delay(bytes, Duration::from_millis(60));
+        assert!(levels.iter().max().unwrap() > &3, "levels used: {levels:?}");
+        // The frames of every level form one standard stream.
+        let decoded = zstd::decode_all(&stored[..]).unwrap();
+        assert_eq!(decoded.len() as u64, bytes);
+        assert!(decoded.iter().all(|b| b.is_ascii()));
     }
 }

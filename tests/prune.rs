@@ -38,6 +38,7 @@ async fn fake_backup(
         compression: CompressionRecord {
             algorithm: Algorithm::Zstd,
             level: 3,
+            levels: vec![],
         },
         encryption_recipients: vec![],
         objects: vec![ObjectRecord {

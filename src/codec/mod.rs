@@ -5,30 +5,46 @@
 //! no-lock-in invariant. Parallel gzip writes independent deflate blocks in
 //! one gzip member, the way pigz does.
 
+pub mod adapt;
 mod config;
 
-pub use config::{Algorithm, CompressionConfig};
+pub use config::{Algorithm, CompressionConfig, Level};
 use std::io::{self, Write};
 
 /// A writer that must be told when the stream ends (to write trailers).
 pub trait FinishWrite: Write + Send {
     fn finish(self: Box<Self>) -> io::Result<()>;
+
+    /// Change the compression level mid-stream (zstd with workers: from
+    /// its next job on); other writers ignore it.
+    fn set_level(&mut self, _level: i32) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Codec {
     pub algorithm: Algorithm,
+    /// The level (with `adapt`: the level it starts at).
     pub level: i32,
     pub threads: usize,
+    /// `level = "auto"`: the bounds the level adapts within.
+    pub adapt: Option<(i32, i32)>,
 }
 
 impl Codec {
     pub fn from_config(c: &CompressionConfig) -> Codec {
-        let level = c.level.unwrap_or(match c.algorithm {
-            Algorithm::Zstd => 3,
-            Algorithm::Gzip => 6,
-            Algorithm::None => 0,
-        });
+        let adapt = c.adaptive().then(|| c.auto_bounds());
+        let level = match (c.level, adapt) {
+            (Some(Level::Fixed(l)), _) => l,
+            // Start fast; the level rises while the compressor waits.
+            (_, Some((min, _))) => min,
+            _ => match c.algorithm {
+                Algorithm::Zstd => 3,
+                Algorithm::Gzip => 6,
+                Algorithm::None => 0,
+            },
+        };
         let threads = if c.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -38,6 +54,7 @@ impl Codec {
             algorithm: c.algorithm,
             level,
             threads,
+            adapt,
         }
     }
 
@@ -46,6 +63,7 @@ impl Codec {
             algorithm: Algorithm::None,
             level: 0,
             threads: 1,
+            adapt: None,
         }
     }
 
@@ -59,10 +77,12 @@ impl Codec {
         match self.algorithm {
             Algorithm::Zstd => {
                 let mut enc = zstd::stream::write::Encoder::new(out, self.level)?;
-                if self.threads > 1 {
-                    enc.multithread(self.threads as u32)?;
+                // The level can change mid-frame only with workers.
+                if self.threads > 1 || self.adapt.is_some() {
+                    enc.multithread(self.threads.max(1) as u32)?;
                 }
-                if self.level > HIGH_LEVEL {
+                let highest = self.adapt.map_or(self.level, |(_, max)| max);
+                if highest > HIGH_LEVEL {
                     // High levels size their window and match tables for
                     // the best ratio on huge inputs: 200–340 MiB with two
                     // workers. Capping them keeps memory bounded at a small
@@ -207,6 +227,11 @@ impl<W: FinishWrite + 'static> FinishWrite for ZstdEncoder<W> {
     fn finish(self: Box<Self>) -> io::Result<()> {
         Box::new(self.0.finish()?).finish()
     }
+
+    fn set_level(&mut self, level: i32) -> io::Result<()> {
+        self.0
+            .set_parameter(zstd::zstd_safe::CParameter::CompressionLevel(level))
+    }
 }
 
 impl<W: Write + Send + 'static> Write for GzipEncoder<W> {
@@ -286,6 +311,7 @@ mod tests {
                 algorithm,
                 level: if algorithm == Algorithm::None { 0 } else { 3 },
                 threads: 2,
+                adapt: None,
             };
             let compressed = Shared::default();
             let mut enc = codec.encoder(compressed.clone()).unwrap();
@@ -329,6 +355,7 @@ mod tests {
                 algorithm: Algorithm::Zstd,
                 level,
                 threads: 2,
+                adapt: None,
             };
             let compressed = Shared::default();
             let mut enc = codec.encoder(compressed.clone()).unwrap();

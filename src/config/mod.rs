@@ -459,26 +459,9 @@ impl Config {
                 validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
             }
         }
-        let c = &self.compression;
-        if let Some(level) = c.level {
-            let (lo, hi) = match c.algorithm {
-                // Negative levels are zstd's --fast modes.
-                Algorithm::Zstd => (-7, 19),
-                Algorithm::Gzip => (1, 9),
-                Algorithm::None => (0, 0),
-            };
-            // zstd reads 0 as "its default", which is not what a user who
-            // wrote 0 meant: refused like any level out of range.
-            if c.algorithm == Algorithm::None || level == 0 || !(lo..=hi).contains(&level) {
-                return Err(if c.algorithm == Algorithm::None {
-                    "compression.level: not allowed with algorithm = \"none\"".into()
-                } else {
-                    format!(
-                        "compression.level: {level} is out of range {lo}..={hi} for this algorithm"
-                    )
-                });
-            }
-        }
+        self.compression
+            .validate()
+            .map_err(|e| format!("compression.{e}"))?;
         if let Some(e) = &mut self.encryption {
             e.resolve(base).map_err(|e| format!("encryption.{e}"))?;
         }
