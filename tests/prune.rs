@@ -282,7 +282,7 @@ fn backup_prunes_only_after_its_own_success() {
     let s = r.summary();
     assert_eq!(s["targets"][0]["status"], "success");
     assert_eq!(
-        s["targets"][0]["prune"]["deleted"]
+        s["targets"][0]["prune"][0]["deleted"]
             .as_array()
             .unwrap()
             .len(),

@@ -63,9 +63,13 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
         });
         lines.push(Line::of(format!("target {}", t.name()), result));
     }
+    let several = config.storages.len() > 1;
     for s in super::open_storages(&config, None)? {
         lines.push(Line::of(
-            format!("storage {} ({})", s.name, s.storage.describe()),
+            match several {
+                true => format!("storage {} ({})", s.name, s.storage.describe()),
+                false => format!("storage {}", s.storage.describe()),
+            },
             probe_storage(s.storage.as_ref(), &s.layout).await,
         ));
     }

@@ -52,6 +52,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let psql = tokio::task::spawn_blocking(|| newest_psql(&discover())).await??;
     let started_at = Utc::now();
     let mut reports = Vec::new();
+    let mut needs_usage_exit = false;
     for t in targets {
         let clock = Instant::now();
         let t_started = Utc::now();
@@ -140,6 +141,9 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             }
             Err(e) => {
                 tracing::error!(target_name = t.name(), "verify failed: {e:#}");
+                // A missing or wrong identity (or another usage error) is
+                // reported like any failure, and ends the run with exit 2.
+                needs_usage_exit |= crate::error::has::<crate::error::UsageError>(&e);
                 let stage = if cancel.is_cancelled() {
                     Stage::Interrupted
                 } else {
@@ -167,7 +171,10 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     } else {
         crate::out!("{}", run.render_human());
     }
-    Ok(run.exit_kind())
+    Ok(match run.exit_kind() {
+        ExitKind::Failed if needs_usage_exit => ExitKind::Usage,
+        other => other,
+    })
 }
 
 /// Read every row of every user table and populated materialized view (a
