@@ -80,11 +80,10 @@ measure() {
 }
 
 cfg() { # algorithm format [level] (level "auto" is the zstd default)
+  local storage=${storage_toml:-}
+  [ -n "$storage" ] || storage=$(printf '[storage]\ntype = "local"\npath = "%s"\ncreate = true' "$work/backups")
   cat >"$work/backstop-$1-$2${3:-}.toml" <<TOML
-${storage_toml:-[storage]
-type = "local"
-path = "$work/backups"
-create = true}
+$storage
 [compression]
 algorithm = "$1"
 ${3:+level = $3}
@@ -155,7 +154,7 @@ restore_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc | psql' | cut -d@
 custom_base=$(printf '%s\n' "${results[@]}" | grep '^zstd -dc | pg_restore' | cut -d@ -f2)
 echo
 echo "database $db: plain dump $((raw / 1024 / 1024)) MiB; $(nproc) cores; median of $reps"
-printf '%-32s %8s %8s %10s %10s %8s\n' "command" "wall s" "cpu s" "peak RSS" "output" "ratio"
+printf '%-36s %8s %8s %10s %12s %8s\n' "command" "wall s" "cpu s" "peak RSS" "output" "ratio"
 for r in "${results[@]}"; do
   IFS=@ read -r name wall cpu rss size <<<"$r"
   ref=$base
@@ -163,7 +162,7 @@ for r in "${results[@]}"; do
     *custom*restore*|*restore*custom*) ref=$custom_base ;;
     *restore*) ref=$restore_base ;;
   esac
-  printf '%-32s %8.2f %8.2f %7d MiB %6d MiB %7.2fx\n' "$name" "$wall" "$cpu" $((rss / 1024)) $((size / 1024 / 1024)) "$(echo "$wall / $ref" | bc -l)"
+  printf '%-36s %8.2f %8.2f %7d MiB %8.1f MiB %7.2fx\n' "$name" "$wall" "$cpu" $((rss / 1024)) "$(echo "$size / 1048576" | bc -l)" "$(echo "$wall / $ref" | bc -l)"
 done
 echo
 echo "ratios: backups vs pg_dump > /dev/null; plain restores vs zstd -dc | psql; custom restores vs zstd -dc | pg_restore. pigz: ${pigz_wall}s"

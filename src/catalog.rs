@@ -136,7 +136,7 @@ pub struct ObjectRecord {
     /// Rows per table the dump holds (for `verify` to compare), when the
     /// format lets them be counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tables: Vec<crate::source::pg_archive::TableRows>,
+    pub tables: Vec<crate::engine::postgres::archive::TableRows>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -12,10 +12,10 @@
 use crate::catalog::{BackupId, CompressionRecord, Layout, Manifest, ObjectRecord};
 use crate::codec::adapt::{Adapter, Pipe};
 use crate::codec::{Codec, FinishWrite};
+use crate::engine::postgres::archive::DumpFacts;
+use crate::engine::{DumpStream, Source};
 use crate::process::{Finished, KillHandle};
 use crate::report::{human_bytes, CopyReport, Stage, Status, TargetReport};
-use crate::source::pg_archive::{DumpFacts, DumpInspector};
-use crate::source::{DumpStream, Source};
 use crate::storage::{commit_verified, put_bytes, Storage, Upload};
 use bytes::{Bytes, BytesMut};
 use chrono::Utc;
@@ -223,7 +223,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         if crate::error::has::<crate::error::NoFittingTools>(&e) {
             return StageError::new(Stage::Tools, message);
         }
-        match crate::source::pgtools::connect_hint(&message) {
+        match crate::engine::postgres::tools::connect_hint(&message) {
             Some(hint) => StageError::new(Stage::Connect, format!("{message}; hint: {hint}")),
             None => StageError::new(Stage::Connect, message),
         }
@@ -460,7 +460,7 @@ async fn stream_object(
     let (done_tx, done_rx) = oneshot::channel();
     let codec = job.codec;
     let (raw_w, sink_w) = (Arc::clone(&raw), Arc::clone(&sink_bytes));
-    let mut inspector = stream.check.map(DumpInspector::new);
+    let mut inspector = stream.check.map(crate::engine::inspector);
     std::thread::Builder::new()
         .name(format!("compress-{}", stream.role))
         .spawn(move || {
@@ -471,13 +471,13 @@ async fn stream_object(
                 tx,
                 &raw_w,
                 &sink_w,
-                inspector.as_mut(),
+                inspector.as_deref_mut(),
             );
             if result.is_err() {
                 running.kill();
             }
             let finished = running.wait();
-            let facts = inspector.map(DumpInspector::finish);
+            let facts = inspector.map(|i| i.finish());
             let _ = done_tx.send(WorkerOutcome {
                 result,
                 finished,
@@ -698,7 +698,7 @@ fn compress(
     tx: mpsc::Sender<Bytes>,
     raw: &AtomicU64,
     sink_bytes: &Arc<AtomicU64>,
-    mut inspector: Option<&mut DumpInspector>,
+    mut inspector: Option<&mut (dyn crate::engine::Inspector + 'static)>,
 ) -> std::io::Result<Vec<i32>> {
     let blocked = Arc::new(AtomicU64::new(0));
     let sink = ChunkSink {

@@ -67,7 +67,7 @@ impl<'a> Plan<'a> {
         // Targets run one after another: a dump already takes a core, and the
         // compressor the others.
         for target in self.targets.iter().copied() {
-            let source = crate::source::from_config(target);
+            let source = crate::engine::from_config(target);
             let retry = config.retry_for(target);
             let storages = super::storages_of(config, &self.storages, target);
             let mut attempt = 1;

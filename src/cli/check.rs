@@ -37,7 +37,7 @@ impl Line {
             },
             Err(e) => {
                 let text = format!("{e:#}");
-                let hint = crate::source::pgtools::connect_hint(&text)
+                let hint = crate::engine::postgres::tools::connect_hint(&text)
                     .map(|h| format!("\n      hint: {h}"))
                     .unwrap_or_default();
                 Line {
@@ -54,11 +54,16 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let mut lines = Vec::new();
     for t in &config.targets {
-        let source = crate::source::from_config(t);
+        let source = crate::engine::from_config(t);
+        let kind = source.info().kind;
         let result = source.plan().await.map(|plan| {
+            let server = match kind {
+                "postgres" => format!("PostgreSQL {}", plan.server_version),
+                _ => plan.server_version,
+            };
             format!(
-                "PostgreSQL {}; {} {} would dump it",
-                plan.server_version, plan.tool, plan.tool_version
+                "{server}; {} {} would dump it",
+                plan.tool, plan.tool_version
             )
         });
         lines.push(Line::of(format!("target {}", t.name()), result));

@@ -82,6 +82,16 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Helpers backstop runs as child processes.
+    #[command(subcommand, hide = true)]
+    Internal(InternalCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InternalCommand {
+    /// Write a consistent copy of a live SQLite database to stdout (the
+    /// "dump tool" of sqlite targets).
+    SqliteSnapshot { path: PathBuf },
 }
 
 #[derive(Debug, Args)]
@@ -208,7 +218,14 @@ pub async fn locate_backup<'a>(
     let mut found: Option<(&OpenStorage, crate::catalog::Backup)> = None;
     let mut first_error = None;
     for s in storages {
-        match crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, id).await {
+        match crate::engine::postgres::restore::choose_backup(
+            s.storage.as_ref(),
+            &s.layout,
+            target,
+            id,
+        )
+        .await
+        {
             Ok(b) => {
                 let newer = found
                     .as_ref()
@@ -293,5 +310,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Notify(cmd) => notify::run(cmd).await,
         Command::Auth(cmd) => auth::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
+        Command::Internal(InternalCommand::SqliteSnapshot { path }) => {
+            crate::engine::sqlite::snapshot::to_stdout(&path)?;
+            Ok(ExitKind::Success)
+        }
     }
 }

@@ -1,9 +1,11 @@
 use super::ConfigArg;
+use crate::engine::postgres::database::Fidelity;
+use crate::engine::postgres::restore::{
+    restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest,
+};
+use crate::engine::postgres::tools::PgConn;
 use crate::error::{usage, ExitKind};
-use crate::restore::{restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest};
 use crate::secret::Secret;
-use crate::source::pg_database::Fidelity;
-use crate::source::pgtools::PgConn;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -18,8 +20,9 @@ pub struct RestoreArgs {
     /// damaged newest backup is refused, not skipped).
     #[arg(long)]
     pub backup: Option<String>,
-    /// Database to restore into: postgres://USER@HOST:PORT/DB. A password is
-    /// better given as PGPASSWORD than in the URL.
+    /// Where to restore: postgres://USER@HOST:PORT/DB (a password is better
+    /// given as PGPASSWORD than in the URL), or sqlite:///PATH for an SQLite
+    /// target (written beside PATH, renamed into place).
     #[arg(long)]
     pub into: String,
     /// Restore a standard dump file instead of a backup: a local path, or a
@@ -134,6 +137,9 @@ impl FidelityArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
+    if let Some(path) = crate::engine::sqlite::restore::parse_url(&args.into) {
+        return run_sqlite(args, path).await;
+    }
     let into = parse_pg_url(&args.into)?;
     let request = |target: String, identity| RestoreRequest {
         target,
@@ -228,6 +234,40 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let mut req = request(target, identity);
     req.backup = Some(backup_id);
     let outcome = restore(storage.as_ref(), layout, req).await?;
+    Ok(print_outcome(outcome))
+}
+
+/// `--into sqlite:///path`: the backup's database file, written beside the
+/// path and renamed into place.
+async fn run_sqlite(args: RestoreArgs, path: std::path::PathBuf) -> anyhow::Result<ExitKind> {
+    if args.file.is_some() || args.globals || args.jobs.is_some() {
+        return Err(usage(
+            "--file, --globals and --jobs are for PostgreSQL; an SQLite backup restores to a path",
+        ));
+    }
+    let config = args.config.load()?;
+    let target = super::one_target(&config, args.target.as_deref())?;
+    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
+    let target_config = config.target(&target).expect("one_target checked it");
+    let (from, backup_id) = super::locate_backup(
+        &super::storages_of(&config, &opened, target_config),
+        &target,
+        args.backup.as_deref(),
+    )
+    .await?;
+    let outcome = crate::engine::sqlite::restore::restore(
+        from.storage.as_ref(),
+        &from.layout,
+        crate::engine::sqlite::restore::SqliteRestore {
+            target,
+            backup: Some(backup_id),
+            path,
+            mode: args.place.mode(),
+            identity: args.identity.path(Some(&config)),
+            cancel: crate::signals::install(),
+        },
+    )
+    .await?;
     Ok(print_outcome(outcome))
 }
 

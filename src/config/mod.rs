@@ -256,12 +256,14 @@ pub struct LocalStorageConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum TargetConfig {
     Postgres(PostgresTarget),
+    Sqlite(crate::engine::sqlite::SqliteTarget),
 }
 
 impl TargetConfig {
     pub fn name(&self) -> &str {
         match self {
             TargetConfig::Postgres(p) => &p.name,
+            TargetConfig::Sqlite(s) => &s.name,
         }
     }
 
@@ -269,6 +271,7 @@ impl TargetConfig {
     pub fn own_retry(&self) -> Option<&RetryConfig> {
         match self {
             TargetConfig::Postgres(p) => p.retry.as_ref(),
+            TargetConfig::Sqlite(s) => s.retry.as_ref(),
         }
     }
 
@@ -276,6 +279,7 @@ impl TargetConfig {
     pub fn own_storages(&self) -> &[String] {
         match self {
             TargetConfig::Postgres(p) => &p.storages,
+            TargetConfig::Sqlite(s) => &s.storages,
         }
     }
 
@@ -283,6 +287,7 @@ impl TargetConfig {
     pub fn own_retention(&self) -> Option<&RetentionConfig> {
         match self {
             TargetConfig::Postgres(p) => p.retention.as_ref(),
+            TargetConfig::Sqlite(s) => s.retention.as_ref(),
         }
     }
 }
@@ -371,7 +376,7 @@ fn default_retry_delay() -> HumanDuration {
 }
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
-tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres });
+tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "sqlite" => Sqlite });
 
 fn default_pg_host() -> String {
     "localhost".into()
@@ -510,6 +515,7 @@ impl Config {
                 }
             }
             match target {
+                TargetConfig::Sqlite(sq) => sq.validate().map_err(|e| format!("{at}.{e}"))?,
                 TargetConfig::Postgres(pg) => {
                     if pg.database.is_empty() {
                         return Err(format!("{at}.database: must not be empty"));

@@ -36,7 +36,9 @@ fn example_config_parses_and_documents_every_key() {
     // Every key the config types know must appear in the example, set or
     // commented out, so the documentation cannot fall behind the code.
     let mut full = config.clone();
-    let TargetConfig::Postgres(pg) = &mut full.targets[0];
+    let TargetConfig::Postgres(pg) = &mut full.targets[0] else {
+        panic!("the example's first target is postgres")
+    };
     pg.password = Some(Secret::new("x"));
     pg.password_file = Some("x".into());
     pg.pg_dump_path = Some("x".into());
@@ -197,7 +199,9 @@ fn collect_keys(v: &toml::Value, out: &mut Vec<String>) {
 #[test]
 fn defaults_fill_in_what_is_left_out() {
     let c = parse(MINIMAL).unwrap();
-    let TargetConfig::Postgres(pg) = &c.targets[0];
+    let TargetConfig::Postgres(pg) = &c.targets[0] else {
+        panic!("postgres target")
+    };
     assert_eq!(
         (pg.host.as_str(), pg.port, pg.user.as_str()),
         ("localhost", 5432, "postgres")
@@ -263,7 +267,9 @@ fn password_file_is_read_and_never_rendered() {
         "database = \"app\"\npassword_file = \"pw\"",
     );
     let c = Config::parse(&text, &dir.path().join("b.toml")).unwrap();
-    let TargetConfig::Postgres(pg) = &c.targets[0];
+    let TargetConfig::Postgres(pg) = &c.targets[0] else {
+        panic!("postgres target")
+    };
     assert_eq!(pg.password.as_ref().unwrap().expose(), "hunter2-secret");
     let rendered = c.to_redacted_toml();
     assert!(

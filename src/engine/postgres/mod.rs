@@ -1,14 +1,23 @@
 //! PostgreSQL through pg_dump (and pg_dumpall for globals), with the client
 //! chosen to match the server's major version.
 
-use super::pg_archive::DumpKind;
-use super::pgtools::{self, PgConn, PgTools};
-use super::{DumpPlan, DumpStream, Source, SourceInfo};
+pub mod archive;
+pub mod database;
+pub mod globals;
+pub mod plain_filter;
+pub mod restore;
+pub mod tools;
+pub mod verify;
+
+use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
 use crate::config::{PgFormat, PostgresTarget};
 use crate::process::ChildCommand;
 use anyhow::Context;
+use archive::DumpKind;
 use async_trait::async_trait;
 use std::path::PathBuf;
+use tools as pgtools;
+use tools::{PgConn, PgTools};
 
 #[derive(Clone)]
 pub struct PostgresSource {
@@ -60,10 +69,10 @@ impl PostgresSource {
             role: "database",
             extension,
             command: self.conn.apply(dump),
-            check: Some(match self.format {
+            check: Some(Check::Postgres(match self.format {
                 PgFormat::Custom => DumpKind::Custom,
                 PgFormat::Plain => DumpKind::Plain,
-            }),
+            })),
         }];
         if self.globals {
             let pg_dumpall = match tools {
@@ -88,12 +97,12 @@ impl PostgresSource {
                         // connection string.
                         .arg(format!("--database={}", self.conn.database)),
                 ),
-                check: Some(DumpKind::Globals),
+                check: Some(Check::Postgres(DumpKind::Globals)),
             });
         }
         // Read with the newest psql: any psql talks to any server.
         let database_properties = match pgtools::newest_psql(&found)
-            .and_then(|psql| super::pg_database::capture(&self.conn, &psql))
+            .and_then(|psql| database::capture(&self.conn, &psql))
         {
             Ok(p) => Some(serde_json::to_value(p).expect("properties serialize")),
             Err(e) => {

@@ -9,7 +9,7 @@
 //! output has none of this; its custom archive has some of it, but
 //! `pg_restore --create` can only use the original name.
 
-use super::pgtools::PgConn;
+use super::tools::PgConn;
 use crate::sql::{ident, literal};
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -11,7 +11,7 @@
 //! stdin` data — so a function body or a data row that merely looks like
 //! such a statement is passed through untouched.
 
-use crate::source::pg_database::Fidelity;
+use crate::engine::postgres::database::Fidelity;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
