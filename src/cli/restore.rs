@@ -21,8 +21,9 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub backup: Option<String>,
     /// Where to restore: postgres://USER@HOST:PORT/DB (a password is better
-    /// given as PGPASSWORD than in the URL), or sqlite:///PATH for an SQLite
-    /// target (written beside PATH, renamed into place).
+    /// given as PGPASSWORD than in the URL), mysql://USER[:PASSWORD]@HOST:PORT/DB
+    /// (or mariadb://), or sqlite:///PATH (written beside PATH, renamed
+    /// into place).
     #[arg(long)]
     pub into: String,
     /// Restore a standard dump file instead of a backup: a local path, or a
@@ -138,7 +139,10 @@ impl FidelityArgs {
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     if let Some(path) = crate::engine::sqlite::restore::parse_url(&args.into) {
-        return run_sqlite(args, path).await;
+        return run_other_engine(args, Into::Sqlite(path)).await;
+    }
+    if let Some(conn) = crate::engine::mysql::restore::parse_url(&args.into) {
+        return run_other_engine(args, Into::Mysql(conn?)).await;
     }
     let into = parse_pg_url(&args.into)?;
     let request = |target: String, identity| RestoreRequest {
@@ -237,12 +241,18 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     Ok(print_outcome(outcome))
 }
 
-/// `--into sqlite:///path`: the backup's database file, written beside the
-/// path and renamed into place.
-async fn run_sqlite(args: RestoreArgs, path: std::path::PathBuf) -> anyhow::Result<ExitKind> {
+/// A destination of another engine than PostgreSQL.
+enum Into {
+    Sqlite(std::path::PathBuf),
+    Mysql(crate::engine::mysql::tools::MyConn),
+}
+
+/// `--into sqlite:///path` (the database file, written beside the path and
+/// renamed into place) or `--into mysql://…/DB`.
+async fn run_other_engine(args: RestoreArgs, into: Into) -> anyhow::Result<ExitKind> {
     if args.file.is_some() || args.globals || args.jobs.is_some() {
         return Err(usage(
-            "--file, --globals and --jobs are for PostgreSQL; an SQLite backup restores to a path",
+            "--file, --globals and --jobs are for PostgreSQL (postgres:// URLs)",
         ));
     }
     let config = args.config.load()?;
@@ -255,19 +265,34 @@ async fn run_sqlite(args: RestoreArgs, path: std::path::PathBuf) -> anyhow::Resu
         args.backup.as_deref(),
     )
     .await?;
-    let outcome = crate::engine::sqlite::restore::restore(
-        from.storage.as_ref(),
-        &from.layout,
-        crate::engine::sqlite::restore::SqliteRestore {
-            target,
-            backup: Some(backup_id),
-            path,
-            mode: args.place.mode(),
-            identity: args.identity.path(Some(&config)),
-            cancel: crate::signals::install(),
-        },
-    )
-    .await?;
+    let (identity, cancel) = (args.identity.path(Some(&config)), crate::signals::install());
+    let (storage, layout, backup) = (from.storage.as_ref(), &from.layout, Some(backup_id));
+    let outcome = match into {
+        Into::Sqlite(path) => {
+            use crate::engine::sqlite::restore::{restore, SqliteRestore};
+            let req = SqliteRestore {
+                target,
+                backup,
+                path,
+                mode: args.place.mode(),
+                identity,
+                cancel,
+            };
+            restore(storage, layout, req).await?
+        }
+        Into::Mysql(into) => {
+            use crate::engine::mysql::restore::{restore, MysqlRestore};
+            let req = MysqlRestore {
+                target,
+                backup,
+                into,
+                mode: args.place.mode(),
+                identity,
+                cancel,
+            };
+            restore(storage, layout, req).await?
+        }
+    };
     Ok(print_outcome(outcome))
 }
 

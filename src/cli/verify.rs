@@ -7,6 +7,7 @@ use super::{select_targets, ConfigArg};
 use crate::config::TargetConfig;
 use crate::error::ExitKind;
 use crate::report::{hostname, RunReport, Stage, TargetReport};
+use crate::restore::VerifyRequest;
 use chrono::Utc;
 use clap::Args;
 use std::time::Instant;
@@ -24,9 +25,11 @@ pub struct VerifyArgs {
     /// Server for the scratch databases: postgres://USER@HOST:PORT/DB (the
     /// database named is only used to connect; a new one is created per
     /// target and dropped afterwards).
-    /// (PostgreSQL targets; SQLite copies go to the temp directory.)
+    /// For MariaDB/MySQL targets: mysql://USER[:PASSWORD]@HOST:PORT/DB
+    /// likewise. SQLite copies go to the temp directory. Repeat to give one
+    /// of each.
     #[arg(long)]
-    pub scratch: Option<String>,
+    pub scratch: Vec<String>,
     /// Keep the scratch databases (to inspect them).
     #[arg(long)]
     pub keep: bool,
@@ -39,17 +42,22 @@ pub struct VerifyArgs {
 pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let targets = select_targets(&config, &args.targets)?;
-    let scratch = match &args.scratch {
-        Some(url) => Some(super::restore::parse_pg_url(url)?),
-        None => None,
-    };
-    if scratch.is_none()
-        && targets
-            .iter()
-            .any(|t| matches!(t, TargetConfig::Postgres(_)))
-    {
+    let (mut scratch, mut my_scratch) = (None, None);
+    for url in &args.scratch {
+        match crate::engine::mysql::restore::parse_url(url) {
+            Some(conn) => my_scratch = Some(conn?),
+            None => scratch = Some(super::restore::parse_pg_url(url)?),
+        }
+    }
+    let needs = |f: fn(&TargetConfig) -> bool| targets.iter().any(|t| f(t));
+    if scratch.is_none() && needs(|t| matches!(t, TargetConfig::Postgres(_))) {
         return Err(crate::error::usage(
             "--scratch postgres://USER@HOST:PORT/DB is needed to verify PostgreSQL targets",
+        ));
+    }
+    if my_scratch.is_none() && needs(|t| matches!(t, TargetConfig::Mysql(_))) {
+        return Err(crate::error::usage(
+            "--scratch mysql://USER@HOST:PORT/DB is needed to verify MariaDB/MySQL targets",
         ));
     }
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
@@ -68,29 +76,25 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             let (from, backup_id) =
                 super::locate_backup(&storages, t.name(), Some(&args.backup)).await?;
             let (storage, layout) = (from.storage.as_ref(), &from.layout);
+            let v = VerifyRequest {
+                target: t.name(),
+                backup_id,
+                identity,
+                keep: args.keep,
+                cancel: &cancel,
+            };
+            let expect = "checked above";
             match t {
                 TargetConfig::Postgres(_) => {
-                    let v = crate::engine::postgres::verify::PgVerify {
-                        target: t.name(),
-                        backup_id,
-                        scratch: scratch.as_ref().expect("checked above"),
-                        keep: args.keep,
-                        identity,
-                        cancel: &cancel,
-                    };
-                    crate::engine::postgres::verify::verify(storage, layout, v).await
+                    let scratch = scratch.as_ref().expect(expect);
+                    crate::engine::postgres::verify::verify(storage, layout, v, scratch).await
+                }
+                TargetConfig::Mysql(_) => {
+                    let scratch = my_scratch.as_ref().expect(expect);
+                    crate::engine::mysql::restore::verify(storage, layout, v, scratch).await
                 }
                 TargetConfig::Sqlite(_) => {
-                    crate::engine::sqlite::restore::verify(
-                        storage,
-                        layout,
-                        t.name(),
-                        backup_id,
-                        identity,
-                        args.keep,
-                        &cancel,
-                    )
-                    .await
+                    crate::engine::sqlite::restore::verify(storage, layout, v).await
                 }
             }
         }

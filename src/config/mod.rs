@@ -256,6 +256,7 @@ pub struct LocalStorageConfig {
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum TargetConfig {
     Postgres(PostgresTarget),
+    Mysql(crate::engine::mysql::MysqlTarget),
     Sqlite(crate::engine::sqlite::SqliteTarget),
 }
 
@@ -263,6 +264,7 @@ impl TargetConfig {
     pub fn name(&self) -> &str {
         match self {
             TargetConfig::Postgres(p) => &p.name,
+            TargetConfig::Mysql(m) => &m.name,
             TargetConfig::Sqlite(s) => &s.name,
         }
     }
@@ -271,6 +273,7 @@ impl TargetConfig {
     pub fn own_retry(&self) -> Option<&RetryConfig> {
         match self {
             TargetConfig::Postgres(p) => p.retry.as_ref(),
+            TargetConfig::Mysql(m) => m.retry.as_ref(),
             TargetConfig::Sqlite(s) => s.retry.as_ref(),
         }
     }
@@ -279,6 +282,7 @@ impl TargetConfig {
     pub fn own_storages(&self) -> &[String] {
         match self {
             TargetConfig::Postgres(p) => &p.storages,
+            TargetConfig::Mysql(m) => &m.storages,
             TargetConfig::Sqlite(s) => &s.storages,
         }
     }
@@ -287,6 +291,7 @@ impl TargetConfig {
     pub fn own_retention(&self) -> Option<&RetentionConfig> {
         match self {
             TargetConfig::Postgres(p) => p.retention.as_ref(),
+            TargetConfig::Mysql(m) => m.retention.as_ref(),
             TargetConfig::Sqlite(s) => s.retention.as_ref(),
         }
     }
@@ -376,7 +381,7 @@ fn default_retry_delay() -> HumanDuration {
 }
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
-tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "sqlite" => Sqlite });
+tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "mysql" => Mysql, "sqlite" => Sqlite });
 
 fn default_pg_host() -> String {
     "localhost".into()
@@ -516,6 +521,7 @@ impl Config {
             }
             match target {
                 TargetConfig::Sqlite(sq) => sq.validate().map_err(|e| format!("{at}.{e}"))?,
+                TargetConfig::Mysql(my) => my.resolve(base).map_err(|e| format!("{at}.{e}"))?,
                 TargetConfig::Postgres(pg) => {
                     if pg.database.is_empty() {
                         return Err(format!("{at}.database: must not be empty"));

@@ -7,6 +7,7 @@
 //! Adding an engine: its folder, a line in [`from_config`] and
 //! [`inspector`], its `TargetConfig` variant, the example config, the README.
 
+pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
 
@@ -14,6 +15,7 @@ pub mod sqlite;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
     Postgres(postgres::archive::DumpKind),
+    Mysql,
     Sqlite,
 }
 
@@ -28,6 +30,12 @@ impl Inspector for postgres::archive::DumpInspector {
     }
 }
 
+impl Inspector for mysql::MysqlInspector {
+    fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
+        self.verdict().map(|()| Default::default())
+    }
+}
+
 impl Inspector for sqlite::SqliteInspector {
     fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
         self.verdict().map(|()| Default::default())
@@ -38,6 +46,7 @@ impl Inspector for sqlite::SqliteInspector {
 pub fn inspector(check: Check) -> Box<dyn Inspector> {
     match check {
         Check::Postgres(kind) => Box::new(postgres::archive::DumpInspector::new(kind)),
+        Check::Mysql => Box::<mysql::MysqlInspector>::default(),
         Check::Sqlite => Box::<sqlite::SqliteInspector>::default(),
     }
 }
@@ -89,6 +98,7 @@ pub fn from_config(target: &crate::config::TargetConfig) -> Box<dyn Source> {
         crate::config::TargetConfig::Postgres(p) => {
             Box::new(postgres::PostgresSource::from_config(p))
         }
+        crate::config::TargetConfig::Mysql(m) => Box::new(mysql::MysqlSource::from_config(m)),
         crate::config::TargetConfig::Sqlite(s) => Box::new(sqlite::SqliteSource::from_config(s)),
     }
 }

@@ -8,25 +8,17 @@ use super::restore::{drop_database, restore, Mode, RestoreOutcome, RestoreReques
 use super::tools::{discover, newest_psql, PgConn};
 use crate::catalog::Layout;
 use crate::report::VerifySummary;
+use crate::restore::VerifyRequest;
 use crate::sql::{ident, literal};
 use crate::storage::Storage;
 use anyhow::Context;
-use std::path::{Path, PathBuf};
-use tokio_util::sync::CancellationToken;
-
-pub struct PgVerify<'a> {
-    pub target: &'a str,
-    pub backup_id: String,
-    pub scratch: &'a PgConn,
-    pub keep: bool,
-    pub identity: Option<PathBuf>,
-    pub cancel: &'a CancellationToken,
-}
+use std::path::Path;
 
 pub async fn verify(
     storage: &dyn Storage,
     layout: &Layout,
-    v: PgVerify<'_>,
+    v: VerifyRequest<'_>,
+    scratch: &PgConn,
 ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
     let psql = tokio::task::spawn_blocking(|| newest_psql(&discover())).await??;
     let name = format!(
@@ -34,7 +26,7 @@ pub async fn verify(
         v.target.replace('-', "_"),
         chrono::Utc::now().format("%Y%m%d%H%M%S")
     );
-    let into = v.scratch.with_database(&name);
+    let into = scratch.with_database(&name);
     // The scratch database is created, and always dropped, through the
     // --scratch connection itself (regression: created through one
     // connection and dropped through another, it leaked when the URL
@@ -46,7 +38,7 @@ pub async fn verify(
             target: v.target.to_string(),
             backup: Some(v.backup_id),
             into: into.clone(),
-            maintenance: v.scratch.clone(),
+            maintenance: scratch.clone(),
             mode: Mode::Create,
             fidelity: Fidelity {
                 no_owner: true,
@@ -76,7 +68,7 @@ pub async fn verify(
         Err(e) => Err(e),
     };
     if !v.keep {
-        let (conn, name) = (v.scratch.clone(), name.clone());
+        let (conn, name) = (scratch.clone(), name.clone());
         let dropped = tokio::task::spawn_blocking(move || drop_database(&conn, &psql, &name)).await;
         if !matches!(dropped, Ok(Ok(()))) {
             tracing::warn!(database = %into.database, "could not drop the scratch database; drop it by hand");

@@ -5,7 +5,7 @@
 use crate::catalog::Layout;
 use crate::fetch::{fetch_into, StoredObject};
 use crate::report::VerifySummary;
-use crate::restore::{choose_backup, Mode, RestoreOutcome};
+use crate::restore::{choose_backup, Mode, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
 use anyhow::{bail, Context};
 use rusqlite::Connection;
@@ -166,12 +166,9 @@ pub fn read_through(path: &Path) -> anyhow::Result<VerifySummary> {
 pub async fn verify(
     storage: &dyn Storage,
     layout: &Layout,
-    target: &str,
-    backup_id: String,
-    identity: Option<PathBuf>,
-    keep: bool,
-    cancel: &CancellationToken,
+    v: VerifyRequest<'_>,
 ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
+    let target = v.target;
     let dir = tempfile::Builder::new()
         .prefix("backstop-verify-")
         .tempdir()
@@ -182,18 +179,18 @@ pub async fn verify(
         layout,
         SqliteRestore {
             target: target.to_string(),
-            backup: Some(backup_id),
+            backup: Some(v.backup_id),
             path: path.clone(),
             mode: Mode::Create,
-            identity,
-            cancel: cancel.clone(),
+            identity: v.identity,
+            cancel: v.cancel.clone(),
         },
     )
     .await?;
     let summary = tokio::task::spawn_blocking(move || read_through(&path))
         .await
         .context("sqlite verify task")??;
-    if keep {
+    if v.keep {
         tracing::info!(path = %dir.keep().display(), "kept the scratch copy");
     }
     Ok((outcome, summary))

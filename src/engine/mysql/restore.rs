@@ -1,0 +1,313 @@
+//! Restore and verify for MariaDB/MySQL. A restore creates the database
+//! with the source's character set and collation (or uses an empty one),
+//! streams the checked dump into the `mariadb` client, and on any failure
+//! drops what it created, so the name is either restored or as it was.
+
+use super::tools::{self, ident, literal, MyConn, MyTools};
+use crate::catalog::Layout;
+use crate::fetch::{fetch_into, StoredObject};
+use crate::report::VerifySummary;
+use crate::restore::{choose_backup, Mode, RestoreOutcome, VerifyRequest};
+use crate::storage::Storage;
+use anyhow::{anyhow, bail, Context};
+use std::path::PathBuf;
+use std::process::Stdio;
+use tokio_util::sync::CancellationToken;
+
+pub struct MysqlRestore {
+    pub target: String,
+    pub backup: Option<String>,
+    pub into: MyConn,
+    pub mode: Mode,
+    pub identity: Option<PathBuf>,
+    pub cancel: CancellationToken,
+}
+
+/// `mysql://USER[:PASSWORD]@HOST[:PORT]/DB` (or `mariadb://`); None for
+/// another scheme. Errors never echo the URL (it may hold a password).
+pub fn parse_url(text: &str) -> Option<anyhow::Result<MyConn>> {
+    let url = url::Url::parse(text).ok()?;
+    if !matches!(url.scheme(), "mysql" | "mariadb") {
+        return None;
+    }
+    let usage = crate::error::usage;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((|| {
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| usage("the mysql:// URL names no host"))?;
+        let database = decode(url.path().trim_start_matches('/'));
+        if database.is_empty() || database.contains('/') {
+            return Err(usage("the mysql:// URL must end with /DATABASE"));
+        }
+        Ok(MyConn {
+            host: host.to_string(),
+            port: url.port().unwrap_or(3306),
+            user: match url.username() {
+                "" => "root".into(),
+                u => decode(u),
+            },
+            password: url
+                .password()
+                .map(|p| crate::secret::Secret::new(decode(p))),
+            database,
+        })
+    })())
+}
+
+fn exists(tools: &MyTools, conn: &MyConn, db: &str) -> anyhow::Result<bool> {
+    let n = tools::query(
+        tools,
+        &conn.with_database(""),
+        &format!(
+            "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+            literal(db)
+        ),
+    )?;
+    Ok(n.trim() == "1")
+}
+
+fn objects_in(tools: &MyTools, conn: &MyConn, db: &str) -> anyhow::Result<u64> {
+    let db = literal(db);
+    let n = tools::query(
+        tools,
+        &conn.with_database(""),
+        &format!(
+            "SELECT (SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db}) + \
+             (SELECT COUNT(*) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {db}) + \
+             (SELECT COUNT(*) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {db});"
+        ),
+    )?;
+    n.trim().parse().context("counting objects")
+}
+
+pub async fn restore(
+    storage: &dyn Storage,
+    layout: &Layout,
+    req: MysqlRestore,
+) -> anyhow::Result<RestoreOutcome> {
+    let usage = crate::error::usage;
+    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
+    let m = backup.manifest;
+    if m.source_type != "mysql" {
+        bail!(usage(format!(
+            "backup {} is a {} backup, not one for a mysql:// URL",
+            m.id, m.source_type
+        )));
+    }
+    let object = m
+        .object("database")
+        .with_context(|| format!("manifest {} names no database object", backup.manifest_key))?;
+    let props = m.database_properties.clone().unwrap_or_default();
+    let charset = props["character_set"]
+        .as_str()
+        .unwrap_or("utf8mb4")
+        .to_string();
+    let collation = props["collation"].as_str().map(str::to_string);
+    let stored = StoredObject::of_backup(&m, object, req.identity.as_deref())?;
+    stored.check_identity(storage).await?;
+    let db = req.into.database.clone();
+    let tools = tokio::task::spawn_blocking(tools::discover).await??;
+    let (t, c) = (tools.clone(), req.into.clone());
+    let present = {
+        let db = db.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, u64)> {
+            let e = exists(&t, &c, &db)?;
+            Ok((e, if e { objects_in(&t, &c, &db)? } else { 0 }))
+        })
+        .await??
+    };
+    match (req.mode, present) {
+        (Mode::Create, (true, _)) => bail!(usage(format!(
+            "database `{db}` exists on {}; restore into a new name, or use an empty one without --create",
+            req.into.endpoint()
+        ))),
+        (Mode::Empty, (false, _)) => bail!(usage(format!(
+            "database `{db}` does not exist on {}; add --create",
+            req.into.endpoint()
+        ))),
+        (Mode::Empty, (true, n)) if n > 0 => bail!(usage(format!(
+            "database `{db}` on {} is not empty ({n} tables, routines or events); \
+             restore into a new name with --create",
+            req.into.endpoint()
+        ))),
+        (Mode::Replace { .. }, _) => bail!(usage(
+            "--replace is not supported for MariaDB/MySQL yet: restore with --create into a new \
+             name, check it, then switch the application over"
+                .to_string()
+        )),
+        _ => {}
+    }
+    let create = format!(
+        "{} DATABASE {} CHARACTER SET {}{};",
+        "CREATE",
+        ident(&db),
+        ident(&charset),
+        collation
+            .as_deref()
+            .map(|c| format!(" COLLATE {}", ident(c)))
+            .unwrap_or_default()
+    );
+    let (t, c) = (tools.clone(), req.into.with_database(""));
+    let recreate = create.clone();
+    let ddl = {
+        let db = db.clone();
+        move |drop_first: bool| -> anyhow::Result<()> {
+            let sql = match drop_first {
+                true => format!("DROP DATABASE IF EXISTS {}; {recreate}", ident(&db)),
+                false => recreate.clone(),
+            };
+            tools::query(&t, &c, &sql).map(drop)
+        }
+    };
+    let ddl2 = ddl.clone();
+    tokio::task::spawn_blocking(move || ddl2(present.0)).await??;
+    let loaded = load(storage, &stored, &tools, &req.into, &req.cancel).await;
+    if let Err(e) = loaded {
+        // Created (or emptied) by us: put the name back as it was.
+        let (t, c, db, was_there) = (
+            tools.clone(),
+            req.into.with_database(""),
+            db.clone(),
+            present.0,
+        );
+        let undone = tokio::task::spawn_blocking(move || {
+            if was_there {
+                ddl(true)
+            } else {
+                tools::query(&t, &c, &format!("DROP DATABASE IF EXISTS {};", ident(&db))).map(drop)
+            }
+        })
+        .await;
+        if !matches!(undone, Ok(Ok(()))) {
+            tracing::warn!(database = %req.into.database, "could not undo the failed restore; drop the database by hand");
+        }
+        return Err(e.context("nothing was restored"));
+    }
+    let bytes = loaded.expect("checked");
+    tracing::info!(backup = %m.id, database = %db, bytes, "restore complete");
+    Ok(RestoreOutcome {
+        backup_id: m.id.0.clone(),
+        database: db,
+        bytes,
+        kept_replaced: None,
+        manifest: Some(m),
+    })
+}
+
+/// Stream the checked dump into the client; both must succeed.
+async fn load(
+    storage: &dyn Storage,
+    stored: &StoredObject,
+    tools: &MyTools,
+    into: &MyConn,
+    cancel: &CancellationToken,
+) -> anyhow::Result<u64> {
+    let options = into.option_file()?;
+    let cmd = tools::command(&tools.client, &options)
+        .arg("--default-character-set=utf8mb4")
+        .arg("--binary-mode")
+        .arg(format!("--database={}", into.database));
+    let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
+    let stdin = running.child.stdin.take().expect("stdin was piped");
+    let kill = running.kill_handle();
+    let fed = fetch_into(storage, stored, Box::new(stdin), cancel).await;
+    if fed.is_err() {
+        kill.kill();
+    }
+    let finished = tokio::task::spawn_blocking(move || running.wait())
+        .await
+        .context("restore client task")??;
+    let bytes = fed?;
+    if !finished.success() {
+        return Err(anyhow!("{}", finished.describe_with_last_line()));
+    }
+    Ok(bytes)
+}
+
+/// Verify: restore into a scratch database, read every table through
+/// (`CHECKSUM TABLE` reads each row), drop it.
+pub async fn verify(
+    storage: &dyn Storage,
+    layout: &Layout,
+    v: VerifyRequest<'_>,
+    scratch: &MyConn,
+) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
+    let (target, keep) = (v.target, v.keep);
+    let name = format!(
+        "backstop_verify_{}_{}",
+        target.replace('-', "_"),
+        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    );
+    let into = scratch.with_database(&name);
+    let outcome = restore(
+        storage,
+        layout,
+        MysqlRestore {
+            target: target.to_string(),
+            backup: Some(v.backup_id),
+            into: into.clone(),
+            mode: Mode::Create,
+            identity: v.identity,
+            cancel: v.cancel.clone(),
+        },
+    )
+    .await?;
+    let c = into.clone();
+    let read = tokio::task::spawn_blocking(move || read_through(&c)).await?;
+    if !keep {
+        let c = into.with_database("");
+        let dropped = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let tools = tools::discover()?;
+            tools::query(
+                &tools,
+                &c,
+                &format!("DROP DATABASE IF EXISTS {};", ident(&name)),
+            )
+            .map(drop)
+        })
+        .await;
+        if !matches!(dropped, Ok(Ok(()))) {
+            tracing::warn!(database = %into.database, "could not drop the scratch database; drop it by hand");
+        }
+    }
+    Ok((outcome, read?))
+}
+
+fn read_through(conn: &MyConn) -> anyhow::Result<VerifySummary> {
+    let tools = tools::discover()?;
+    let tables = tools::query(
+        &tools,
+        &conn.with_database(""),
+        &format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' ORDER BY TABLE_NAME;",
+            literal(&conn.database)
+        ),
+    )?;
+    let mut summary = VerifySummary::default();
+    for t in tables.lines().filter(|l| !l.is_empty()) {
+        let rows = tools::query(
+            &tools,
+            conn,
+            &format!(
+                "CHECKSUM TABLE {0} EXTENDED; SELECT COUNT(*) FROM {0};",
+                ident(t)
+            ),
+        )
+        .with_context(|| format!("reading table {t}"))?;
+        let count: u64 = rows
+            .lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("counting the rows of {t}"))?;
+        summary.tables += 1;
+        summary.rows += count;
+    }
+    Ok(summary)
+}

@@ -1,0 +1,121 @@
+//! Talking to a MariaDB/MySQL server with its own client tools: the
+//! connection goes in a 0600 option file (`--defaults-extra-file`), so the
+//! password is never on a command line or in the environment.
+
+use crate::config::Secret;
+use crate::process::{run_capture, ChildCommand};
+use anyhow::{bail, Context};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone)]
+pub struct MyConn {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Secret>,
+    pub database: String,
+}
+
+impl MyConn {
+    pub fn endpoint(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn with_database(&self, database: &str) -> MyConn {
+        MyConn {
+            database: database.to_string(),
+            ..self.clone()
+        }
+    }
+
+    /// The option file every tool reads first; removed when dropped.
+    pub fn option_file(&self) -> anyhow::Result<tempfile::TempPath> {
+        let mut file = tempfile::Builder::new()
+            .prefix(".backstop-my-")
+            .suffix(".cnf")
+            .tempfile()
+            .context("writing the client option file in the temp directory")?;
+        let quote = |v: &str| format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""));
+        let mut text = format!(
+            "[client]\nhost={}\nport={}\nuser={}\n",
+            quote(&self.host),
+            self.port,
+            quote(&self.user)
+        );
+        if let Some(p) = &self.password {
+            text.push_str(&format!("password={}\n", quote(p.expose())));
+        }
+        file.write_all(text.as_bytes())?;
+        file.flush()?;
+        Ok(file.into_temp_path())
+    }
+}
+
+/// The client tools: MariaDB's names first, MySQL's as the fallback.
+#[derive(Debug, Clone)]
+pub struct MyTools {
+    pub client: PathBuf,
+    pub dump: PathBuf,
+}
+
+pub fn discover() -> anyhow::Result<MyTools> {
+    let find = |names: &[&str]| {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        names.iter().find_map(|n| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(n))
+                .find(|p| p.is_file())
+        })
+    };
+    let client = find(&["mariadb", "mysql"]);
+    let dump = find(&["mariadb-dump", "mysqldump"]);
+    match (client, dump) {
+        (Some(client), Some(dump)) => Ok(MyTools { client, dump }),
+        _ => Err(anyhow::Error::new(crate::error::NoFittingTools(
+            "no MariaDB/MySQL client tools (mariadb and mariadb-dump, or mysql and mysqldump) on PATH; install mariadb-client".into(),
+        ))),
+    }
+}
+
+/// A tool with the connection's option file (it must come first).
+pub fn command(tool: &Path, options: &Path) -> ChildCommand {
+    ChildCommand::new(tool).arg(format!("--defaults-extra-file={}", options.display()))
+}
+
+/// Run SQL with the client; tab-separated rows without headers.
+pub fn query(tools: &MyTools, conn: &MyConn, sql: &str) -> anyhow::Result<String> {
+    let options = conn.option_file()?;
+    let mut cmd = command(&tools.client, &options)
+        .arg("--batch")
+        .arg("--skip-column-names")
+        .arg("--default-character-set=utf8mb4");
+    if !conn.database.is_empty() {
+        cmd = cmd.arg(format!("--database={}", conn.database));
+    }
+    let (finished, out) = run_capture(&cmd, Some(sql)).with_context(|| {
+        format!(
+            "running {} against {}",
+            tools.client.display(),
+            conn.endpoint()
+        )
+    })?;
+    if !finished.success() {
+        bail!(
+            "{} ({})",
+            finished.describe_with_last_line(),
+            conn.endpoint()
+        );
+    }
+    Ok(out.trim_end_matches('\n').to_string())
+}
+
+/// A name as a MariaDB identifier.
+pub fn ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+/// A string literal.
+pub fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}

@@ -1,0 +1,304 @@
+//! MariaDB/MySQL targets against the MariaDB server on this machine
+//! (127.0.0.1:3306, root): a schema with what real applications hold
+//! round-trips equal by checksum, restores with standard tools alone,
+//! verifies, and a failing or truncated dump never lands.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use support::*;
+
+fn mariadb(db: &str, sql: &str) -> String {
+    let mut c = Command::new("mariadb");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-P",
+        "3306",
+        "-u",
+        "root",
+        "-N",
+        "-B",
+        "--default-character-set=utf8mb4",
+    ]);
+    if !db.is_empty() {
+        c.arg(db);
+    }
+    let out = c
+        .arg("-e")
+        .arg(sql)
+        .output()
+        .expect("the mariadb client runs");
+    assert!(
+        out.status.success(),
+        "mariadb {db}: {}\nSQL: {sql}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// A uniquely named database, dropped when the test ends.
+struct MyDb {
+    name: String,
+}
+
+impl MyDb {
+    fn reserve(prefix: &str) -> MyDb {
+        MyDb {
+            name: unique(prefix),
+        }
+    }
+
+    fn exists(&self) -> bool {
+        mariadb(
+            "",
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
+                self.name
+            ),
+        ) == "1"
+    }
+
+    fn url(&self) -> String {
+        format!("mysql://root@127.0.0.1:3306/{}", self.name)
+    }
+
+    /// Every table's checksum and row count, and the other objects.
+    fn fingerprint(&self) -> Vec<String> {
+        let tables = mariadb(
+            "",
+            &format!("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_TYPE = 'BASE TABLE' ORDER BY 1", self.name),
+        );
+        let mut out: Vec<String> = tables
+            .lines()
+            .map(|t| {
+                let sum = mariadb(&self.name, &format!("CHECKSUM TABLE `{t}` EXTENDED"));
+                let rows = mariadb(&self.name, &format!("SELECT COUNT(*) FROM `{t}`"));
+                format!(
+                    "{t}: {} rows, checksum {}",
+                    rows,
+                    sum.split('\t').nth(1).unwrap_or("?")
+                )
+            })
+            .collect();
+        for (what, sql) in [
+            ("views", "SELECT GROUP_CONCAT(TABLE_NAME ORDER BY 1) FROM information_schema.VIEWS WHERE TABLE_SCHEMA = '{}'"),
+            ("routines", "SELECT GROUP_CONCAT(ROUTINE_NAME ORDER BY 1) FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = '{}'"),
+            ("triggers", "SELECT GROUP_CONCAT(TRIGGER_NAME ORDER BY 1) FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = '{}'"),
+            ("events", "SELECT GROUP_CONCAT(EVENT_NAME ORDER BY 1) FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{}'"),
+            ("charset", "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', DEFAULT_COLLATION_NAME) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'"),
+        ] {
+            out.push(format!("{what}: {}", mariadb("", &sql.replace("{}", &self.name))));
+        }
+        out
+    }
+}
+
+impl Drop for MyDb {
+    fn drop(&mut self) {
+        let _ = Command::new("mariadb")
+            .args(["-h", "127.0.0.1", "-u", "root", "-e"])
+            .arg(format!("DROP DATABASE IF EXISTS `{}`", self.name))
+            .output();
+    }
+}
+
+/// The shop: utf8mb4 text with emoji, blobs, DECIMAL, JSON, a generated
+/// column, a foreign key, a view, a trigger, a procedure, an event and a
+/// table named with a reserved word.
+fn shop() -> MyDb {
+    let db = MyDb::reserve("bs_shop");
+    mariadb(
+        "",
+        &format!(
+            "CREATE DATABASE `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
+            db.name
+        ),
+    );
+    mariadb(
+        &db.name,
+        r#"
+        CREATE TABLE customers (id INT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(100), note TEXT) ENGINE=InnoDB;
+        CREATE TABLE `order` (
+            id INT PRIMARY KEY AUTO_INCREMENT,
+            customer_id INT NOT NULL,
+            total DECIMAL(12,2) NOT NULL,
+            items JSON,
+            photo BLOB,
+            total_with_tax DECIMAL(12,2) AS (total * 1.2) STORED,
+            FOREIGN KEY (customer_id) REFERENCES customers(id)
+        ) ENGINE=InnoDB;
+        CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(200)) ENGINE=InnoDB;
+        CREATE VIEW big_orders AS SELECT id, total FROM `order` WHERE total > 100;
+        CREATE TRIGGER order_audit AFTER INSERT ON `order` FOR EACH ROW INSERT INTO audit (what) VALUES (CONCAT('order ', NEW.id));
+        CREATE PROCEDURE order_count(OUT n INT) SELECT COUNT(*) INTO n FROM `order`;
+        CREATE EVENT nightly ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM audit WHERE id < 0;
+        INSERT INTO customers (name, note) VALUES ('Zoë 🦀', 'emoji 😀 and ünïcode'), ('Bob', NULL), ('Ann', 'line\nbreak\ttab ''quote''');
+        "#,
+    );
+    for i in 0..300 {
+        mariadb(
+            &db.name,
+            &format!(
+                "INSERT INTO `order` (customer_id, total, items, photo) VALUES ({}, {}.{:02}, '{{\"sku\": \"A{i}\", \"qty\": {i}}}', UNHEX(REPEAT('00FF7F80', {})))",
+                i % 3 + 1,
+                i * 3,
+                i % 100,
+                i % 50 + 1
+            ),
+        );
+    }
+    db
+}
+
+fn target(db: &str, extra: &str) -> String {
+    format!(
+        "[[targets]]\nname = \"shop\"\ntype = \"mysql\"\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\ndatabase = \"{db}\"\nretry = {{ attempts = 1 }}\n{extra}\n"
+    )
+}
+
+#[test]
+fn a_real_world_schema_round_trips_equal_by_checksum() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let object = ws.stored_file(".sql.zst");
+
+    let dest = MyDb::reserve("bs_shop_restored");
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(dest.fingerprint(), src.fingerprint());
+
+    // Standard tools alone.
+    let manual = MyDb::reserve("bs_shop_manual");
+    mariadb(
+        "",
+        &format!("CREATE DATABASE `{}` CHARACTER SET utf8mb4", manual.name),
+    );
+    let out = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "set -e; zstd -dc '{}' | mariadb -h 127.0.0.1 -u root '{}'",
+                object.display(),
+                manual.name
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        manual.fingerprint()[..4],
+        src.fingerprint()[..4],
+        "tables restore the same with zstd | mariadb"
+    );
+
+    // --create refuses an existing name; verify needs a scratch server.
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let r = run(&["verify"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    let r = run(
+        &["verify", "--scratch", "mysql://root@127.0.0.1:3306/mysql"],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let leftovers = mariadb("", "SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE 'backstop\\_verify\\_shop\\_%'");
+    assert_eq!(leftovers, "0", "the scratch database was dropped");
+}
+
+/// A `mariadb-dump` first on PATH that logs its arguments, then misbehaves
+/// as told.
+fn fake_dump(ws: &Workspace, behaviour: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let bin = ws.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let argv = ws.path("argv.log");
+    let body = format!(
+        "echo \"$@\" >> '{}'\ncase \"$*\" in *--version*) exec /usr/bin/mariadb-dump --version ;; esac\n{behaviour}",
+        argv.display()
+    );
+    let script = ws.script("bin/mariadb-dump", &body);
+    assert!(script.exists());
+    (bin, argv)
+}
+
+fn run_with_path(args: &[&str], cfg: &Path, bin: &Path, env: &[(&str, &str)]) -> Run {
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let mut c = backstop();
+    c.args(args).arg("--config").arg(cfg).env("PATH", path);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    Run::from(c.output().unwrap())
+}
+
+#[test]
+fn a_failing_or_truncated_dump_is_never_stored_and_the_password_stays_off_argv() {
+    let src = shop();
+    let user = unique("bs_my_user");
+    let password = "s3cret-Pa55-for-backstop";
+    mariadb("", &format!("CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT PROCESS ON *.* TO '{user}'@'%'; GRANT SELECT ON mysql.proc TO '{user}'@'%'", src.name));
+    let ws = Workspace::new();
+    let cfg = ws.config(
+        &target(&src.name, "password = \"${BS_MY_PASSWORD}\"")
+            .replace("user = \"root\"", &format!("user = \"{user}\"")),
+    );
+    let env = [("BS_MY_PASSWORD", password)];
+    // Exits 0 but stops half-way.
+    let (bin, argv) = fake_dump(&ws, "/usr/bin/mariadb-dump \"$@\" | head -c 20000\nexit 0");
+    let r = run_with_path(&["backup"], &cfg, &bin, &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["stage"], "dump");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("does not end with `-- Dump completed`"),
+        "{t}"
+    );
+    assert!(ws.stored_files().is_empty(), "{:?}", ws.stored_files());
+    // Fails outright.
+    let (bin, _) = fake_dump(
+        &ws,
+        "echo 'mariadb-dump: Got error: 2013: Lost connection' >&2\nexit 2",
+    );
+    let r = run_with_path(&["backup"], &cfg, &bin, &env);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("Lost connection"), "{}", r.all());
+    assert!(ws.stored_files().is_empty());
+    // The real tool, through the same wrapper: works, and never saw the
+    // password on its command line.
+    let (bin, _) = fake_dump(&ws, "exec /usr/bin/mariadb-dump \"$@\"");
+    let r = run_with_path(&["backup"], &cfg, &bin, &env);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let logged = std::fs::read_to_string(&argv).unwrap();
+    assert!(logged.contains("--defaults-extra-file="), "{logged}");
+    assert!(!logged.contains(password), "{logged}");
+    assert!(!r.all().contains(password));
+    mariadb("", &format!("DROP USER '{user}'@'%'"));
+}
+
+#[test]
+fn a_damaged_backup_restores_nothing() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let object = ws.stored_file(".sql.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+    let dest = MyDb::reserve("bs_shop_damaged");
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(!dest.exists(), "the half-restored database was dropped");
+}
