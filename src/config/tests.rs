@@ -167,6 +167,34 @@ fn example_config_parses_and_documents_every_key() {
         let parsed: StorageConfig = toml::from_str(storage).unwrap();
         collect_keys(&toml::Value::try_from(&parsed).unwrap(), &mut keys);
     }
+    // The other engines' targets, every key set.
+    let engines: Config = toml::from_str::<toml::Value>(
+        r#"
+        [storage]
+        type = "local"
+        path = "x"
+        [[targets]]
+        type = "mysql"
+        name = "m"
+        host = "h"
+        port = 1
+        user = "u"
+        password = "p"
+        password_file = "f"
+        database = "d"
+        storages = ["default"]
+        retry = { attempts = 1 }
+        [[targets]]
+        type = "sqlite"
+        name = "s"
+        path = "/x.db"
+        storages = ["default"]
+        "#,
+    )
+    .unwrap()
+    .try_into()
+    .unwrap();
+    collect_keys(&toml::Value::try_from(&engines.targets).unwrap(), &mut keys);
     keys.retain(|k| k != "A");
     for key in keys {
         let documented = text.lines().any(|l| {
