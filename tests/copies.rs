@@ -281,6 +281,33 @@ fn retention_runs_per_storage() {
     let r = go(&cfg, &s3, &["prune", "--storage", "short", "--dry-run"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(r.stdout.contains("in storage short"), "{}", r.all());
+    // The same options on the command line replace the config's for a run.
+    let r = go(
+        &cfg,
+        &s3,
+        &[
+            "prune",
+            "--storage",
+            "default",
+            "--keep-last",
+            "1",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let plan: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(
+        plan[0]["deleted"].as_array().unwrap().len(),
+        2,
+        "{}",
+        r.stdout
+    );
+    assert_eq!(
+        list(&cfg, &s3, "default").len(),
+        3,
+        "a dry run deletes nothing"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -19,6 +19,10 @@ pub struct PruneArgs {
     /// JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// With any --keep-… flag, this policy replaces the config's retention
+    /// for this run (for every target and storage selected).
+    #[command(flatten)]
+    pub keep: crate::config::RetentionConfig,
 }
 
 pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
@@ -34,7 +38,8 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
             .map(move |s| (t, s))
     });
     for (t, s) in pairs {
-        let Some(retention) = config.retention_for(t, &s.name) else {
+        let given = (!args.keep.policy().is_empty()).then_some(&args.keep);
+        let Some(retention) = given.or(config.retention_for(t, &s.name)) else {
             if names.is_empty() {
                 tracing::info!(
                     target_name = t.name(),

@@ -19,7 +19,7 @@ pub struct StatusArgs {
     pub storage: super::StorageArg,
     /// Fail (exit 1) when a target has no complete backup newer than this,
     /// in any of its storages (each storage is judged on its own).
-    #[arg(long, default_value = "26h", value_parser = parse_duration)]
+    #[arg(long, default_value = "26h")]
     pub max_age: HumanDuration,
     /// JSON on stdout instead of a table.
     #[arg(long)]
@@ -31,10 +31,10 @@ pub struct StatusArgs {
     /// How often this command runs (the watchdog's schedule). With it the
     /// alerting needs no state: a target is reported in the run just after
     /// it became stale, then again every --repeat.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, default_value = "1h")]
     pub interval: HumanDuration,
     /// Repeat the alert for a target that stays stale this often.
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, default_value = "24h")]
     pub repeat: HumanDuration,
     /// Also notify once when a stale target has a fresh backup again.
     #[arg(long, requires = "notify")]
@@ -49,12 +49,6 @@ pub fn alert_due(stale_for: Duration, interval: Duration, repeat: Duration) -> b
     let repeat = repeat.max(interval);
     let into_period = stale_for.as_secs() % repeat.as_secs();
     into_period < interval.as_secs()
-}
-
-fn parse_duration(s: &str) -> Result<HumanDuration, String> {
-    humantime::parse_duration(s)
-        .map(HumanDuration)
-        .map_err(|e| e.to_string())
 }
 
 #[derive(Serialize)]

@@ -6,16 +6,21 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HumanDuration(pub Duration);
 
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+/// One parser for the config and the command line.
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
         humantime::parse_duration(text.trim())
             .map(HumanDuration)
-            .map_err(|e| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not a duration like \"36h\" or \"7d\": {e}"
-                ))
-            })
+            .map_err(|e| format!("`{text}` is not a duration like \"36h\" or \"7d\": {e}"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -29,16 +34,22 @@ impl Serialize for HumanDuration {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeZoneName(pub chrono_tz::Tz);
 
-impl<'de> Deserialize<'de> for TimeZoneName {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
+impl std::str::FromStr for TimeZoneName {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
         text.parse::<chrono_tz::Tz>()
             .map(TimeZoneName)
             .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "`{text}` is not an IANA time zone like \"America/Chicago\" or \"UTC\""
-                ))
+                format!("`{text}` is not an IANA time zone like \"America/Chicago\" or \"UTC\"")
             })
+    }
+}
+
+impl<'de> Deserialize<'de> for TimeZoneName {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod boxcom;
 pub mod notify;
 
 pub use crate::codec::{Algorithm, CompressionConfig};
+pub use crate::retention::RetentionConfig;
 pub use crate::secret::{Secret, REDACTED};
 pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
@@ -72,54 +73,6 @@ impl ScheduleConfig {
 
     pub fn tz(&self) -> chrono_tz::Tz {
         self.timezone.map_or(chrono_tz::UTC, |t| t.0)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    #[serde(default)]
-    pub keep_last: u32,
-    #[serde(default)]
-    pub keep_hourly: u32,
-    #[serde(default)]
-    pub keep_daily: u32,
-    #[serde(default)]
-    pub keep_weekly: u32,
-    #[serde(default)]
-    pub keep_monthly: u32,
-    #[serde(default)]
-    pub keep_yearly: u32,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within: Option<HumanDuration>,
-    /// Keep everything (retention configured but deleting nothing).
-    #[serde(default)]
-    pub keep_all: bool,
-    /// Objects without a manifest older than this are removed by prune.
-    #[serde(default = "default_orphan_grace")]
-    pub orphan_grace: HumanDuration,
-    /// Time zone of the hourly/daily/... periods; UTC by default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timezone: Option<TimeZoneName>,
-}
-
-fn default_orphan_grace() -> HumanDuration {
-    HumanDuration(std::time::Duration::from_secs(24 * 3600))
-}
-
-impl RetentionConfig {
-    pub fn policy(&self) -> crate::retention::Policy {
-        crate::retention::Policy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within: self.keep_within.map(|d| d.0),
-            keep_all: self.keep_all,
-            timezone: self.timezone.map_or(chrono_tz::UTC, |t| t.0),
-        }
     }
 }
 

@@ -8,6 +8,9 @@
 //! than the duration. A backup is kept when any rule keeps it. The newest
 //! backup is always kept, whatever the policy says.
 
+mod config;
+pub use config::RetentionConfig;
+
 use chrono::{DateTime, Datelike, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
