@@ -8,6 +8,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod codec;
+#[macro_use]
 pub mod config;
 pub mod copy;
 pub mod crypto;

@@ -5,13 +5,16 @@
 mod duration;
 mod expand;
 #[macro_use]
-mod tagged;
-pub mod boxcom;
+pub(crate) mod tagged;
 pub mod notify;
 
 pub use crate::codec::{Algorithm, CompressionConfig};
 pub use crate::retention::RetentionConfig;
 pub use crate::secret::{Secret, REDACTED};
+pub use crate::storage::boxcom::config as boxcom;
+pub use crate::storage::local::LocalStorageConfig;
+pub use crate::storage::rclone::{RcloneConfigSecret, RcloneStorageConfig};
+pub use crate::storage::s3::S3StorageConfig;
 pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
 
@@ -121,36 +124,6 @@ pub enum StorageConfig {
     Rclone(RcloneStorageConfig),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RcloneStorageConfig {
-    /// `name:path` of a remote in the rclone config.
-    pub remote: String,
-    #[serde(default)]
-    pub prefix: String,
-    /// rclone.conf to use (its refreshed tokens are written back); rclone's
-    /// own default when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rclone_config: Option<PathBuf>,
-    /// Or the rclone.conf in a Kubernetes Secret (written back likewise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rclone_config_secret: Option<RcloneConfigSecret>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct RcloneConfigSecret {
-    pub name: String,
-    #[serde(default = "default_rclone_key")]
-    pub key: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub namespace: Option<String>,
-}
-
-fn default_rclone_key() -> String {
-    "rclone.conf".into()
-}
-
 impl StorageConfig {
     pub fn prefix(&self) -> &str {
         match self {
@@ -160,49 +133,6 @@ impl StorageConfig {
             StorageConfig::Rclone(r) => &r.prefix,
         }
     }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct S3StorageConfig {
-    pub bucket: String,
-    #[serde(default)]
-    pub prefix: String,
-    #[serde(default = "default_region")]
-    pub region: String,
-    /// For S3-compatible services; AWS when unset.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint: Option<String>,
-    /// Path-style URLs (`endpoint/bucket/key`); default: on when an
-    /// endpoint is set, off for AWS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path_style: Option<bool>,
-    /// Both unset: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and
-    /// AWS_SESSION_TOKEN) from the environment.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub access_key_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub secret_access_key: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_class: Option<String>,
-}
-
-fn default_region() -> String {
-    "us-east-1".into()
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LocalStorageConfig {
-    /// Directory that holds the backups; relative paths are taken from the
-    /// working directory.
-    pub path: PathBuf,
-    #[serde(default)]
-    pub prefix: String,
-    /// Create `path` (0700) when it does not exist; otherwise a missing
-    /// path is an error (a typo or an unmounted disk must not "succeed").
-    #[serde(default)]
-    pub create: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

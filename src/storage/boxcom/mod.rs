@@ -9,6 +9,8 @@
 //! spool file is removed on every path. Names are never overwritten (Box
 //! answers 409 `item_name_in_use`).
 
+pub mod config;
+
 pub mod auth;
 
 use super::{

@@ -12,8 +12,11 @@
 //! AbortMultipartUpload. Requests are signed with rusty-s3 (presigned,
 //! fresh for every try) and sent with reqwest.
 
+mod config;
+pub use config::S3StorageConfig;
+
 use super::{ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload};
-use crate::config::{S3StorageConfig, Secret};
+use crate::config::Secret;
 use crate::retry::{classify, Attempt, HttpClass, RetryPolicy};
 use anyhow::anyhow;
 use async_trait::async_trait;

@@ -9,10 +9,12 @@
 //! is written back to where the config came from: a file (atomically) or a
 //! Kubernetes Secret (conditional on the resourceVersion read).
 
+mod config;
+pub use config::{RcloneConfigSecret, RcloneStorageConfig};
+
 use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
 };
-use crate::config::RcloneStorageConfig;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;

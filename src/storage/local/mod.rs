@@ -9,6 +9,9 @@
 //! 0700. A missing root is an error unless `create = true`: a typo or an
 //! unmounted disk must not "succeed" into an empty directory.
 
+mod config;
+pub use config::LocalStorageConfig;
+
 use super::{
     validate_key, ByteStream, ObjectMeta, Receipt, Storage, StorageError, StorageResult, Upload,
 };

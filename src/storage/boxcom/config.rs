@@ -1,6 +1,6 @@
 //! `[storage] type = "box"` and its `[storage.auth]`.
 
-use super::Secret;
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
