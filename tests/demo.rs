@@ -56,6 +56,10 @@ fn the_demo_passes_without_any_server_of_the_machine_and_beside_it() {
             "{text}"
         );
         assert!(
+            text.contains("notes_restored.db: (250, "),
+            "the SQLite file came back: {text}"
+        );
+        assert!(
             text.contains("+ zstd -dc "),
             "the manual restore is shown: {text}"
         );

@@ -9,6 +9,7 @@ pub(crate) mod tagged;
 pub mod notify;
 
 pub use crate::codec::{Algorithm, CompressionConfig};
+pub use crate::engine::postgres::config::{PgFormat, PostgresTarget};
 pub use crate::retention::RetentionConfig;
 pub use crate::secret::{Secret, REDACTED};
 pub use crate::storage::boxcom::config as boxcom;
@@ -22,7 +23,7 @@ use crate::error::usage;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -180,59 +181,6 @@ impl TargetConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PgFormat {
-    Custom,
-    Plain,
-}
-
-impl PgFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PgFormat::Custom => "custom",
-            PgFormat::Plain => "plain",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct PostgresTarget {
-    pub name: String,
-    #[serde(default = "default_pg_host")]
-    pub host: String,
-    #[serde(default = "default_pg_port")]
-    pub port: u16,
-    #[serde(default = "default_pg_user")]
-    pub user: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password: Option<Secret>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    pub database: String,
-    #[serde(default = "default_pg_format")]
-    pub format: PgFormat,
-    #[serde(default)]
-    pub globals: bool,
-    /// Empty means: choose the pg_dump that matches the server.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pg_dump_path: Option<PathBuf>,
-    /// libpq `sslmode` (disable, prefer, require, verify-ca, verify-full).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sslmode: Option<String>,
-    /// Replaces the top-level `[retention]` for this target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionConfig>,
-    /// Replaces the top-level `[retry]` for this target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retry: Option<RetryConfig>,
-    /// The storages this target's backups are copied to; default: every
-    /// storage.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub storages: Vec<String>,
-}
-
 /// A target whose backup fails for a reason that can pass (the server
 /// restarting, a storage hiccup) is tried again within the run, after
 /// `delay`, up to `attempts` times in all; healthy targets are dumped once.
@@ -265,28 +213,6 @@ fn default_retry_delay() -> HumanDuration {
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
 tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "mysql" => Mysql, "sqlite" => Sqlite });
-
-fn default_pg_host() -> String {
-    "localhost".into()
-}
-fn default_pg_port() -> u16 {
-    5432
-}
-fn default_pg_user() -> String {
-    "postgres".into()
-}
-fn default_pg_format() -> PgFormat {
-    PgFormat::Custom
-}
-
-const SSLMODES: &[&str] = &[
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
 
 impl Config {
     /// Read, expand, parse and validate a config file.
@@ -405,48 +331,7 @@ impl Config {
             match target {
                 TargetConfig::Sqlite(sq) => sq.validate().map_err(|e| format!("{at}.{e}"))?,
                 TargetConfig::Mysql(my) => my.resolve(base).map_err(|e| format!("{at}.{e}"))?,
-                TargetConfig::Postgres(pg) => {
-                    if pg.database.is_empty() {
-                        return Err(format!("{at}.database: must not be empty"));
-                    }
-                    if pg.host.is_empty() {
-                        return Err(format!("{at}.host: must not be empty"));
-                    }
-                    if let Some(mode) = &pg.sslmode {
-                        if !SSLMODES.contains(&mode.as_str()) {
-                            return Err(format!(
-                                "{at}.sslmode: `{mode}` is not one of {}",
-                                SSLMODES.join(", ")
-                            ));
-                        }
-                    }
-                    if pg
-                        .pg_dump_path
-                        .as_ref()
-                        .is_some_and(|p| p.as_os_str().is_empty())
-                    {
-                        pg.pg_dump_path = None;
-                    }
-                    if let Some(p) = &pg.pg_dump_path {
-                        if !p.is_file() {
-                            return Err(format!(
-                                "{at}.pg_dump_path: {} does not exist or is not a file",
-                                p.display()
-                            ));
-                        }
-                    }
-                    if pg.password.is_some() && pg.password_file.is_some() {
-                        return Err(format!(
-                            "{at}: set either password or password_file, not both"
-                        ));
-                    }
-                    if let Some(file) = &pg.password_file {
-                        let resolved = base.join(file);
-                        let value = read_secret_file(&resolved)
-                            .map_err(|e| format!("{at}.password_file: {e}"))?;
-                        pg.password = Some(value);
-                    }
-                }
+                TargetConfig::Postgres(pg) => pg.resolve(base).map_err(|e| format!("{at}.{e}"))?,
             }
         }
         Ok(())
@@ -517,46 +402,14 @@ fn validate_storage_name(name: &str) -> Result<(), String> {
     validate_target_name(name).map_err(|e| format!("storage name {e}"))
 }
 
-/// One storage's own keys; errors start with the key.
+/// One storage's own keys (each backend checks its own); errors start with
+/// the key.
 fn validate_storage(storage: &StorageConfig) -> Result<(), String> {
     match storage {
-        StorageConfig::Local(l) => {
-            if l.path.as_os_str().is_empty() {
-                return Err("path: must not be empty".into());
-            }
-        }
-        StorageConfig::S3(s) => {
-            if s.bucket.is_empty() {
-                return Err("bucket: must not be empty".into());
-            }
-            if let Some(e) = &s.endpoint {
-                let ok = url::Url::parse(e)
-                    .ok()
-                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-                if ok.is_none() {
-                    return Err(format!(
-                        "endpoint: `{e}` is not an http:// or https:// URL with a host"
-                    ));
-                }
-            }
-            if s.access_key_id.is_some() != s.secret_access_key.is_some() {
-                return Err(
-                    "access_key_id: set both access_key_id and secret_access_key, or neither"
-                        .into(),
-                );
-            }
-        }
+        StorageConfig::Local(l) => l.validate()?,
+        StorageConfig::S3(s) => s.validate()?,
         StorageConfig::Box(b) => boxcom::validate(b)?,
-        StorageConfig::Rclone(r) => {
-            if !r.remote.contains(':') {
-                return Err(format!("remote: `{}` is not `name:path`", r.remote));
-            }
-            if r.rclone_config.is_some() && r.rclone_config_secret.is_some() {
-                return Err(
-                    "rclone_config: set rclone_config or rclone_config_secret, not both".into(),
-                );
-            }
-        }
+        StorageConfig::Rclone(r) => r.validate()?,
     }
     validate_prefix(storage.prefix()).map_err(|e| format!("prefix: {e}"))
 }

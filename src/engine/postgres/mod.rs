@@ -2,6 +2,7 @@
 //! chosen to match the server's major version.
 
 pub mod archive;
+pub mod config;
 pub mod database;
 pub mod globals;
 pub mod plain_filter;
