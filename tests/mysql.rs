@@ -130,6 +130,8 @@ fn shop() -> MyDb {
             FOREIGN KEY (customer_id) REFERENCES customers(id)
         ) ENGINE=InnoDB;
         CREATE TABLE audit (id INT PRIMARY KEY AUTO_INCREMENT, what VARCHAR(200)) ENGINE=InnoDB;
+        CREATE TABLE legacy_counter (n INT) ENGINE=MyISAM;
+        INSERT INTO legacy_counter VALUES (7);
         CREATE VIEW big_orders AS SELECT id, total FROM `order` WHERE total > 100;
         CREATE TRIGGER order_audit AFTER INSERT ON `order` FOR EACH ROW INSERT INTO audit (what) VALUES (CONCAT('order ', NEW.id));
         CREATE PROCEDURE order_count(OUT n INT) SELECT COUNT(*) INTO n FROM `order`;
@@ -165,6 +167,11 @@ fn a_real_world_schema_round_trips_equal_by_checksum() {
     let cfg = ws.config(&target(&src.name, ""));
     let r = run(&["backup"], &cfg);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stderr.contains("not transactional") && r.stderr.contains("legacy_counter (MyISAM)"),
+        "a MyISAM table is named as outside the snapshot: {}",
+        r.stderr
+    );
     let object = ws.stored_file(".sql.zst");
 
     let dest = MyDb::reserve("bs_shop_restored");

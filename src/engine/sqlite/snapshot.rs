@@ -5,6 +5,9 @@ use rusqlite::{Connection, OpenFlags};
 use std::path::Path;
 use std::time::Duration;
 
+/// How long a lock held by another connection is waited for.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Open an existing database (never create one: a typo in `path` must not
 /// "back up" an empty file).
 pub fn open_existing(path: &Path) -> anyhow::Result<Connection> {
@@ -16,7 +19,7 @@ pub fn open_existing(path: &Path) -> anyhow::Result<Connection> {
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .with_context(|| format!("opening {}", path.display()))?;
-    c.busy_timeout(Duration::from_secs(30))?;
+    c.busy_timeout(BUSY_TIMEOUT)?;
     Ok(c)
 }
 
@@ -42,11 +45,17 @@ pub fn to_stdout(path: &Path) -> anyhow::Result<()> {
         let mut dst = Connection::open(tmp.path())?;
         let backup = rusqlite::backup::Backup::new(&src, &mut dst)?;
         loop {
-            // -1: every page in one step, under one read transaction.
+            // -1: every page in one step, under one read transaction. A
+            // lock held past the busy timeout fails the run (it is retried
+            // per [retry]) rather than waiting forever.
             match backup.step(-1).context("copying the database")? {
                 rusqlite::backup::StepResult::Done => break,
                 rusqlite::backup::StepResult::More => {}
-                _ => std::thread::sleep(Duration::from_millis(100)), // busy or locked
+                _ => bail!(
+                    "{} stayed locked by another connection for {}s",
+                    path.display(),
+                    BUSY_TIMEOUT.as_secs()
+                ),
             }
         }
     }
