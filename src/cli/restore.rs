@@ -3,9 +3,7 @@ use crate::engine::postgres::database::Fidelity;
 use crate::engine::postgres::restore::{
     restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest,
 };
-use crate::engine::postgres::tools::PgConn;
 use crate::error::{usage, ExitKind};
-use crate::secret::Secret;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -309,102 +307,4 @@ fn print_outcome(outcome: crate::restore::RestoreOutcome) -> ExitKind {
     ExitKind::Success
 }
 
-/// Parse postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]; errors never
-/// echo the URL, which may hold a password.
-pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
-    let url = url::Url::parse(text).map_err(|e| usage(format!("--into: not a valid URL ({e})")))?;
-    if !matches!(url.scheme(), "postgres" | "postgresql") {
-        return Err(usage(
-            "--into: the URL must start with postgres:// or postgresql://",
-        ));
-    }
-    let host = url
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| usage("--into: the URL names no host"))?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let decode = |s: &str| {
-        percent_decode(s).ok_or_else(|| usage("--into: invalid percent-encoding in the URL"))
-    };
-    let database = decode(url.path().trim_start_matches('/'))?;
-    if database.is_empty() || database.contains('/') {
-        return Err(usage("--into: the URL must end with /DATABASE"));
-    }
-    let user = if url.username().is_empty() {
-        std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into())
-    } else {
-        decode(url.username())?
-    };
-    let password = match url.password() {
-        Some(p) => Some(Secret::new(decode(p)?)),
-        None => std::env::var("PGPASSWORD").ok().map(Secret::new),
-    };
-    let mut sslmode = None;
-    for (k, v) in url.query_pairs() {
-        match k.as_ref() {
-            "sslmode" => sslmode = Some(v.into_owned()),
-            other => {
-                return Err(usage(format!(
-                    "--into: unsupported URL parameter `{other}`"
-                )))
-            }
-        }
-    }
-    Ok(PgConn {
-        host,
-        port: url.port().unwrap_or(5432),
-        user,
-        password,
-        database,
-        sslmode,
-    })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_restore_urls() {
-        let c =
-            parse_pg_url("postgres://app:p%40ss@db.example:6543/my%20db?sslmode=require").unwrap();
-        assert_eq!(
-            (c.host.as_str(), c.port, c.user.as_str()),
-            ("db.example", 6543, "app")
-        );
-        assert_eq!(c.database, "my db");
-        assert_eq!(c.password.unwrap().expose(), "p@ss");
-        assert_eq!(c.sslmode.as_deref(), Some("require"));
-    }
-
-    #[test]
-    fn bad_urls_are_usage_errors_without_the_password() {
-        for bad in [
-            "mysql://u:hunter2@h/db",
-            "postgres://u:hunter2@h/",
-            "postgres://u:hunter2@h/db?x=1",
-        ] {
-            let err = parse_pg_url(bad).unwrap_err();
-            assert_eq!(crate::error::exit_kind_of(&err), ExitKind::Usage, "{bad}");
-            assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
-        }
-    }
-}
+pub use crate::engine::postgres::url::parse_pg_url;

@@ -8,6 +8,7 @@ pub mod globals;
 pub mod plain_filter;
 pub mod restore;
 pub mod tools;
+pub mod url;
 pub mod verify;
 
 use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
