@@ -69,6 +69,19 @@ fn list(cfg: &std::path::Path, s3: &s3::S3Server, storage: &str) -> Vec<serde_js
     serde_json::from_str::<Vec<serde_json::Value>>(&r.stdout).unwrap()
 }
 
+/// An age key pair in the workspace: (identity file, `[encryption]` table).
+fn encryption(ws: &Workspace) -> (std::path::PathBuf, String) {
+    let id = age::x25519::Identity::generate();
+    let path = ws.path("age-key.txt");
+    let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+    std::fs::write(&path, format!("{secret}\n")).unwrap();
+    (
+        path,
+        format!("[encryption]\nrecipients = [\"{}\"]\n", id.to_public()),
+    )
+}
+
+/// Encrypted, so every storage gets the same ciphertext and each decrypts.
 #[test]
 fn one_dump_is_copied_to_every_storage_and_restores_from_each() {
     let s3 = s3::server();
@@ -84,10 +97,12 @@ fn one_dump_is_copied_to_every_storage_and_restores_from_each() {
             real_pg_dump()
         ),
     );
+    let (key, encrypt) = encryption(&ws);
+    let key = key.to_str().unwrap();
     let cfg = write_config(
         &ws,
         &format!(
-            "{}\n{}",
+            "{}\n{}\n{encrypt}",
             s3_storage("offsite", &s3, &bucket, &s3.endpoint),
             rclone_storage(&ws, "disk")
         ),
@@ -130,6 +145,7 @@ fn one_dump_is_copied_to_every_storage_and_restores_from_each() {
         assert_eq!(rows.len(), 1, "{storage}");
         assert_eq!(rows[0]["id"], id, "{storage}");
         assert_eq!(rows[0]["storage"], storage);
+        assert_eq!(rows[0]["encrypted"], true, "{storage}");
     }
     // Each storage's copy restores on its own.
     for storage in ["offsite", "disk"] {
@@ -144,6 +160,8 @@ fn one_dump_is_copied_to_every_storage_and_restores_from_each() {
                 "--into",
                 &dest.url(),
                 "--create",
+                "--identity",
+                key,
             ],
         );
         assert_eq!(r.code, 0, "{storage}: {}", r.all());
@@ -153,7 +171,15 @@ fn one_dump_is_copied_to_every_storage_and_restores_from_each() {
     let r = go(
         &cfg,
         &s3,
-        &["verify", "--scratch", &scratch, "--storage", "disk"],
+        &[
+            "verify",
+            "--scratch",
+            &scratch,
+            "--storage",
+            "disk",
+            "--identity",
+            key,
+        ],
     );
     assert_eq!(r.code, 0, "{}", r.all());
     s3.delete_bucket(&bucket);
@@ -330,9 +356,10 @@ async fn copy_seeds_a_box_storage_and_refuses_a_damaged_source() {
         .replace("[storage]", "[storages.box]")
         .replace("[storage.auth]", "[storages.box.auth]");
     // The target is copied only to the local storage at first.
+    let (key, encrypt) = encryption(&ws);
     let cfg = write_config(
         &ws,
-        &boxed,
+        &format!("{boxed}\n{encrypt}"),
         &pg_target("shop", &src.name, "storages = [\"default\"]"),
     );
     let call = |args: Vec<String>| {
@@ -351,7 +378,7 @@ async fn copy_seeds_a_box_storage_and_refuses_a_damaged_source() {
     let mut objects: Vec<_> = ws
         .stored_files()
         .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".dump.zst"))
+        .filter(|p| p.to_string_lossy().ends_with(".dump.zst.age"))
         .collect();
     objects.sort();
     let newest = objects.last().unwrap().clone();
@@ -383,4 +410,20 @@ async fn copy_seeds_a_box_storage_and_refuses_a_damaged_source() {
         "{files:?}"
     );
     assert!(!r.all().contains(CLIENT_SECRET));
+    // The copy in Box decrypts and restores.
+    let dest = TestDb::reserve("bs_copies_from_box");
+    let r = call(args(&[
+        "restore",
+        "--storage",
+        "box",
+        "--into",
+        &dest.url(),
+        "--create",
+        "--identity",
+        key.to_str().unwrap(),
+    ]))
+    .await
+    .unwrap();
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(dest.fingerprint(), src.fingerprint());
 }

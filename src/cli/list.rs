@@ -43,7 +43,8 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
     let several = config.storages.len() > 1;
     let mut listings = Vec::new();
     for (t, s) in targets.into_iter().flat_map(|t| {
-        super::storages_of(&config, &opened, t)
+        args.storage
+            .of_target(&config, &opened, t)
             .into_iter()
             .map(move |s| (t, s))
     }) {

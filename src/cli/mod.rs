@@ -164,6 +164,23 @@ pub struct StorageArg {
     pub storage: Option<String>,
 }
 
+impl StorageArg {
+    /// The storages to read a target's backups from: the one named (even
+    /// one the target does not write to: `copy` may have put backups
+    /// there), else the target's own.
+    pub fn of_target<'a>(
+        &self,
+        config: &Config,
+        opened: &'a [OpenStorage],
+        target: &crate::config::TargetConfig,
+    ) -> Vec<&'a OpenStorage> {
+        match &self.storage {
+            Some(_) => opened.iter().collect(),
+            None => storages_of(config, opened, target),
+        }
+    }
+}
+
 /// The storages a command works on: the one named, or all, in config order.
 pub fn open_storages(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<OpenStorage>> {
     if let Some(name) = only {

@@ -33,7 +33,8 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     let now = Utc::now();
     let mut reports = Vec::new();
     let pairs = targets.into_iter().flat_map(|t| {
-        super::storages_of(&config, &opened, t)
+        args.storage
+            .of_target(&config, &opened, t)
             .into_iter()
             .map(move |s| (t, s))
     });

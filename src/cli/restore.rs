@@ -194,7 +194,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let target_config = config.target(&target).expect("one_target checked it");
     let (from, backup_id) = super::locate_backup(
-        &super::storages_of(&config, &opened, target_config),
+        &args.storage.of_target(&config, &opened, target_config),
         &target,
         args.backup.as_deref(),
     )
@@ -258,7 +258,7 @@ async fn run_other_engine(args: RestoreArgs, into: Into) -> anyhow::Result<ExitK
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let target_config = config.target(&target).expect("one_target checked it");
     let (from, backup_id) = super::locate_backup(
-        &super::storages_of(&config, &opened, target_config),
+        &args.storage.of_target(&config, &opened, target_config),
         &target,
         args.backup.as_deref(),
     )

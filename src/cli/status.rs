@@ -84,7 +84,8 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
     let max_age = chrono::Duration::from_std(args.max_age.0).unwrap_or(chrono::Duration::MAX);
     let mut rows = Vec::new();
     let pairs = targets.into_iter().flat_map(|t| {
-        super::storages_of(&config, &opened, t)
+        args.storage
+            .of_target(&config, &opened, t)
             .into_iter()
             .map(move |s| (t, s))
     });

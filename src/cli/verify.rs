@@ -70,7 +70,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     for t in targets {
         let clock = Instant::now();
         let t_started = Utc::now();
-        let storages = super::storages_of(&config, &opened, t);
+        let storages = args.storage.of_target(&config, &opened, t);
         let identity = args.identity.path(Some(&config));
         let checked = async {
             let (from, backup_id) =
