@@ -190,18 +190,8 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         return Ok(print_outcome(outcome));
     }
     let config = args.config.load()?;
-    let target = super::one_target(&config, args.target.as_deref())?;
-    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
-    let target_config = config.target(&target).expect("one_target checked it");
-    let (from, backup_id) = super::locate_backup(
-        &args.storage.of_target(&config, &opened, target_config),
-        &target,
-        args.backup.as_deref(),
-    )
-    .await?;
-    if opened.len() > 1 {
-        tracing::info!(storage = %from.name, backup = %backup_id, "restoring from storage {}", from.name);
-    }
+    let (target, opened) = open_target(&args, &config)?;
+    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
     let (storage, layout) = (&from.storage, &from.layout);
     if args.globals {
         let (id, plan) = restore_globals(
@@ -239,6 +229,32 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     Ok(print_outcome(outcome))
 }
 
+/// The target to restore (named, or the only one) and the storages opened.
+fn open_target(
+    args: &RestoreArgs,
+    config: &crate::config::Config,
+) -> anyhow::Result<(String, Vec<super::OpenStorage>)> {
+    let target = super::one_target(config, args.target.as_deref())?;
+    let opened = super::open_storages(config, args.storage.storage.as_deref())?;
+    Ok((target, opened))
+}
+
+/// The storage holding the backup to restore, and its id.
+async fn locate<'a>(
+    args: &RestoreArgs,
+    config: &crate::config::Config,
+    target: &str,
+    opened: &'a [super::OpenStorage],
+) -> anyhow::Result<(&'a super::OpenStorage, String)> {
+    let target_config = config.target(target).expect("one_target checked it");
+    let storages = args.storage.of_target(config, opened, target_config);
+    let (from, id) = super::locate_backup(&storages, target, args.backup.as_deref()).await?;
+    if opened.len() > 1 {
+        tracing::info!(storage = %from.name, backup = %id, "restoring from storage {}", from.name);
+    }
+    Ok((from, id))
+}
+
 /// A destination of another engine than PostgreSQL.
 enum Into {
     Sqlite(std::path::PathBuf),
@@ -254,15 +270,8 @@ async fn run_other_engine(args: RestoreArgs, into: Into) -> anyhow::Result<ExitK
         ));
     }
     let config = args.config.load()?;
-    let target = super::one_target(&config, args.target.as_deref())?;
-    let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
-    let target_config = config.target(&target).expect("one_target checked it");
-    let (from, backup_id) = super::locate_backup(
-        &args.storage.of_target(&config, &opened, target_config),
-        &target,
-        args.backup.as_deref(),
-    )
-    .await?;
+    let (target, opened) = open_target(&args, &config)?;
+    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
     let (identity, cancel) = (args.identity.path(Some(&config)), crate::signals::install());
     let (storage, layout, backup) = (from.storage.as_ref(), &from.layout, Some(backup_id));
     let outcome = match into {
