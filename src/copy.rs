@@ -3,20 +3,15 @@
 //! against the manifest's SHA-256 on the way, and the manifest goes last,
 //! so the copy becomes visible only when complete.
 
-use crate::catalog::{list_target, Backup, Layout, Manifest};
-use crate::storage::{commit_verified, put_bytes, Storage};
+use crate::catalog::{list_target, Backup, Manifest};
+use crate::storage::{commit_verified, put_bytes};
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
-/// One end of a copy.
-#[derive(Clone, Copy)]
-pub struct End<'a> {
-    pub name: &'a str,
-    pub storage: &'a dyn Storage,
-    pub layout: &'a Layout,
-}
+/// One end of a copy: a named storage, as a backup's destinations are.
+pub use crate::pipeline::Destination as End;
 
 /// Which backups of a target to copy.
 pub enum Selection<'a> {

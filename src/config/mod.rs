@@ -381,6 +381,23 @@ impl Config {
     }
 }
 
+/// A target's `password` or `password_file` (read here, relative to the
+/// config's directory); errors start with the key.
+pub fn resolve_password(
+    password: &mut Option<Secret>,
+    password_file: Option<&Path>,
+    base: &Path,
+) -> Result<(), String> {
+    if password.is_some() && password_file.is_some() {
+        return Err("password: set either password or password_file, not both".into());
+    }
+    if let Some(file) = password_file {
+        *password =
+            Some(read_secret_file(&base.join(file)).map_err(|e| format!("password_file: {e}"))?);
+    }
+    Ok(())
+}
+
 /// Read a secret file; one trailing newline is dropped (what `echo` and
 /// Kubernetes Secret files usually add).
 pub fn read_secret_file(path: &Path) -> Result<Secret, String> {

@@ -49,15 +49,6 @@ impl MysqlTarget {
         if self.host.is_empty() {
             return Err("host: must not be empty".into());
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err("password: set either password or password_file, not both".into());
-        }
-        if let Some(file) = &self.password_file {
-            self.password = Some(
-                crate::config::read_secret_file(&base.join(file))
-                    .map_err(|e| format!("password_file: {e}"))?,
-            );
-        }
-        Ok(())
+        crate::config::resolve_password(&mut self.password, self.password_file.as_deref(), base)
     }
 }

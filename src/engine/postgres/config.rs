@@ -1,6 +1,6 @@
 //! `type = "postgres"` targets.
 
-use crate::config::{read_secret_file, RetentionConfig, RetryConfig, Secret};
+use crate::config::{resolve_password, RetentionConfig, RetryConfig, Secret};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -111,14 +111,6 @@ impl PostgresTarget {
                 ));
             }
         }
-        if self.password.is_some() && self.password_file.is_some() {
-            return Err("password: set either password or password_file, not both".into());
-        }
-        if let Some(file) = &self.password_file {
-            self.password = Some(
-                read_secret_file(&base.join(file)).map_err(|e| format!("password_file: {e}"))?,
-            );
-        }
-        Ok(())
+        resolve_password(&mut self.password, self.password_file.as_deref(), base)
     }
 }
