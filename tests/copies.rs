@@ -427,3 +427,77 @@ async fn copy_seeds_a_box_storage_and_refuses_a_damaged_source() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(dest.fingerprint(), src.fingerprint());
 }
+
+/// Regression (an older backup of another storage could be restored in
+/// place of a newest one damaged in the first storage): the newest copy is
+/// taken from a storage where it is intact, and a newest backup damaged
+/// everywhere is refused, never passed over.
+#[test]
+fn restore_takes_the_newest_intact_copy_and_never_an_older_backup() {
+    let src = source_db();
+    let ws = Workspace::new();
+    let second = ws.path("second");
+    let cfg = write_config(
+        &ws,
+        &format!(
+            "[storages.second]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n",
+            second.display()
+        ),
+        &pg_target("shop", &src.name, ""),
+    );
+    let s3 = s3::server();
+    for _ in 0..2 {
+        assert_eq!(go(&cfg, &s3, &["backup"]).code, 0);
+    }
+    let newest_in = |dir: &std::path::Path| {
+        let mut found = Vec::new();
+        fn walk(d: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
+                if e.path().is_dir() {
+                    walk(&e.path(), out)
+                } else if e.path().to_string_lossy().ends_with(".dump.zst") {
+                    out.push(e.path())
+                }
+            }
+        }
+        walk(dir, &mut found);
+        found.sort();
+        found.pop().unwrap()
+    };
+    let truncate = |p: &std::path::Path| {
+        let bytes = std::fs::read(p).unwrap();
+        std::fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+    };
+    truncate(&newest_in(&ws.backups()));
+    let newest_id = list(&cfg, &s3, "second")[1]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let dest = TestDb::reserve("bs_copies_newest");
+    let r = go(&cfg, &s3, &["restore", "--into", &dest.url(), "--create"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains(&newest_id),
+        "the newest, from `second`: {}",
+        r.all()
+    );
+
+    // `second` never got the newest (its copy failed that night): only the
+    // older backup is intact anywhere, and it must not stand in.
+    let newest = newest_in(&second);
+    let stem = newest
+        .to_string_lossy()
+        .trim_end_matches(".dump.zst")
+        .to_string();
+    std::fs::remove_file(&newest).unwrap();
+    std::fs::remove_file(format!("{stem}.manifest.json")).unwrap();
+    let other = TestDb::reserve("bs_copies_none");
+    let r = go(&cfg, &s3, &["restore", "--into", &other.url(), "--create"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr.contains("damaged in every storage") && r.stderr.contains("--backup"),
+        "{}",
+        r.all()
+    );
+    assert!(!database_exists(&other.name), "nothing was restored");
+}

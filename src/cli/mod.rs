@@ -232,42 +232,78 @@ pub async fn locate_backup<'a>(
     target: &str,
     id: Option<&str>,
 ) -> anyhow::Result<(&'a OpenStorage, String)> {
-    let mut found: Option<(&OpenStorage, crate::catalog::Backup)> = None;
     let mut first_error = None;
-    for s in storages {
-        match crate::engine::postgres::restore::choose_backup(
-            s.storage.as_ref(),
-            &s.layout,
-            target,
-            id,
-        )
-        .await
-        {
-            Ok(b) => {
-                let newer = found
-                    .as_ref()
-                    .is_none_or(|(_, f)| b.manifest.started_at > f.manifest.started_at);
-                if newer {
-                    found = Some((s, b));
-                }
-                if id.is_some_and(|i| i != "latest") {
-                    break;
-                }
-            }
-            Err(e) => {
-                if storages.len() > 1 {
-                    tracing::warn!(target_name = target, storage = %s.name, "{e:#}");
-                }
-                first_error.get_or_insert(e);
+    let mut remember = |s: &OpenStorage, e: anyhow::Error| {
+        if storages.len() > 1 {
+            tracing::warn!(target_name = target, storage = %s.name, "{e:#}");
+        }
+        first_error.get_or_insert(e);
+    };
+    if let Some(id) = id.filter(|i| *i != "latest") {
+        for s in storages {
+            match crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, Some(id))
+                .await
+            {
+                Ok(b) => return Ok((s, b.manifest.id.0)),
+                Err(e) => remember(s, e),
             }
         }
-    }
-    match found {
-        Some((s, b)) => Ok((s, b.manifest.id.0)),
-        None => {
-            Err(first_error.unwrap_or_else(|| usage(format!("target `{target}` has no storage"))))
+    } else {
+        // The newest backup *attempt* over every storage must be intact in
+        // one of them: a newest copy damaged everywhere is refused, never
+        // passed over for an older backup (regression: an older backup of
+        // another storage was restored in its place).
+        let mut intact: Option<(&OpenStorage, crate::catalog::Backup)> = None;
+        let mut damaged: Option<crate::catalog::Damaged> = None;
+        for s in storages {
+            match crate::catalog::list_target(s.storage.as_ref(), &s.layout, target).await {
+                Ok(listing) => {
+                    if let Some(b) = listing.backups.last() {
+                        let newer = intact
+                            .as_ref()
+                            .is_none_or(|(_, f)| b.manifest.started_at > f.manifest.started_at);
+                        if newer {
+                            intact = Some((s, b.clone()));
+                        }
+                    }
+                    if let Some(d) = listing.damaged_newest() {
+                        if damaged
+                            .as_ref()
+                            .is_none_or(|n| (d.time, &d.id) > (n.time, &n.id))
+                        {
+                            damaged = Some(d.clone());
+                        }
+                    }
+                }
+                Err(e) => remember(s, e),
+            }
+        }
+        let key = |b: &crate::catalog::Backup| (Some(b.manifest.started_at), b.manifest.id.clone());
+        match (intact, damaged) {
+            (Some((s, b)), d) if d.as_ref().is_none_or(|d| (d.time, d.id.clone()) <= key(&b)) => {
+                return Ok((s, b.manifest.id.0))
+            }
+            (older, Some(d)) => {
+                let older = match older {
+                    Some((s, b)) => format!(
+                        "the newest intact backup is {} (in {}); restore it explicitly with --backup {}",
+                        b.manifest.id, s.name, b.manifest.id
+                    ),
+                    None => "there is no intact backup".to_string(),
+                };
+                anyhow::bail!(
+                    "the newest backup of target `{target}`, {}, is damaged in every storage that holds it ({}); {older}",
+                    d.id,
+                    d.why
+                );
+            }
+            (None, None) if first_error.is_none() => {
+                return Err(usage(format!("target `{target}` has no complete backup")))
+            }
+            _ => {}
         }
     }
+    Err(first_error.unwrap_or_else(|| usage(format!("target `{target}` has no storage"))))
 }
 
 /// The targets a command works on: all, or the ones named (each must exist).

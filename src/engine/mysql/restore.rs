@@ -144,45 +144,39 @@ pub async fn restore(
         )),
         _ => {}
     }
-    let create = format!(
-        "{} DATABASE {} CHARACTER SET {}{};",
-        "CREATE",
-        ident(&db),
-        ident(&charset),
-        collation
-            .as_deref()
-            .map(|c| format!(" COLLATE {}", ident(c)))
-            .unwrap_or_default()
-    );
-    let (t, c) = (tools.clone(), req.into.with_database(""));
-    let recreate = create.clone();
-    let ddl = {
-        let db = db.clone();
-        move |drop_first: bool| -> anyhow::Result<()> {
-            let sql = match drop_first {
-                true => format!("DROP DATABASE IF EXISTS {}; {recreate}", ident(&db)),
-                false => recreate.clone(),
-            };
-            tools::query(&t, &c, &sql).map(drop)
-        }
+    // An existing (empty) database is loaded as it is; on failure it is
+    // put back with its own character set and collation, so the name is
+    // exactly as it was.
+    let server = req.into.with_database("");
+    let original = {
+        let (t, c, db, present) = (tools.clone(), server.clone(), db.clone(), present.0);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(String, Option<String>)>> {
+            if !present {
+                tools::query(&t, &c, &create_sql(&db, &charset, collation.as_deref()))?;
+                return Ok(None);
+            }
+            let found = tools::query(
+                &t,
+                &c,
+                &format!(
+                    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+                    literal(&db)
+                ),
+            )?;
+            let (cs, coll) = found.split_once('\t').unwrap_or((&found, ""));
+            Ok(Some((cs.to_string(), Some(coll.to_string()).filter(|c| !c.is_empty()))))
+        })
+        .await??
     };
-    let ddl2 = ddl.clone();
-    tokio::task::spawn_blocking(move || ddl2(present.0)).await??;
     let loaded = load(storage, &stored, &tools, &req.into, &req.cancel).await;
     if let Err(e) = loaded {
-        // Created (or emptied) by us: put the name back as it was.
-        let (t, c, db, was_there) = (
-            tools.clone(),
-            req.into.with_database(""),
-            db.clone(),
-            present.0,
-        );
+        let (t, db) = (tools.clone(), db.clone());
         let undone = tokio::task::spawn_blocking(move || {
-            if was_there {
-                ddl(true)
-            } else {
-                tools::query(&t, &c, &format!("DROP DATABASE IF EXISTS {};", ident(&db))).map(drop)
+            let mut sql = format!("DROP DATABASE IF EXISTS {};", ident(&db));
+            if let Some((cs, coll)) = &original {
+                sql.push_str(&create_sql(&db, cs, coll.as_deref()));
             }
+            tools::query(&t, &server, &sql).map(drop)
         })
         .await;
         if !matches!(undone, Ok(Ok(()))) {
@@ -199,6 +193,17 @@ pub async fn restore(
         kept_replaced: None,
         manifest: Some(m),
     })
+}
+
+fn create_sql(db: &str, charset: &str, collation: Option<&str>) -> String {
+    format!(
+        "CREATE DATABASE {} CHARACTER SET {}{};",
+        ident(db),
+        ident(charset),
+        collation
+            .map(|c| format!(" COLLATE {}", ident(c)))
+            .unwrap_or_default()
+    )
 }
 
 /// Stream the checked dump into the client; both must succeed.

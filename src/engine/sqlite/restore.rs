@@ -110,11 +110,20 @@ pub async fn restore(
     for stale in ["-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{stale}", dest.display()));
     }
-    match req.mode {
+    let placed = match req.mode {
         Mode::Replace { .. } => temp_path.persist(dest).map_err(|e| e.error),
         _ => temp_path.persist_noclobber(dest).map_err(|e| e.error),
+    };
+    if let Err(e) = placed {
+        // The kept original goes back under its name: nothing changed.
+        if let Some(old) = &kept_replaced {
+            let _ = std::fs::rename(old, dest);
+        }
+        return Err(anyhow::Error::new(e).context(format!(
+            "moving the restored database to {}",
+            dest.display()
+        )));
     }
-    .with_context(|| format!("moving the restored database to {}", dest.display()))?;
     crate::fsutil::fsync_dir(dir).ok();
     tracing::info!(backup = %m.id, path = %dest.display(), bytes, "restore complete");
     Ok(RestoreOutcome {
