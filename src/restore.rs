@@ -78,6 +78,81 @@ pub struct RestoreOutcome {
     pub manifest: Option<crate::catalog::Manifest>,
 }
 
+/// What every engine's restore is asked: which backup of which target,
+/// what happens to the destination name, and the options only some
+/// engines have (an engine refuses one it cannot honour).
+pub struct RestoreJob {
+    pub target: String,
+    /// A backup id, or None for the newest.
+    pub backup: Option<String>,
+    pub mode: Mode,
+    /// The age identity file for encrypted backups (see
+    /// [`crate::crypto::identity_path`]).
+    pub identity: Option<std::path::PathBuf>,
+    pub cancel: tokio_util::sync::CancellationToken,
+    pub options: RestoreOptions,
+}
+
+/// Restore options beyond the common ones. Each engine reads those it
+/// knows and refuses, by name, one that is set and it cannot honour,
+/// rather than restoring something other than what was asked.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreOptions {
+    /// The database through which databases are created, renamed and
+    /// dropped (PostgreSQL's `--maintenance-db`).
+    pub maintenance_db: Option<String>,
+    pub fidelity: Fidelity,
+    pub parallel: Option<Parallel>,
+}
+
+impl RestoreOptions {
+    /// Refuse the options set that `engine` cannot honour.
+    pub fn refuse_unsupported(&self, engine: &str) -> anyhow::Result<()> {
+        let f = self.fidelity;
+        let mut set = Vec::new();
+        for (on, flag) in [
+            (f.no_owner, "--no-owner"),
+            (f.no_acl, "--no-acl"),
+            (f.no_tablespaces, "--no-tablespaces"),
+            (f.server_locale, "--server-locale"),
+            (self.parallel.is_some(), "--jobs"),
+            (self.maintenance_db.is_some(), "--maintenance-db"),
+        ] {
+            if on {
+                set.push(flag);
+            }
+        }
+        if set.is_empty() {
+            return Ok(());
+        }
+        Err(usage(format!(
+            "{} {} not supported for {engine} restores",
+            set.join(", "),
+            if set.len() == 1 { "is" } else { "are" }
+        )))
+    }
+}
+
+/// How much of the source's properties the destination must take (the
+/// defaults: all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Fidelity {
+    pub no_owner: bool,
+    pub no_acl: bool,
+    pub no_tablespaces: bool,
+    /// Create with the destination server's default locale (the encoding
+    /// is still the source's).
+    pub server_locale: bool,
+}
+
+/// Restore with parallel jobs: the object is first spooled, decompressed
+/// and checked, to a file in `spool_dir`.
+#[derive(Debug, Clone)]
+pub struct Parallel {
+    pub jobs: u32,
+    pub spool_dir: std::path::PathBuf,
+}
+
 /// What every engine's verify is asked: which backup, decrypted with what,
 /// and whether to keep the scratch copy.
 pub struct VerifyRequest<'a> {

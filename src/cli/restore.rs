@@ -1,9 +1,9 @@
 use super::ConfigArg;
-use crate::engine::postgres::database::Fidelity;
-use crate::engine::postgres::restore::{
-    restore, restore_file, restore_globals, Mode, Parallel, RestoreRequest,
-};
+use crate::engine::postgres::engine::PgDestination;
+use crate::engine::postgres::restore::{restore_file, restore_globals};
+use crate::engine::{Engine, postgres::Postgres};
 use crate::error::{usage, ExitKind};
+use crate::restore::{Fidelity, Mode, Parallel, RestoreJob, RestoreOptions};
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -68,9 +68,10 @@ pub struct PlaceArgs {
     /// With --replace: keep the old database as DB_replaced_YYYYMMDDHHMMSS.
     #[arg(long, requires = "replace")]
     pub keep_replaced: bool,
-    /// Database used to create, rename and drop databases on that server.
-    #[arg(long, default_value = "postgres")]
-    pub maintenance_db: String,
+    /// PostgreSQL: the database through which databases are created,
+    /// renamed and dropped on that server (default: postgres).
+    #[arg(long)]
+    pub maintenance_db: Option<String>,
 }
 
 impl PlaceArgs {
@@ -136,27 +137,59 @@ impl FidelityArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
-    if let Some(path) = crate::engine::sqlite::restore::parse_url(&args.into) {
-        return run_other_engine(args, Into::Sqlite(path)).await;
+    let into = crate::engine::destination(&args.into)?;
+    if args.file.is_some() || args.globals {
+        if into.engine().kind() != Postgres.kind() {
+            return Err(usage(
+                "--file and --globals restore PostgreSQL dumps: --into must be a postgres:// URL",
+            ));
+        }
+        return run_postgres_only(&args, PgDestination(parse_pg_url(&args.into)?)).await;
     }
-    if let Some(conn) = crate::engine::mysql::restore::parse_url(&args.into) {
-        return run_other_engine(args, Into::Mysql(conn?)).await;
+    let config = args.config.load()?;
+    let (target, opened) = open_target(&args, &config)?;
+    let engine = config.target(&target).expect("one_target checked it").engine();
+    if engine.kind() != into.engine().kind() {
+        return Err(usage(format!(
+            "target `{target}` is a {} target: restore it into a {} URL",
+            engine.label(),
+            engine.url_form()
+        )));
     }
-    let into = parse_pg_url(&args.into)?;
-    let request = |target: String, identity| RestoreRequest {
-        target,
-        backup: args.backup.clone(),
-        maintenance: into.with_database(&args.place.maintenance_db),
-        into: into.clone(),
-        mode: args.place.mode(),
-        fidelity: args.fidelity.fidelity(),
-        parallel: args.jobs.filter(|&j| j > 1).map(|jobs| Parallel {
-            jobs,
-            spool_dir: args.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
-        }),
-        identity,
-        cancel: crate::signals::install(),
-    };
+    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
+    let job = args.job(target, Some(backup_id), args.identity.path(Some(&config)));
+    let outcome = into.restore(from.storage.as_ref(), &from.layout, job).await?;
+    Ok(print_outcome(outcome))
+}
+
+impl RestoreArgs {
+    fn job(
+        &self,
+        target: String,
+        backup: Option<String>,
+        identity: Option<std::path::PathBuf>,
+    ) -> RestoreJob {
+        RestoreJob {
+            target,
+            backup,
+            mode: self.place.mode(),
+            identity,
+            cancel: crate::signals::install(),
+            options: RestoreOptions {
+                maintenance_db: self.place.maintenance_db.clone(),
+                fidelity: self.fidelity.fidelity(),
+                parallel: self.jobs.filter(|&j| j > 1).map(|jobs| Parallel {
+                    jobs,
+                    spool_dir: self.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
+                }),
+            },
+        }
+    }
+}
+
+/// `--file` (a dump file backstop did not write) and `--globals` (roles
+/// and tablespaces): PostgreSQL's alone.
+async fn run_postgres_only(args: &RestoreArgs, into: PgDestination) -> anyhow::Result<ExitKind> {
     if let Some(file) = &args.file {
         // A local file needs no config; anything else is a storage key.
         let local = std::path::Path::new(file);
@@ -185,48 +218,41 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
                     args.identity.path(Some(&config)),
                 )
             };
-        let outcome =
-            restore_file(storage.as_ref(), &key, request(String::new(), identity)).await?;
+        let req = into.request(args.job(String::new(), None, identity));
+        let outcome = restore_file(storage.as_ref(), &key, req).await?;
         return Ok(print_outcome(outcome));
     }
     let config = args.config.load()?;
-    let (target, opened) = open_target(&args, &config)?;
-    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
-    let (storage, layout) = (&from.storage, &from.layout);
-    if args.globals {
-        let (id, plan) = restore_globals(
-            storage.as_ref(),
-            layout,
-            &target,
-            Some(backup_id.as_str()),
-            &into,
-            args.identity.path(Some(&config)).as_deref(),
-        )
-        .await?;
-        crate::outln!("applied the globals of {id} to {}:{}", into.host, into.port);
-        let list = |v: &[String]| {
-            if v.is_empty() {
-                "none".to_string()
-            } else {
-                v.join(", ")
-            }
-        };
-        crate::outln!("  roles created: {}", list(&plan.created_roles));
-        crate::outln!(
-            "  roles that existed and were left unchanged: {}",
-            list(&plan.existing_roles)
-        );
-        crate::outln!("  tablespaces created: {}", list(&plan.created_tablespaces));
-        for (name, why) in &plan.skipped_tablespaces {
-            crate::outln!("  tablespace {name} SKIPPED: {why}");
+    let (target, opened) = open_target(args, &config)?;
+    let (from, backup_id) = locate(args, &config, &target, &opened).await?;
+    let pg = &into.0;
+    let (id, plan) = restore_globals(
+        from.storage.as_ref(),
+        &from.layout,
+        &target,
+        Some(backup_id.as_str()),
+        pg,
+        args.identity.path(Some(&config)).as_deref(),
+    )
+    .await?;
+    crate::outln!("applied the globals of {id} to {}:{}", pg.host, pg.port);
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
         }
-        return Ok(ExitKind::Success);
+    };
+    crate::outln!("  roles created: {}", list(&plan.created_roles));
+    crate::outln!(
+        "  roles that existed and were left unchanged: {}",
+        list(&plan.existing_roles)
+    );
+    crate::outln!("  tablespaces created: {}", list(&plan.created_tablespaces));
+    for (name, why) in &plan.skipped_tablespaces {
+        crate::outln!("  tablespace {name} SKIPPED: {why}");
     }
-    let identity = args.identity.path(Some(&config));
-    let mut req = request(target, identity);
-    req.backup = Some(backup_id);
-    let outcome = restore(storage.as_ref(), layout, req).await?;
-    Ok(print_outcome(outcome))
+    Ok(ExitKind::Success)
 }
 
 /// The target to restore (named, or the only one) and the storages opened.
@@ -253,54 +279,6 @@ async fn locate<'a>(
         tracing::info!(storage = %from.name, backup = %id, "restoring from storage {}", from.name);
     }
     Ok((from, id))
-}
-
-/// A destination of another engine than PostgreSQL.
-enum Into {
-    Sqlite(std::path::PathBuf),
-    Mysql(crate::engine::mysql::tools::MyConn),
-}
-
-/// `--into sqlite:///path` (the database file, written beside the path and
-/// renamed into place) or `--into mysql://…/DB`.
-async fn run_other_engine(args: RestoreArgs, into: Into) -> anyhow::Result<ExitKind> {
-    if args.file.is_some() || args.globals || args.jobs.is_some() {
-        return Err(usage(
-            "--file, --globals and --jobs are for PostgreSQL (postgres:// URLs)",
-        ));
-    }
-    let config = args.config.load()?;
-    let (target, opened) = open_target(&args, &config)?;
-    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
-    let (identity, cancel) = (args.identity.path(Some(&config)), crate::signals::install());
-    let (storage, layout, backup) = (from.storage.as_ref(), &from.layout, Some(backup_id));
-    let outcome = match into {
-        Into::Sqlite(path) => {
-            use crate::engine::sqlite::restore::{restore, SqliteRestore};
-            let req = SqliteRestore {
-                target,
-                backup,
-                path,
-                mode: args.place.mode(),
-                identity,
-                cancel,
-            };
-            restore(storage, layout, req).await?
-        }
-        Into::Mysql(into) => {
-            use crate::engine::mysql::restore::{restore, MysqlRestore};
-            let req = MysqlRestore {
-                target,
-                backup,
-                into,
-                mode: args.place.mode(),
-                identity,
-                cancel,
-            };
-            restore(storage, layout, req).await?
-        }
-    };
-    Ok(print_outcome(outcome))
 }
 
 fn print_outcome(outcome: crate::restore::RestoreOutcome) -> ExitKind {

@@ -4,7 +4,7 @@
 //! engine's own (`engine/<name>/verify`).
 
 use super::{select_targets, ConfigArg};
-use crate::config::TargetConfig;
+use crate::engine::Destination;
 use crate::error::ExitKind;
 use crate::report::{hostname, RunReport, Stage, TargetReport};
 use crate::restore::VerifyRequest;
@@ -22,12 +22,11 @@ pub struct VerifyArgs {
     /// Backup id to verify instead of the newest (with one --target).
     #[arg(long, default_value = "latest")]
     pub backup: String,
-    /// Server for the scratch databases: postgres://USER@HOST:PORT/DB (the
-    /// database named is only used to connect; a new one is created per
-    /// target and dropped afterwards).
-    /// For MariaDB/MySQL targets: mysql://USER[:PASSWORD]@HOST:PORT/DB
-    /// likewise. SQLite copies go to the temp directory. Repeat to give one
-    /// of each.
+    /// Where the scratch copies go, one URL per engine (repeat the flag):
+    /// postgres://USER@HOST:PORT/DB or mysql://USER@HOST:PORT/DB name a
+    /// server (the database named is only used to connect; a new one is
+    /// created per target and dropped afterwards); sqlite:///DIR a
+    /// directory (default: the temp directory).
     #[arg(long)]
     pub scratch: Vec<String>,
     /// Keep the scratch databases (to inspect them).
@@ -42,23 +41,33 @@ pub struct VerifyArgs {
 pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let targets = select_targets(&config, &args.targets)?;
-    let (mut scratch, mut my_scratch) = (None, None);
-    for url in &args.scratch {
-        match crate::engine::mysql::restore::parse_url(url) {
-            Some(conn) => my_scratch = Some(conn?),
-            None => scratch = Some(super::restore::parse_pg_url(url)?),
-        }
-    }
-    let needs = |f: fn(&TargetConfig) -> bool| targets.iter().any(|t| f(t));
-    if scratch.is_none() && needs(|t| matches!(t, TargetConfig::Postgres(_))) {
-        return Err(crate::error::usage(
-            "--scratch postgres://USER@HOST:PORT/DB is needed to verify PostgreSQL targets",
-        ));
-    }
-    if my_scratch.is_none() && needs(|t| matches!(t, TargetConfig::Mysql(_))) {
-        return Err(crate::error::usage(
-            "--scratch mysql://USER@HOST:PORT/DB is needed to verify MariaDB/MySQL targets",
-        ));
+    let mut scratches = args
+        .scratch
+        .iter()
+        .map(|url| crate::engine::destination(url))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    // Each target's engine needs a scratch of its own kind (the last one
+    // given), or one the engine supplies; asked for up front, by URL form.
+    let mut scratch_of = Vec::new();
+    for t in &targets {
+        let engine = t.engine();
+        let kind = |d: &Box<dyn Destination>| d.engine().kind() == engine.kind();
+        let at = match scratches.iter().rposition(kind) {
+            Some(at) => at,
+            None => {
+                let d = engine.default_scratch().ok_or_else(|| {
+                    crate::error::usage(format!(
+                        "--scratch {} is needed to verify {} targets (`{}`)",
+                        engine.url_form(),
+                        engine.label(),
+                        t.name()
+                    ))
+                })?;
+                scratches.push(d);
+                scratches.len() - 1
+            }
+        };
+        scratch_of.push(at);
     }
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let notifiers = crate::notify::from_config(&config.notify)
@@ -67,7 +76,8 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let started_at = Utc::now();
     let mut reports = Vec::new();
     let mut needs_usage_exit = false;
-    for t in targets {
+    for (t, scratch) in targets.into_iter().zip(scratch_of) {
+        let scratch = &scratches[scratch];
         let clock = Instant::now();
         let t_started = Utc::now();
         let storages = args.storage.of_target(&config, &opened, t);
@@ -83,20 +93,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                 keep: args.keep,
                 cancel: &cancel,
             };
-            let expect = "checked above";
-            match t {
-                TargetConfig::Postgres(_) => {
-                    let scratch = scratch.as_ref().expect(expect);
-                    crate::engine::postgres::verify::verify(storage, layout, v, scratch).await
-                }
-                TargetConfig::Mysql(_) => {
-                    let scratch = my_scratch.as_ref().expect(expect);
-                    crate::engine::mysql::restore::verify(storage, layout, v, scratch).await
-                }
-                TargetConfig::Sqlite(_) => {
-                    crate::engine::sqlite::restore::verify(storage, layout, v).await
-                }
-            }
+            scratch.verify(storage, layout, v).await
         }
         .await;
         // Regression (SIGTERM during the read-through was ignored and the

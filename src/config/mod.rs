@@ -10,6 +10,7 @@ pub mod notify;
 
 pub use crate::codec::{Algorithm, CompressionConfig};
 pub use crate::engine::postgres::config::{PgFormat, PostgresTarget};
+pub use crate::engine::TargetConfig;
 pub use crate::retention::RetentionConfig;
 pub use crate::secret::{Secret, REDACTED};
 pub use crate::storage::boxcom::config as boxcom;
@@ -136,51 +137,6 @@ impl StorageConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-pub enum TargetConfig {
-    Postgres(PostgresTarget),
-    Mysql(crate::engine::mysql::MysqlTarget),
-    Sqlite(crate::engine::sqlite::SqliteTarget),
-}
-
-impl TargetConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            TargetConfig::Postgres(p) => &p.name,
-            TargetConfig::Mysql(m) => &m.name,
-            TargetConfig::Sqlite(s) => &s.name,
-        }
-    }
-
-    /// This target's own `retry`, if it has one.
-    pub fn own_retry(&self) -> Option<&RetryConfig> {
-        match self {
-            TargetConfig::Postgres(p) => p.retry.as_ref(),
-            TargetConfig::Mysql(m) => m.retry.as_ref(),
-            TargetConfig::Sqlite(s) => s.retry.as_ref(),
-        }
-    }
-
-    /// The storages this target names (empty: every storage).
-    pub fn own_storages(&self) -> &[String] {
-        match self {
-            TargetConfig::Postgres(p) => &p.storages,
-            TargetConfig::Mysql(m) => &m.storages,
-            TargetConfig::Sqlite(s) => &s.storages,
-        }
-    }
-
-    /// This target's own `[targets.retention]`, if it has one.
-    pub fn own_retention(&self) -> Option<&RetentionConfig> {
-        match self {
-            TargetConfig::Postgres(p) => p.retention.as_ref(),
-            TargetConfig::Mysql(m) => m.retention.as_ref(),
-            TargetConfig::Sqlite(s) => s.retention.as_ref(),
-        }
-    }
-}
-
 /// A target whose backup fails for a reason that can pass (the server
 /// restarting, a storage hiccup) is tried again within the run, after
 /// `delay`, up to `attempts` times in all; healthy targets are dumped once.
@@ -212,7 +168,6 @@ fn default_retry_delay() -> HumanDuration {
 }
 
 tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box" => Box, "rclone" => Rclone });
-tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "mysql" => Mysql, "sqlite" => Sqlite });
 
 impl Config {
     /// Read, expand, parse and validate a config file.
@@ -328,11 +283,10 @@ impl Config {
                     return Err(format!("{at}.storages: `{s}` is named twice"));
                 }
             }
-            match target {
-                TargetConfig::Sqlite(sq) => sq.validate().map_err(|e| format!("{at}.{e}"))?,
-                TargetConfig::Mysql(my) => my.resolve(base).map_err(|e| format!("{at}.{e}"))?,
-                TargetConfig::Postgres(pg) => pg.resolve(base).map_err(|e| format!("{at}.{e}"))?,
-            }
+            target
+                .spec_mut()
+                .resolve(base)
+                .map_err(|e| format!("{at}.{e}"))?;
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ pub fn split_tag<E: serde::de::Error>(
 
 macro_rules! tagged_enum {
     ($enum:ident, $what:literal, { $($tag:literal => $variant:ident),+ $(,)? }) => {
-        tagged_enum!($enum, "type", $what, { $($tag => $variant),+ });
+        $crate::config::tagged::tagged_enum!($enum, "type", $what, { $($tag => $variant),+ });
     };
     ($enum:ident, $key:literal, $what:literal, { $($tag:literal => $variant:ident),+ $(,)? }) => {
         impl<'de> serde::Deserialize<'de> for $enum {
@@ -76,6 +76,8 @@ macro_rules! tagged_enum {
         }
     };
 }
+
+pub(crate) use tagged_enum;
 
 #[cfg(test)]
 mod tests {

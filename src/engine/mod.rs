@@ -2,14 +2,19 @@
 //! restore, verify). A source inspects its server (version, tools) and
 //! returns the commands whose stdout is the dump; the pipeline runs them, so
 //! every engine gets the same streaming, exit-status and signal handling,
-//! and an inspector judges whether the bytes are a whole dump.
+//! and an inspector judges whether the bytes are a whole dump. Restore and
+//! verify go through a [`Destination`], which the URL of `--into` or
+//! `--scratch` picks by its scheme.
 //!
-//! Adding an engine: its folder, a line in [`from_config`] and
-//! [`inspector`], its `TargetConfig` variant, the example config, the README.
+//! This file is the registry. Adding an engine: its folder, its variant in
+//! [`TargetConfig`] (with its tag and its arm in `spec`), its [`Check`] and
+//! the line in [`inspector`], its entry in [`ENGINES`]; then the example
+//! config and the README.
 
 pub mod mysql;
 pub mod postgres;
 pub mod sqlite;
+pub mod url;
 
 /// How a dump's bytes are judged (complete or truncated, rows per table).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,8 +56,14 @@ pub fn inspector(check: Check) -> Box<dyn Inspector> {
     }
 }
 
+use crate::catalog::Layout;
+use crate::config::{RetentionConfig, RetryConfig};
 use crate::process::ChildCommand;
+use crate::report::VerifySummary;
+use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
+use crate::storage::Storage;
 use async_trait::async_trait;
+use serde::Serialize;
 
 /// What a source is, for logs and manifests; never holds a secret.
 #[derive(Debug, Clone)]
@@ -93,12 +104,200 @@ pub trait Source: Send + Sync {
 }
 
 /// The source a target config describes.
-pub fn from_config(target: &crate::config::TargetConfig) -> Box<dyn Source> {
-    match target {
-        crate::config::TargetConfig::Postgres(p) => {
-            Box::new(postgres::PostgresSource::from_config(p))
+pub fn from_config(target: &TargetConfig) -> Box<dyn Source> {
+    target.spec().source()
+}
+
+/// One `[[targets]]` entry; `type` picks the engine.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum TargetConfig {
+    Postgres(postgres::config::PostgresTarget),
+    Mysql(mysql::MysqlTarget),
+    Sqlite(sqlite::SqliteTarget),
+}
+
+crate::config::tagged::tagged_enum!(TargetConfig, "target type", { "postgres" => Postgres, "mysql" => Mysql, "sqlite" => Sqlite });
+
+impl TargetConfig {
+    pub fn spec(&self) -> &dyn TargetSpec {
+        match self {
+            TargetConfig::Postgres(t) => t,
+            TargetConfig::Mysql(t) => t,
+            TargetConfig::Sqlite(t) => t,
         }
-        crate::config::TargetConfig::Mysql(m) => Box::new(mysql::MysqlSource::from_config(m)),
-        crate::config::TargetConfig::Sqlite(s) => Box::new(sqlite::SqliteSource::from_config(s)),
+    }
+
+    pub fn spec_mut(&mut self) -> &mut dyn TargetSpec {
+        match self {
+            TargetConfig::Postgres(t) => t,
+            TargetConfig::Mysql(t) => t,
+            TargetConfig::Sqlite(t) => t,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.spec().common().name
+    }
+
+    /// This target's own `retry`, if it has one.
+    pub fn own_retry(&self) -> Option<&RetryConfig> {
+        self.spec().common().retry
+    }
+
+    /// The storages this target names (empty: every storage).
+    pub fn own_storages(&self) -> &[String] {
+        self.spec().common().storages
+    }
+
+    /// This target's own `[targets.retention]`, if it has one.
+    pub fn own_retention(&self) -> Option<&RetentionConfig> {
+        self.spec().common().retention
+    }
+
+    pub fn engine(&self) -> &'static dyn Engine {
+        self.spec().engine()
+    }
+}
+
+/// The keys every target has, whatever its engine.
+pub struct TargetCommon<'a> {
+    pub name: &'a str,
+    /// Replaces the top-level `[retention]` for this target.
+    pub retention: Option<&'a RetentionConfig>,
+    /// Replaces the top-level `[retry]` for this target.
+    pub retry: Option<&'a RetryConfig>,
+    /// The storages this target's backups are copied to (empty: all).
+    pub storages: &'a [String],
+}
+
+/// What the rest of backstop asks of an engine's target config.
+pub trait TargetSpec {
+    fn common(&self) -> TargetCommon<'_>;
+    fn engine(&self) -> &'static dyn Engine;
+    fn source(&self) -> Box<dyn Source>;
+    /// Check the engine's own keys and read their files (a password_file);
+    /// errors start with the key, relative paths are relative to `base`.
+    fn resolve(&mut self, base: &std::path::Path) -> Result<(), String>;
+}
+
+/// Every engine, for restore and verify destinations.
+pub static ENGINES: &[&dyn Engine] = &[&postgres::Postgres, &mysql::Mysql, &sqlite::Sqlite];
+
+/// An engine as restore and verify see it.
+pub trait Engine: Sync {
+    /// The target `type`, and a manifest's `source_type`.
+    fn kind(&self) -> &'static str;
+    /// Its name for people ("MariaDB/MySQL").
+    fn label(&self) -> &'static str;
+    /// The URL `--into` and `--scratch` take, for help and errors.
+    fn url_form(&self) -> &'static str;
+    /// A destination from a URL of this engine's scheme; None for another
+    /// scheme. Errors never echo the URL (it may hold a password).
+    fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>>;
+    /// Where verify restores when no `--scratch` of this engine is given;
+    /// None when one is needed.
+    fn default_scratch(&self) -> Option<Box<dyn Destination>> {
+        None
+    }
+}
+
+/// A place a backup of one engine is restored into: a server and database
+/// name, or a path.
+#[async_trait]
+pub trait Destination: Send + Sync {
+    fn engine(&self) -> &'static dyn Engine;
+    /// Restore a backup of `job.target` into this destination, all or
+    /// nothing.
+    async fn restore(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome>;
+    /// Restore into a new scratch copy here, read all of it through, and
+    /// remove it (unless asked to keep it).
+    async fn verify(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        v: VerifyRequest<'_>,
+    ) -> anyhow::Result<(RestoreOutcome, VerifySummary)>;
+}
+
+/// The destination a URL names, by its scheme.
+pub fn destination(url: &str) -> anyhow::Result<Box<dyn Destination>> {
+    if let Some(found) = ENGINES.iter().find_map(|e| e.destination(url)) {
+        return found;
+    }
+    let scheme = url.split_once(':').map_or("", |(s, _)| s);
+    Err(crate::error::usage(format!(
+        "`{scheme}:` URLs name no database backstop restores into; use one of: {}",
+        ENGINES
+            .iter()
+            .map(|e| e.url_form())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
+}
+
+/// The engine of a target `type` / manifest `source_type`.
+pub fn engine(kind: &str) -> Option<&'static dyn Engine> {
+    ENGINES.iter().copied().find(|e| e.kind() == kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_url_scheme_picks_the_engine() {
+        for (url, kind) in [
+            ("postgres://u@h:5432/db", "postgres"),
+            ("postgresql://u@h/db", "postgres"),
+            ("mysql://u@h:3306/db", "mysql"),
+            ("mariadb://u@h/db", "mysql"),
+            ("sqlite:///tmp/app.db", "sqlite"),
+        ] {
+            let d = destination(url).unwrap_or_else(|e| panic!("{url}: {e:#}"));
+            assert_eq!(d.engine().kind(), kind, "{url}");
+            assert_eq!(engine(kind).map(|e| e.kind()), Some(kind));
+        }
+    }
+
+    #[test]
+    fn an_unknown_scheme_lists_the_forms_and_never_echoes_the_url() {
+        let Err(err) = destination("oracle://sys:hunter2@h/db") else {
+            panic!("an oracle:// URL was taken")
+        };
+        let text = format!("{err:#}");
+        assert!(!text.contains("hunter2"), "{text}");
+        for e in ENGINES {
+            assert!(text.contains(e.url_form()), "{text}");
+        }
+        assert_eq!(
+            crate::error::exit_kind_of(&err),
+            crate::error::ExitKind::Usage
+        );
+        let Err(err) = destination("mysql://u:hunter2@h/") else {
+            panic!("a URL without a database was taken")
+        };
+        assert!(!format!("{err:#}").contains("hunter2"));
+    }
+
+    #[test]
+    fn every_engine_has_a_target_type_and_a_url() {
+        let kinds: Vec<_> = ENGINES.iter().map(|e| e.kind()).collect();
+        let mut unique = kinds.clone();
+        unique.sort();
+        unique.dedup();
+        unique.sort_by_key(|k| kinds.iter().position(|x| x == k));
+        assert_eq!(kinds, unique);
+        let only_sqlite_needs_no_server: Vec<_> = ENGINES
+            .iter()
+            .filter(|e| e.default_scratch().is_some())
+            .map(|e| e.kind())
+            .collect();
+        assert_eq!(only_sqlite_needs_no_server, ["sqlite"]);
     }
 }

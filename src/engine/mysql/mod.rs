@@ -4,6 +4,7 @@
 //! hex, utf8mb4. The stored object is plain SQL: `zstd -dc OBJECT | mariadb
 //! DB` restores it without backstop.
 
+mod engine;
 mod check;
 mod config;
 pub mod restore;
@@ -11,6 +12,8 @@ pub mod tools;
 
 pub use check::MysqlInspector;
 pub use config::MysqlTarget;
+
+pub use engine::Mysql;
 
 use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
 use anyhow::{bail, Context};

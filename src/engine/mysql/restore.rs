@@ -32,30 +32,33 @@ pub fn parse_url(text: &str) -> Option<anyhow::Result<MyConn>> {
     }
     let usage = crate::error::usage;
     let decode = |s: &str| {
-        url::form_urlencoded::parse(format!("x={s}").as_bytes())
-            .next()
-            .map(|(_, v)| v.into_owned())
-            .unwrap_or_default()
+        crate::engine::url::percent_decode(s)
+            .ok_or_else(|| usage("invalid percent-encoding in the mysql:// URL"))
     };
     Some((|| {
         let host = url
             .host_str()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| usage("the mysql:// URL names no host"))?;
-        let database = decode(url.path().trim_start_matches('/'));
+        let database = decode(url.path().trim_start_matches('/'))?;
         if database.is_empty() || database.contains('/') {
             return Err(usage("the mysql:// URL must end with /DATABASE"));
         }
+        if url.query().is_some() {
+            return Err(usage("the mysql:// URL takes no parameters"));
+        }
         Ok(MyConn {
-            host: host.to_string(),
+            host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
             port: url.port().unwrap_or(3306),
             user: match url.username() {
                 "" => "root".into(),
-                u => decode(u),
+                u => decode(u)?,
             },
             password: url
                 .password()
-                .map(|p| crate::secret::Secret::new(decode(p))),
+                .map(decode)
+                .transpose()?
+                .map(crate::secret::Secret::new),
             database,
         })
     })())

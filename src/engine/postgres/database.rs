@@ -88,16 +88,7 @@ pub fn capture(conn: &PgConn, psql: &Path) -> anyhow::Result<PgDatabaseProps> {
     })
 }
 
-/// How much of the source's properties the destination must take.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Fidelity {
-    pub no_owner: bool,
-    pub no_acl: bool,
-    pub no_tablespaces: bool,
-    /// Create with the destination server's default locale (the encoding
-    /// is still the source's).
-    pub server_locale: bool,
-}
+pub use crate::restore::Fidelity;
 
 impl PgDatabaseProps {
     /// Roles the restore needs on the destination.

@@ -1,6 +1,7 @@
 //! PostgreSQL through pg_dump (and pg_dumpall for globals), with the client
 //! chosen to match the server's major version.
 
+pub mod engine;
 pub mod archive;
 pub mod config;
 pub mod database;
@@ -10,6 +11,8 @@ pub mod restore;
 pub mod tools;
 pub mod url;
 pub mod verify;
+
+pub use engine::Postgres;
 
 use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
 use crate::config::{PgFormat, PostgresTarget};

@@ -53,11 +53,7 @@ pub struct RestoreRequest {
     pub cancel: CancellationToken,
 }
 
-#[derive(Debug, Clone)]
-pub struct Parallel {
-    pub jobs: u32,
-    pub spool_dir: std::path::PathBuf,
-}
+pub use crate::restore::Parallel;
 
 /// What is restored, however it was found: a backup with its manifest, or
 /// a dump file backstop did not write.

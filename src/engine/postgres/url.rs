@@ -1,30 +1,31 @@
 //! postgres:// URLs, for `restore --into`, `verify --scratch` and `init`.
 
 use super::tools::PgConn;
+use crate::engine::url::percent_decode;
 use crate::error::usage;
 use crate::secret::Secret;
 
 /// Parse postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]; errors never
 /// echo the URL, which may hold a password.
 pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
-    let url = url::Url::parse(text).map_err(|e| usage(format!("--into: not a valid URL ({e})")))?;
+    let url = url::Url::parse(text).map_err(|e| usage(format!("not a valid postgres:// URL ({e})")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(usage(
-            "--into: the URL must start with postgres:// or postgresql://",
+            "the URL must start with postgres:// or postgresql://",
         ));
     }
     let host = url
         .host_str()
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| usage("--into: the URL names no host"))?
+        .ok_or_else(|| usage("the postgres:// URL names no host"))?
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
     let decode = |s: &str| {
-        percent_decode(s).ok_or_else(|| usage("--into: invalid percent-encoding in the URL"))
+        percent_decode(s).ok_or_else(|| usage("invalid percent-encoding in the postgres:// URL"))
     };
     let database = decode(url.path().trim_start_matches('/'))?;
     if database.is_empty() || database.contains('/') {
-        return Err(usage("--into: the URL must end with /DATABASE"));
+        return Err(usage("the postgres:// URL must end with /DATABASE"));
     }
     let user = if url.username().is_empty() {
         std::env::var("PGUSER").unwrap_or_else(|_| "postgres".into())
@@ -41,7 +42,7 @@ pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
             "sslmode" => sslmode = Some(v.into_owned()),
             other => {
                 return Err(usage(format!(
-                    "--into: unsupported URL parameter `{other}`"
+                    "the postgres:// URL has a parameter backstop does not know: `{other}` (only sslmode)"
                 )))
             }
         }
@@ -54,23 +55,6 @@ pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
         database,
         sslmode,
     })
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! like pg_dump, so the pipeline treats every engine alike: its exit status,
 //! its stderr, a signal kills it, and the bytes are checked to be whole.
 
+mod engine;
 mod check;
 mod config;
 pub mod restore;
@@ -14,6 +15,8 @@ pub mod snapshot;
 
 pub use check::SqliteInspector;
 pub use config::SqliteTarget;
+
+pub use engine::Sqlite;
 
 use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
 use crate::process::ChildCommand;

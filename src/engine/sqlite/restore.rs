@@ -171,17 +171,19 @@ pub fn read_through(path: &Path) -> anyhow::Result<VerifySummary> {
     Ok(summary)
 }
 
-/// Verify: restore into a temp directory, check and read it, remove it.
+/// Verify: restore into a new directory in `parent`, check and read it,
+/// remove it.
 pub async fn verify(
     storage: &dyn Storage,
     layout: &Layout,
     v: VerifyRequest<'_>,
+    parent: &Path,
 ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
     let target = v.target;
     let dir = tempfile::Builder::new()
         .prefix("backstop-verify-")
-        .tempdir()
-        .context("creating a scratch directory")?;
+        .tempdir_in(parent)
+        .with_context(|| format!("creating a scratch directory in {}", parent.display()))?;
     let path = dir.path().join(format!("{target}.db"));
     let outcome = restore(
         storage,

@@ -1,0 +1,85 @@
+//! What the engine registry sees of MariaDB/MySQL: its target config, its
+//! `mysql://` (or `mariadb://`) destinations for restore and verify.
+
+use super::tools::MyConn;
+use super::MysqlTarget;
+use crate::catalog::Layout;
+use crate::engine::{Destination, Engine, Source, TargetCommon, TargetSpec};
+use crate::report::VerifySummary;
+use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
+use crate::storage::Storage;
+use async_trait::async_trait;
+
+pub struct Mysql;
+
+impl Engine for Mysql {
+    fn kind(&self) -> &'static str {
+        "mysql"
+    }
+    fn label(&self) -> &'static str {
+        "MariaDB/MySQL"
+    }
+    fn url_form(&self) -> &'static str {
+        "mysql://USER@HOST:PORT/DB"
+    }
+    fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
+        super::restore::parse_url(url).map(|conn| conn.map(|c| Box::new(MyDestination(c)) as _))
+    }
+}
+
+/// A database on a MariaDB/MySQL server (for verify: the server).
+pub struct MyDestination(pub MyConn);
+
+#[async_trait]
+impl Destination for MyDestination {
+    fn engine(&self) -> &'static dyn Engine {
+        &Mysql
+    }
+
+    async fn restore(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome> {
+        job.options.refuse_unsupported(Mysql.label())?;
+        let req = super::restore::MysqlRestore {
+            target: job.target,
+            backup: job.backup,
+            into: self.0.clone(),
+            mode: job.mode,
+            identity: job.identity,
+            cancel: job.cancel,
+        };
+        super::restore::restore(storage, layout, req).await
+    }
+
+    async fn verify(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        v: VerifyRequest<'_>,
+    ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
+        super::restore::verify(storage, layout, v, &self.0).await
+    }
+}
+
+impl TargetSpec for MysqlTarget {
+    fn common(&self) -> TargetCommon<'_> {
+        TargetCommon {
+            name: &self.name,
+            retention: self.retention.as_ref(),
+            retry: self.retry.as_ref(),
+            storages: &self.storages,
+        }
+    }
+    fn engine(&self) -> &'static dyn Engine {
+        &Mysql
+    }
+    fn source(&self) -> Box<dyn Source> {
+        Box::new(super::MysqlSource::from_config(self))
+    }
+    fn resolve(&mut self, base: &std::path::Path) -> Result<(), String> {
+        MysqlTarget::resolve(self, base)
+    }
+}

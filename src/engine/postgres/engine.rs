@@ -1,0 +1,99 @@
+//! What the engine registry sees of PostgreSQL: its target config, its
+//! `postgres://` destinations for restore and verify.
+
+use super::config::PostgresTarget;
+use super::tools::PgConn;
+use crate::catalog::Layout;
+use crate::engine::{Destination, Engine, Source, TargetCommon, TargetSpec};
+use crate::report::VerifySummary;
+use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
+use crate::storage::Storage;
+use async_trait::async_trait;
+
+pub struct Postgres;
+
+impl Engine for Postgres {
+    fn kind(&self) -> &'static str {
+        "postgres"
+    }
+    fn label(&self) -> &'static str {
+        "PostgreSQL"
+    }
+    fn url_form(&self) -> &'static str {
+        "postgres://USER@HOST:PORT/DB"
+    }
+    fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
+        let (scheme, _) = url.split_once("://")?;
+        matches!(scheme, "postgres" | "postgresql").then(|| {
+            super::url::parse_pg_url(url).map(|conn| Box::new(PgDestination(conn)) as _)
+        })
+    }
+}
+
+/// A database on a PostgreSQL server (for verify: the server, through the
+/// database the URL names).
+pub struct PgDestination(pub PgConn);
+
+#[async_trait]
+impl Destination for PgDestination {
+    fn engine(&self) -> &'static dyn Engine {
+        &Postgres
+    }
+
+    async fn restore(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome> {
+        super::restore::restore(storage, layout, self.request(job)).await
+    }
+
+    async fn verify(
+        &self,
+        storage: &dyn Storage,
+        layout: &Layout,
+        v: VerifyRequest<'_>,
+    ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
+        super::verify::verify(storage, layout, v, &self.0).await
+    }
+}
+
+impl PgDestination {
+    /// PostgreSQL's own request (`restore --file` and `--globals` use it
+    /// directly).
+    pub fn request(&self, job: RestoreJob) -> super::restore::RestoreRequest {
+        let maintenance = job.options.maintenance_db.as_deref().unwrap_or("postgres");
+        super::restore::RestoreRequest {
+            target: job.target,
+            backup: job.backup,
+            into: self.0.clone(),
+            maintenance: self.0.with_database(maintenance),
+            mode: job.mode,
+            fidelity: job.options.fidelity,
+            parallel: job.options.parallel,
+            identity: job.identity,
+            cancel: job.cancel,
+        }
+    }
+}
+
+impl TargetSpec for PostgresTarget {
+    fn common(&self) -> TargetCommon<'_> {
+        TargetCommon {
+            name: &self.name,
+            retention: self.retention.as_ref(),
+            retry: self.retry.as_ref(),
+            storages: &self.storages,
+        }
+    }
+    fn engine(&self) -> &'static dyn Engine {
+        &Postgres
+    }
+    fn source(&self) -> Box<dyn Source> {
+        Box::new(super::PostgresSource::from_config(self))
+    }
+    fn resolve(&mut self, base: &std::path::Path) -> Result<(), String> {
+        PostgresTarget::resolve(self, base)
+    }
+}
