@@ -75,7 +75,12 @@ fn the_demo_passes_without_any_server_of_the_machine_and_beside_it() {
 
 #[test]
 fn ctrl_c_stops_the_demo_cluster_and_removes_its_directory() {
+    use std::os::unix::process::CommandExt;
+    // Ctrl-C signals the terminal's whole foreground process group
+    // (regression: signalling the script alone flaked, since bash ignores
+    // a SIGINT its running child survived, by design).
     let mut child = demo_command(false)
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -92,7 +97,7 @@ fn ctrl_c_stops_the_demo_cluster_and_removes_its_directory() {
         }
     }
     let dir = dir.expect("the demo started its cluster");
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGINT) };
     let status = child.wait().unwrap();
     assert!(!status.success());
     assert!(!std::path::Path::new(&dir).exists(), "{dir} was removed");

@@ -8,6 +8,7 @@ mod engine;
 mod check;
 mod config;
 pub mod restore;
+mod swap;
 pub mod tools;
 
 pub use check::MysqlInspector;
@@ -16,7 +17,7 @@ pub use config::MysqlTarget;
 pub use engine::Mysql;
 
 use super::{Check, DumpPlan, DumpStream, Source, SourceInfo};
-use anyhow::{bail, Context};
+use anyhow::Context;
 use async_trait::async_trait;
 use std::sync::Mutex;
 use tools::{literal, MyConn};
@@ -51,18 +52,7 @@ fn plan_blocking(conn: &MyConn) -> anyhow::Result<(DumpPlan, tempfile::TempPath)
         let version = tools::query(&tools, &server, "SELECT VERSION();")
             .with_context(|| format!("connecting to {}", conn.endpoint()))?;
         let db = literal(&conn.database);
-        let charset = tools::query(
-            &tools,
-            &server,
-            &format!("SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {db};"),
-        )?;
-        let Some((character_set, collation)) = charset.split_once('\t') else {
-            bail!(
-                "database `{}` does not exist on {}",
-                conn.database,
-                conn.endpoint()
-            );
-        };
+        let (character_set, collation) = tools::charset_of(&tools, conn, &conn.database)?;
         let loose = tools::query(
             &tools,
             &server,

@@ -126,87 +126,120 @@ pub async fn restore(
         })
         .await??
     };
+    let endpoint = req.into.endpoint();
     match (req.mode, present) {
         (Mode::Create, (true, _)) => bail!(usage(format!(
-            "database `{db}` exists on {}; restore into a new name, or use an empty one without --create",
-            req.into.endpoint()
+            "database `{db}` exists on {endpoint}; restore into a new name, use an empty one \
+             without --create, or replace it with --replace"
         ))),
         (Mode::Empty, (false, _)) => bail!(usage(format!(
-            "database `{db}` does not exist on {}; add --create",
-            req.into.endpoint()
+            "database `{db}` does not exist on {endpoint}; add --create"
         ))),
         (Mode::Empty, (true, n)) if n > 0 => bail!(usage(format!(
-            "database `{db}` on {} is not empty ({n} tables, routines or events); \
-             restore into a new name with --create",
-            req.into.endpoint()
+            "database `{db}` on {endpoint} is not empty ({n} tables, routines or events); \
+             restore into a new name with --create, or replace it with --replace"
         ))),
-        (Mode::Replace { .. }, _) => bail!(usage(
-            "--replace is not supported for MariaDB/MySQL yet: restore with --create into a new \
-             name, check it, then switch the application over"
-                .to_string()
-        )),
+        (Mode::Replace { .. }, (false, _)) => bail!(usage(format!(
+            "database `{db}` does not exist on {endpoint}: nothing to replace (use --create)"
+        ))),
         _ => {}
     }
-    // An existing (empty) database is loaded as it is; on failure it is
-    // put back with its own character set and collation, so the name is
-    // exactly as it was.
-    let server = req.into.with_database("");
-    let original = {
-        let (t, c, db, present) = (tools.clone(), server.clone(), db.clone(), present.0);
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(String, Option<String>)>> {
-            if !present {
-                tools::query(&t, &c, &create_sql(&db, &charset, collation.as_deref()))?;
-                return Ok(None);
+    let stamp = format!("{:08x}", fastrand::u32(..));
+    let kept = match req.mode {
+        Mode::Replace {
+            keep_replaced: true,
+        } => {
+            let name = format!("{db}_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            if name.len() > 64 {
+                bail!(usage(format!(
+                    "`{name}` would be longer than the 64 characters MariaDB allows: \
+                     leave out --keep-replaced, or restore into a shorter name"
+                )));
             }
-            let found = tools::query(
-                &t,
-                &c,
-                &format!(
-                    "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
-                    literal(&db)
-                ),
-            )?;
-            let (cs, coll) = found.split_once('\t').unwrap_or((&found, ""));
-            Ok(Some((cs.to_string(), Some(coll.to_string()).filter(|c| !c.is_empty()))))
+            Some(name)
+        }
+        _ => None,
+    };
+    // A replace restores into a new database beside the live one; the
+    // others into the name itself.
+    let (server, into) = (req.into.with_database(""), match req.mode {
+        Mode::Replace { .. } => req.into.with_database(&internal_name(&db, "restore", &stamp)),
+        _ => req.into.clone(),
+    });
+    let original = {
+        let (t, c, name, present) = (tools.clone(), server.clone(), into.database.clone(), into.database == db && present.0);
+        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(String, Option<String>)>> {
+            if present {
+                return tools::charset_of(&t, &c, &name).map(Some);
+            }
+            tools::query(&t, &c, &tools::create_sql(&name, &charset, collation.as_deref()))?;
+            Ok(None)
         })
         .await??
     };
-    let loaded = load(storage, &stored, &tools, &req.into, &req.cancel).await;
+    // On failure the name is put back as it was: dropped when it was
+    // created, an existing (empty) one recreated with its own character
+    // set and collation.
+    let loaded = load(storage, &stored, &tools, &into, &req.cancel).await;
     if let Err(e) = loaded {
-        let (t, db) = (tools.clone(), db.clone());
+        let (t, s, name) = (tools.clone(), server.clone(), into.database.clone());
         let undone = tokio::task::spawn_blocking(move || {
-            let mut sql = format!("DROP DATABASE IF EXISTS {};", ident(&db));
+            let mut sql = format!("DROP DATABASE IF EXISTS {};", ident(&name));
             if let Some((cs, coll)) = &original {
-                sql.push_str(&create_sql(&db, cs, coll.as_deref()));
+                sql.push_str(&tools::create_sql(&name, cs, coll.as_deref()));
             }
-            tools::query(&t, &server, &sql).map(drop)
+            tools::query(&t, &s, &sql).map(drop)
         })
         .await;
         if !matches!(undone, Ok(Ok(()))) {
-            tracing::warn!(database = %req.into.database, "could not undo the failed restore; drop the database by hand");
+            tracing::warn!(database = %into.database, "could not undo the failed restore; drop the database by hand");
         }
         return Err(e.context("nothing was restored"));
     }
     let bytes = loaded.expect("checked");
+    if let Mode::Replace { keep_replaced } = req.mode {
+        let aside = kept
+            .clone()
+            .unwrap_or_else(|| internal_name(&db, "old", &stamp));
+        let (t, restored) = (tools.clone(), into.database.clone());
+        let swapped = tokio::task::spawn_blocking(move || {
+            let swap = super::swap::Swap {
+                tools: &t,
+                server: &server,
+                live: &db,
+                restored: &restored,
+                aside: &aside,
+                keep: keep_replaced,
+            };
+            let result = swap.run();
+            if result.is_err() {
+                let _ = tools::query(&t, &server, &format!("DROP DATABASE IF EXISTS {};", ident(&restored)));
+            }
+            result
+        })
+        .await
+        .context("swap task")?;
+        swapped.context("nothing was replaced")?;
+    }
+    let db = req.into.database.clone();
     tracing::info!(backup = %m.id, database = %db, bytes, "restore complete");
     Ok(RestoreOutcome {
         backup_id: m.id.0.clone(),
         database: db,
         bytes,
-        kept_replaced: None,
+        kept_replaced: kept,
         manifest: Some(m),
     })
 }
 
-fn create_sql(db: &str, charset: &str, collation: Option<&str>) -> String {
-    format!(
-        "CREATE DATABASE {} CHARACTER SET {}{};",
-        ident(db),
-        ident(charset),
-        collation
-            .map(|c| format!(" COLLATE {}", ident(c)))
-            .unwrap_or_default()
-    )
+/// A working name beside `db`, within MariaDB's 64 characters.
+fn internal_name(db: &str, what: &str, stamp: &str) -> String {
+    let suffix = format!("_bs_{what}_{stamp}");
+    let mut keep = 64 - suffix.len();
+    while !db.is_char_boundary(keep.min(db.len())) {
+        keep -= 1;
+    }
+    format!("{}{suffix}", &db[..keep.min(db.len())])
 }
 
 /// Stream the checked dump into the client; both must succeed.

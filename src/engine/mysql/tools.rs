@@ -110,6 +110,39 @@ pub fn query(tools: &MyTools, conn: &MyConn, sql: &str) -> anyhow::Result<String
     Ok(out.trim_end_matches('\n').to_string())
 }
 
+/// A database's default character set and collation; an error when it
+/// does not exist.
+pub fn charset_of(
+    tools: &MyTools,
+    server: &MyConn,
+    db: &str,
+) -> anyhow::Result<(String, Option<String>)> {
+    let found = query(
+        tools,
+        &server.with_database(""),
+        &format!(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
+            literal(db)
+        ),
+    )?;
+    match found.split_once('\t') {
+        Some((cs, coll)) => Ok((cs.to_string(), Some(coll.to_string()).filter(|c| !c.is_empty()))),
+        None => bail!("database `{db}` does not exist on {}", server.endpoint()),
+    }
+}
+
+/// CREATE DATABASE with a character set and collation.
+pub fn create_sql(db: &str, charset: &str, collation: Option<&str>) -> String {
+    format!(
+        "CREATE DATABASE {} CHARACTER SET {}{};",
+        ident(db),
+        ident(charset),
+        collation
+            .map(|c| format!(" COLLATE {}", ident(c)))
+            .unwrap_or_default()
+    )
+}
+
 /// A name as a MariaDB identifier.
 pub fn ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
