@@ -309,3 +309,213 @@ fn a_damaged_backup_restores_nothing() {
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(!dest.exists(), "the half-restored database was dropped");
 }
+
+/// Databases whose names start with `prefix` (leftovers of a restore).
+fn databases_like(prefix: &str) -> Vec<String> {
+    let out = mariadb(
+        "",
+        &format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME LIKE '{}%' ORDER BY 1",
+            prefix.replace('_', "\\_")
+        ),
+    );
+    out.lines().map(String::from).collect()
+}
+
+/// The live database changed after its backup: rows, a new table, a view
+/// dropped and another made, a routine swapped.
+fn change_after_backup(db: &MyDb) {
+    mariadb(
+        &db.name,
+        r#"
+        INSERT INTO `order` (customer_id, total) VALUES (2, 999.00);
+        CREATE TABLE extra (id INT PRIMARY KEY) ENGINE=InnoDB;
+        INSERT INTO extra VALUES (1), (2);
+        DROP VIEW big_orders;
+        CREATE VIEW small_orders AS SELECT id FROM `order` WHERE total < 10;
+        DROP PROCEDURE order_count;
+        CREATE FUNCTION twice(x INT) RETURNS INT DETERMINISTIC RETURN x * 2;
+        "#,
+    );
+}
+
+#[test]
+fn replace_swaps_in_the_whole_backup_and_keeps_the_old_database_when_asked() {
+    let live = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&live.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let backed_up = live.fingerprint();
+    change_after_backup(&live);
+    let changed = live.fingerprint();
+    assert_ne!(changed, backed_up);
+
+    let r = run(&["restore", "--into", &live.url(), "--replace"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(live.fingerprint(), backed_up);
+    // The trigger came back on the restored table, in the live name.
+    let audited = || {
+        mariadb(&live.name, "SELECT COUNT(*) FROM audit")
+            .parse::<u64>()
+            .unwrap()
+    };
+    let before = audited();
+    mariadb(
+        &live.name,
+        "INSERT INTO `order` (customer_id, total) VALUES (1, 5.00)",
+    );
+    assert_eq!(audited(), before + 1);
+    assert_eq!(
+        databases_like(&format!("{}_", live.name)),
+        Vec::<String>::new(),
+        "nothing is left beside the live database"
+    );
+
+    change_after_backup(&live);
+    let changed = live.fingerprint();
+    let r = run(
+        &[
+            "restore",
+            "--into",
+            &live.url(),
+            "--replace",
+            "--keep-replaced",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(live.fingerprint(), backed_up);
+    let kept = databases_like(&format!("{}_replaced_", live.name));
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = MyDb {
+        name: kept[0].clone(),
+    };
+    assert!(r.stdout.contains(&kept.name), "{}", r.all());
+    assert_eq!(
+        kept.fingerprint(),
+        changed,
+        "the old database is kept whole"
+    );
+    assert_eq!(
+        mariadb(
+            "",
+            &format!(
+                "SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{}'",
+                kept.name
+            )
+        ),
+        "DISABLED",
+        "the kept copy runs no events"
+    );
+}
+
+#[test]
+fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
+    let live = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&live.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    change_after_backup(&live);
+    let changed = live.fingerprint();
+
+    // The restored views and triggers fail to load into the live name
+    // once: the tables have been swapped by then, and must go back.
+    let bin = ws.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let real = String::from_utf8(
+        Command::new("which")
+            .arg("mariadb")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let mark = ws.path("failed-once");
+    ws.script(
+        "bin/mariadb",
+        &format!(
+            r#"in=$(mktemp); cat > "$in"
+case " $* " in *" --database={db} "*)
+  if grep -qi trigger "$in" && [ ! -e '{mark}' ]; then
+    touch '{mark}'; rm -f "$in"; echo "ERROR 1419 (HY000): injected failure" >&2; exit 1
+  fi ;;
+esac
+'{real}' "$@" < "$in"; rc=$?; rm -f "$in"; exit $rc"#,
+            db = live.name,
+            mark = mark.display(),
+            real = real.trim()
+        ),
+    );
+    let r = run_with_path(
+        &["restore", "--into", &live.url(), "--replace"],
+        &cfg,
+        &bin,
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(mark.exists(), "the failure was injected");
+    assert!(r.all().contains("put back as it was"), "{}", r.all());
+    assert!(r.all().contains("injected failure"), "{}", r.all());
+    assert_eq!(live.fingerprint(), changed);
+    assert_eq!(
+        databases_like(&format!("{}_", live.name)),
+        Vec::<String>::new()
+    );
+
+    // A damaged backup fails before the live database is touched.
+    let object = ws.stored_file(".sql.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+    let r = run(&["restore", "--into", &live.url(), "--replace"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(live.fingerprint(), changed);
+    assert_eq!(
+        databases_like(&format!("{}_", live.name)),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn replace_and_create_refuse_a_wrong_destination_before_touching_it() {
+    let live = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&live.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let absent = MyDb::reserve("bs_shop_absent");
+    let r = run(&["restore", "--into", &absent.url(), "--replace"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("nothing to replace"), "{}", r.all());
+    assert!(!absent.exists());
+    let r = run(&["restore", "--into", &live.url(), "--create"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("--replace"), "{}", r.all());
+    let r = run(
+        &["restore", "--into", &absent.url(), "--create", "--no-owner"],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("--no-owner is not supported for MariaDB/MySQL"),
+        "{}",
+        r.all()
+    );
+    let r = run(
+        &[
+            "restore",
+            "--into",
+            "postgres://postgres@127.0.0.1/x",
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("is a MariaDB/MySQL target"),
+        "{}",
+        r.all()
+    );
+    assert!(!absent.exists());
+}

@@ -1,7 +1,7 @@
 use super::ConfigArg;
 use crate::engine::postgres::engine::PgDestination;
 use crate::engine::postgres::restore::{restore_file, restore_globals};
-use crate::engine::{Engine, postgres::Postgres};
+use crate::engine::{postgres::Postgres, Engine};
 use crate::error::{usage, ExitKind};
 use crate::restore::{Fidelity, Mode, Parallel, RestoreJob, RestoreOptions};
 use clap::Args;
@@ -148,7 +148,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     }
     let config = args.config.load()?;
     let (target, opened) = open_target(&args, &config)?;
-    let engine = config.target(&target).expect("one_target checked it").engine();
+    let engine = config
+        .target(&target)
+        .expect("one_target checked it")
+        .engine();
     if engine.kind() != into.engine().kind() {
         return Err(usage(format!(
             "target `{target}` is a {} target: restore it into a {} URL",
@@ -158,7 +161,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     }
     let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
     let job = args.job(target, Some(backup_id), args.identity.path(Some(&config)));
-    let outcome = into.restore(from.storage.as_ref(), &from.layout, job).await?;
+    let outcome = into
+        .restore(from.storage.as_ref(), &from.layout, job)
+        .await?;
     Ok(print_outcome(outcome))
 }
 

@@ -4,9 +4,9 @@
 //! hex, utf8mb4. The stored object is plain SQL: `zstd -dc OBJECT | mariadb
 //! DB` restores it without backstop.
 
-mod engine;
 mod check;
 mod config;
+mod engine;
 pub mod restore;
 mod swap;
 pub mod tools;

@@ -149,7 +149,10 @@ pub async fn restore(
         Mode::Replace {
             keep_replaced: true,
         } => {
-            let name = format!("{db}_replaced_{}", chrono::Utc::now().format("%Y%m%d%H%M%S"));
+            let name = format!(
+                "{db}_replaced_{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S")
+            );
             if name.len() > 64 {
                 bail!(usage(format!(
                     "`{name}` would be longer than the 64 characters MariaDB allows: \
@@ -162,19 +165,35 @@ pub async fn restore(
     };
     // A replace restores into a new database beside the live one; the
     // others into the name itself.
-    let (server, into) = (req.into.with_database(""), match req.mode {
-        Mode::Replace { .. } => req.into.with_database(&internal_name(&db, "restore", &stamp)),
-        _ => req.into.clone(),
-    });
+    let (server, into) = (
+        req.into.with_database(""),
+        match req.mode {
+            Mode::Replace { .. } => req
+                .into
+                .with_database(&internal_name(&db, "restore", &stamp)),
+            _ => req.into.clone(),
+        },
+    );
     let original = {
-        let (t, c, name, present) = (tools.clone(), server.clone(), into.database.clone(), into.database == db && present.0);
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Option<(String, Option<String>)>> {
-            if present {
-                return tools::charset_of(&t, &c, &name).map(Some);
-            }
-            tools::query(&t, &c, &tools::create_sql(&name, &charset, collation.as_deref()))?;
-            Ok(None)
-        })
+        let (t, c, name, present) = (
+            tools.clone(),
+            server.clone(),
+            into.database.clone(),
+            into.database == db && present.0,
+        );
+        tokio::task::spawn_blocking(
+            move || -> anyhow::Result<Option<(String, Option<String>)>> {
+                if present {
+                    return tools::charset_of(&t, &c, &name).map(Some);
+                }
+                tools::query(
+                    &t,
+                    &c,
+                    &tools::create_sql(&name, &charset, collation.as_deref()),
+                )?;
+                Ok(None)
+            },
+        )
         .await??
     };
     // On failure the name is put back as it was: dropped when it was
@@ -213,7 +232,11 @@ pub async fn restore(
             };
             let result = swap.run();
             if result.is_err() {
-                let _ = tools::query(&t, &server, &format!("DROP DATABASE IF EXISTS {};", ident(&restored)));
+                let _ = tools::query(
+                    &t,
+                    &server,
+                    &format!("DROP DATABASE IF EXISTS {};", ident(&restored)),
+                );
             }
             result
         })

@@ -126,7 +126,10 @@ pub fn charset_of(
         ),
     )?;
     match found.split_once('\t') {
-        Some((cs, coll)) => Ok((cs.to_string(), Some(coll.to_string()).filter(|c| !c.is_empty()))),
+        Some((cs, coll)) => Ok((
+            cs.to_string(),
+            Some(coll.to_string()).filter(|c| !c.is_empty()),
+        )),
         None => bail!("database `{db}` does not exist on {}", server.endpoint()),
     }
 }

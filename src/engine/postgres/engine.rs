@@ -24,9 +24,8 @@ impl Engine for Postgres {
     }
     fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
         let (scheme, _) = url.split_once("://")?;
-        matches!(scheme, "postgres" | "postgresql").then(|| {
-            super::url::parse_pg_url(url).map(|conn| Box::new(PgDestination(conn)) as _)
-        })
+        matches!(scheme, "postgres" | "postgresql")
+            .then(|| super::url::parse_pg_url(url).map(|conn| Box::new(PgDestination(conn)) as _))
     }
 }
 

@@ -1,10 +1,10 @@
 //! PostgreSQL through pg_dump (and pg_dumpall for globals), with the client
 //! chosen to match the server's major version.
 
-pub mod engine;
 pub mod archive;
 pub mod config;
 pub mod database;
+pub mod engine;
 pub mod globals;
 pub mod plain_filter;
 pub mod restore;

@@ -8,7 +8,8 @@ use crate::secret::Secret;
 /// Parse postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=…]; errors never
 /// echo the URL, which may hold a password.
 pub fn parse_pg_url(text: &str) -> anyhow::Result<PgConn> {
-    let url = url::Url::parse(text).map_err(|e| usage(format!("not a valid postgres:// URL ({e})")))?;
+    let url =
+        url::Url::parse(text).map_err(|e| usage(format!("not a valid postgres:// URL ({e})")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(usage(
             "the URL must start with postgres:// or postgresql://",

@@ -7,9 +7,9 @@
 //! like pg_dump, so the pipeline treats every engine alike: its exit status,
 //! its stderr, a signal kills it, and the bytes are checked to be whole.
 
-mod engine;
 mod check;
 mod config;
+mod engine;
 pub mod restore;
 pub mod snapshot;
 

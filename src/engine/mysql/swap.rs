@@ -1,0 +1,220 @@
+//! `restore --replace` for MariaDB/MySQL: the backup is restored in full
+//! beside the live database first, then the two swap contents. There is no
+//! RENAME DATABASE, and RENAME TABLE moves neither views nor tables with
+//! triggers across schemas, so the swap goes by kind of object:
+//!
+//! 1. the views, triggers, routines and events of both databases are read
+//!    as SQL by the dump tool (schema-free, so they load into any name);
+//! 2. they are dropped (the live database's: from here on a failure puts
+//!    them back);
+//! 3. one RENAME TABLE moves the live tables aside and the restored ones
+//!    in: a single statement, so the tables are all old or all new;
+//! 4. the restored database's code is loaded into the live name.
+//!
+//! A failure in 3 or 4 moves the tables back and reloads the old code, so
+//! the name ends up either wholly restored or as it was. Sessions are not
+//! ended (MariaDB cannot fence a database): stop the application first.
+
+use super::tools::{self, ident, literal, MyConn, MyTools};
+use anyhow::{bail, Context};
+
+/// The databases of one swap, all on `server`.
+pub struct Swap<'a> {
+    pub tools: &'a MyTools,
+    pub server: &'a MyConn,
+    /// The database being replaced.
+    pub live: &'a str,
+    /// The complete restore, beside it.
+    pub restored: &'a str,
+    /// Where the live tables go; kept (with their code, events disabled)
+    /// when `keep`, else dropped.
+    pub aside: &'a str,
+    pub keep: bool,
+}
+
+impl Swap<'_> {
+    pub fn run(&self) -> anyhow::Result<()> {
+        let new_code = self.code(self.restored)?;
+        let old_code = self.code(self.live)?;
+        let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
+        self.sql(&tools::create_sql(
+            self.aside,
+            &charset,
+            collation.as_deref(),
+        ))?;
+        self.drop_code(self.restored)?;
+        self.drop_code(self.live)
+            .and_then(|()| self.move_tables(&[(self.live, self.aside), (self.restored, self.live)]))
+            .and_then(|()| self.load(self.live, &new_code))
+            .or_else(|e| Err(self.put_back(&old_code, e)))?;
+        if self.keep {
+            self.load(self.aside, &old_code)?;
+            self.disable_events(self.aside)?;
+        } else {
+            self.sql(&format!("DROP DATABASE {};", ident(self.aside)))?;
+        }
+        self.sql(&format!("DROP DATABASE {};", ident(self.restored)))
+    }
+
+    /// After a failed swap: the restored tables back to their database,
+    /// the live ones and their code back under the live name.
+    fn put_back(&self, old_code: &str, failed: anyhow::Error) -> anyhow::Error {
+        let undone = self
+            .drop_code(self.live)
+            .and_then(|()| {
+                if self.tables(self.aside)?.is_empty() {
+                    return Ok(());
+                }
+                self.move_tables(&[(self.live, self.restored), (self.aside, self.live)])
+            })
+            .and_then(|()| self.load(self.live, old_code))
+            .and_then(|()| self.sql(&format!("DROP DATABASE {};", ident(self.aside))));
+        match undone {
+            Ok(()) => failed.context(format!(
+                "replacing database `{}`: it was put back as it was",
+                self.live
+            )),
+            Err(e) => failed.context(format!(
+                "replacing database `{}` failed, and so did putting it back ({e:#}): its \
+                 original tables may be in `{}` and the restored ones in `{}`",
+                self.live, self.aside, self.restored
+            )),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> anyhow::Result<()> {
+        tools::query(self.tools, self.server, sql).map(drop)
+    }
+
+    fn list(&self, sql: &str) -> anyhow::Result<Vec<String>> {
+        let out = tools::query(self.tools, self.server, sql)?;
+        Ok(out
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
+    /// Tables, sequences and system-versioned tables: all but views.
+    fn tables(&self, db: &str) -> anyhow::Result<Vec<String>> {
+        self.list(&format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE <> 'VIEW' ORDER BY TABLE_NAME;",
+            literal(db)
+        ))
+    }
+
+    fn views(&self, db: &str) -> anyhow::Result<Vec<String>> {
+        self.list(&format!(
+            "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE TABLE_SCHEMA = {} ORDER BY TABLE_NAME;",
+            literal(db)
+        ))
+    }
+
+    /// One atomic RENAME TABLE moving every table of each `from` to its `to`.
+    fn move_tables(&self, moves: &[(&str, &str)]) -> anyhow::Result<()> {
+        let mut pairs = Vec::new();
+        for (from, to) in moves {
+            for t in self.tables(from)? {
+                pairs.push(format!(
+                    "{}.{} TO {}.{}",
+                    ident(from),
+                    ident(&t),
+                    ident(to),
+                    ident(&t)
+                ));
+            }
+        }
+        if pairs.is_empty() {
+            return Ok(());
+        }
+        self.sql(&format!("RENAME TABLE {};", pairs.join(", ")))
+            .context("moving the tables")
+    }
+
+    /// The views, triggers, routines and events of `db` as SQL, from the
+    /// dump tool (views by name: it writes them without the schema).
+    fn code(&self, db: &str) -> anyhow::Result<String> {
+        let options = self.server.option_file()?;
+        let dump = |extra: &[&str], names: &[String]| -> anyhow::Result<String> {
+            let mut cmd = tools::command(&self.tools.dump, &options)
+                .arg("--no-data")
+                .arg("--skip-comments")
+                .arg("--default-character-set=utf8mb4");
+            for a in extra {
+                cmd = cmd.arg(a);
+            }
+            cmd = cmd.arg(db);
+            for n in names {
+                cmd = cmd.arg(n);
+            }
+            let (finished, out) = crate::process::run_capture(&cmd, None)
+                .with_context(|| format!("reading the definitions in `{db}`"))?;
+            if !finished.success() {
+                bail!(
+                    "reading the definitions in `{db}`: {}",
+                    finished.describe_with_last_line()
+                );
+            }
+            Ok(out)
+        };
+        let views = self.views(db)?;
+        let mut script = String::new();
+        if !views.is_empty() {
+            script.push_str(&dump(&["--skip-triggers"], &views)?);
+        }
+        script.push_str(&dump(
+            &["--no-create-info", "--triggers", "--routines", "--events"],
+            &[],
+        )?);
+        Ok(script)
+    }
+
+    /// Drop the views, triggers, routines and events of `db`.
+    fn drop_code(&self, db: &str) -> anyhow::Result<()> {
+        let d = literal(db);
+        let mut sql = String::new();
+        for t in self.list(&format!(
+            "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE TRIGGER_SCHEMA = {d};"
+        ))? {
+            sql.push_str(&format!("DROP TRIGGER {}.{};\n", ident(db), ident(&t)));
+        }
+        for v in self.views(db)? {
+            sql.push_str(&format!("DROP VIEW {}.{};\n", ident(db), ident(&v)));
+        }
+        for r in self.list(&format!(
+            "SELECT ROUTINE_TYPE, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA = {d};"
+        ))? {
+            let (kind, name) = r.split_once('\t').unwrap_or(("PROCEDURE", &r));
+            sql.push_str(&format!("DROP {kind} {}.{};\n", ident(db), ident(name)));
+        }
+        for e in self.events(db)? {
+            sql.push_str(&format!("DROP EVENT {}.{};\n", ident(db), ident(&e)));
+        }
+        if sql.is_empty() {
+            return Ok(());
+        }
+        self.sql(&sql)
+            .with_context(|| format!("dropping the views, triggers, routines and events of `{db}`"))
+    }
+
+    fn events(&self, db: &str) -> anyhow::Result<Vec<String>> {
+        self.list(&format!(
+            "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {};",
+            literal(db)
+        ))
+    }
+
+    /// The kept database must not run the old events against its copy.
+    fn disable_events(&self, db: &str) -> anyhow::Result<()> {
+        for e in self.events(db)? {
+            self.sql(&format!("ALTER EVENT {}.{} DISABLE;", ident(db), ident(&e)))?;
+        }
+        Ok(())
+    }
+
+    fn load(&self, db: &str, script: &str) -> anyhow::Result<()> {
+        tools::query(self.tools, &self.server.with_database(db), script)
+            .map(drop)
+            .with_context(|| format!("creating the views, triggers, routines and events in `{db}`"))
+    }
+}
