@@ -186,6 +186,16 @@ impl Manifest {
     pub fn raw_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.raw_bytes).sum()
     }
+
+    /// The raw bytes of the database dumps (`database`, or each
+    /// `database:NAME` of a backup of several), without the globals.
+    pub fn database_raw_bytes(&self) -> u64 {
+        self.objects
+            .iter()
+            .filter(|o| o.role == "database" || o.role.starts_with("database:"))
+            .map(|o| o.raw_bytes)
+            .sum()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -249,7 +249,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         }
         let expected = previous
             .as_ref()
-            .and_then(|m| m.object(stream.role))
+            .and_then(|m| m.object(&stream.role))
             .map(|o| o.raw_bytes);
         let keys: Vec<String> = copies
             .iter()
@@ -659,7 +659,7 @@ async fn forward(
                 let secs = clock.elapsed().as_secs_f64();
                 tracing::info!(
                     target_name = job.target,
-                    role = stream.role,
+                    role = %stream.role,
                     raw_bytes = raw_now,
                     stored_bytes = stored,
                     "progress: {} dumped, {} stored, {}/s",

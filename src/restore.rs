@@ -103,11 +103,15 @@ pub struct RestoreOptions {
     pub maintenance_db: Option<String>,
     pub fidelity: Fidelity,
     pub parallel: Option<Parallel>,
+    /// Which database of a backup that holds several (a MariaDB/MySQL
+    /// target with `databases` or `all`).
+    pub database: Option<String>,
 }
 
 impl RestoreOptions {
-    /// Refuse the options set that `engine` cannot honour.
-    pub fn refuse_unsupported(&self, engine: &str) -> anyhow::Result<()> {
+    /// Refuse the options set that `engine` cannot honour (`supported`
+    /// names those it can, by flag).
+    pub fn refuse_unsupported(&self, engine: &str, supported: &[&str]) -> anyhow::Result<()> {
         let f = self.fidelity;
         let mut set = Vec::new();
         for (on, flag) in [
@@ -117,8 +121,9 @@ impl RestoreOptions {
             (f.server_locale, "--server-locale"),
             (self.parallel.is_some(), "--jobs"),
             (self.maintenance_db.is_some(), "--maintenance-db"),
+            (self.database.is_some(), "--database"),
         ] {
-            if on {
+            if on && !supported.contains(&flag) {
                 set.push(flag);
             }
         }
@@ -161,4 +166,39 @@ pub struct VerifyRequest<'a> {
     pub identity: Option<std::path::PathBuf>,
     pub keep: bool,
     pub cancel: &'a tokio_util::sync::CancellationToken,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_an_engine_cannot_honour_are_refused_by_flag() {
+        let options = RestoreOptions {
+            fidelity: Fidelity {
+                no_owner: true,
+                ..Fidelity::default()
+            },
+            database: Some("blog".into()),
+            ..RestoreOptions::default()
+        };
+        let err = options.refuse_unsupported("SQLite", &[]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--no-owner, --database are not supported for SQLite restores"
+        );
+        let err = options
+            .refuse_unsupported("MariaDB/MySQL", &["--database"])
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--no-owner is not supported for MariaDB/MySQL restores"
+        );
+        assert!(options
+            .refuse_unsupported("X", &["--no-owner", "--database"])
+            .is_ok());
+        assert!(RestoreOptions::default()
+            .refuse_unsupported("SQLite", &[])
+            .is_ok());
+    }
 }

@@ -519,3 +519,143 @@ fn replace_and_create_refuse_a_wrong_destination_before_touching_it() {
     );
     assert!(!absent.exists());
 }
+
+#[test]
+fn several_databases_or_all_of_them_back_up_together_and_restore_one_at_a_time() {
+    let shop = shop();
+    // A dot in the name (allowed by MariaDB, not in a plain object key) and
+    // a character set of its own.
+    let blog = MyDb::reserve("bs_blog.v2");
+    mariadb(
+        "",
+        &format!(
+            "CREATE DATABASE `{}` CHARACTER SET latin1 COLLATE latin1_swedish_ci",
+            blog.name
+        ),
+    );
+    mariadb(
+        &blog.name,
+        "CREATE TABLE post (id INT PRIMARY KEY, title VARCHAR(50)); INSERT INTO post VALUES (1, 'Café au lait'), (2, 'Smørrebrød');",
+    );
+    let ws = Workspace::new();
+    let config = |which: &str, user: &str| {
+        format!(
+            "[[targets]]\nname = \"shop\"\ntype = \"mysql\"\nhost = \"127.0.0.1\"\nuser = \"{user}\"\n{which}\nretry = {{ attempts = 1 }}\n"
+        )
+    };
+    let cfg = ws.config(&config(
+        &format!("databases = [\"{}\", \"{}\"]", shop.name, blog.name),
+        "root",
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let stored = ws.stored_files();
+    assert!(
+        stored.iter().any(|p| p.to_string_lossy().contains("-2Ev2")),
+        "the dot is escaped in the key: {stored:?}"
+    );
+
+    let dest = MyDb::reserve("bs_blog_restored");
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("holds 2 databases"), "{}", r.all());
+    assert!(r.stderr.contains(&blog.name), "{}", r.all());
+    let r = run(
+        &[
+            "restore",
+            "--database",
+            "nope",
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(!dest.exists());
+    let r = run(
+        &[
+            "restore",
+            "--database",
+            &blog.name,
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(dest.fingerprint(), blog.fingerprint(), "latin1 and all");
+
+    let r = run(
+        &["verify", "--scratch", "mysql://root@127.0.0.1:3306/mysql"],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let shop_tables = mariadb("", &format!("SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '{}' AND TABLE_TYPE = 'BASE TABLE'", shop.name));
+    assert_eq!(
+        r.summary()["targets"][0]["verified"]["tables"].as_u64(),
+        Some(shop_tables.parse::<u64>().unwrap() + 1),
+        "both databases were read through"
+    );
+
+    // all = true: every database the backup user can see, bar the
+    // server's own (a user that sees only these two, since other tests
+    // create and drop databases on this server all the time).
+    let user = unique("bs_all");
+    mariadb(
+        "",
+        &format!(
+            "CREATE USER '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT SELECT ON mysql.proc TO '{user}'@'%'",
+            shop.name,
+            blog.name.replace('_', "\\_")
+        ),
+    );
+    let ws = Workspace::new();
+    let cfg = ws.config(&config("all = true", &user));
+    let r = run(&["backup"], &cfg);
+    mariadb("", &format!("DROP USER '{user}'@'%'"));
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run(&["list", "--json"], &cfg);
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let mut roles: Vec<String> = listed[0]["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["role"].as_str().unwrap().to_string())
+        .collect();
+    roles.sort();
+    let mut expected = vec![
+        format!("database:{}", shop.name),
+        format!("database:{}", blog.name),
+    ];
+    expected.sort();
+    assert_eq!(roles, expected);
+}
+
+#[test]
+fn a_target_names_one_database_several_or_all_never_two_of_these() {
+    let ws = Workspace::new();
+    for (which, ok) in [
+        ("database = \"a\"", true),
+        ("databases = [\"a\", \"b\"]", true),
+        ("all = true", true),
+        ("", false),
+        ("database = \"a\"\nall = true", false),
+        ("databases = [\"a\", \"a\"]", false),
+    ] {
+        let cfg = ws.config(&format!(
+            "[[targets]]\nname = \"shop\"\ntype = \"mysql\"\n{which}\n"
+        ));
+        let r = run(&["config", "check"], &cfg);
+        assert_eq!(r.code == 0, ok, "{which}: {}", r.all());
+        if !ok {
+            assert_eq!(r.code, 2, "{which}: {}", r.all());
+            assert!(
+                r.stderr.contains("targets[0].database"),
+                "{which}: {}",
+                r.all()
+            );
+        }
+    }
+}

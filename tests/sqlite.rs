@@ -243,3 +243,53 @@ fn a_missing_or_bogus_database_fails_before_anything_is_stored() {
     );
     assert!(ws.stored_files().is_empty(), "{:?}", ws.stored_files());
 }
+
+#[test]
+fn a_damaged_backup_restores_nothing_and_leaves_the_file_alone() {
+    let ws = Workspace::new();
+    let db = app_db(&ws);
+    let cfg = ws.config(&target(&db));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let object = ws.stored_file(".db.zst");
+    let mut bytes = std::fs::read(&object).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x20;
+    std::fs::write(&object, &bytes).unwrap();
+
+    let dir = ws.path("live");
+    std::fs::create_dir_all(&dir).unwrap();
+    let live = dir.join("app.db");
+    std::fs::copy(&db, &live).unwrap();
+    let before = fingerprint(&live);
+    let url = format!("sqlite://{}", live.display());
+    let r = run(&["restore", "--into", &url, "--replace"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(fingerprint(&live), before, "untouched");
+    let names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["app.db"], "no temp file is left");
+
+    // verify fails on it too, with its scratch copy where --scratch says.
+    let scratch = ws.path("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let r = run(
+        &[
+            "verify",
+            "--scratch",
+            &format!("sqlite://{}", scratch.display()),
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "removed");
+    let r = run(&["restore", "--into", &url, "--replace", "--no-acl"], &cfg);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--no-acl is not supported for SQLite"),
+        "{}",
+        r.all()
+    );
+}

@@ -26,6 +26,8 @@ struct Row<'a> {
     id: &'a str,
     started_at: String,
     finished_at: String,
+    /// The database(s) dumped, as the source described them.
+    database: &'a str,
     format: &'a str,
     compression: String,
     encrypted: bool,
@@ -70,6 +72,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 id: &b.manifest.id.0,
                 started_at: b.manifest.started_at.to_rfc3339(),
                 finished_at: b.manifest.finished_at.to_rfc3339(),
+                database: &b.manifest.database,
                 format: &b.manifest.format,
                 compression: format!("{:?}", b.manifest.compression.algorithm).to_lowercase(),
                 encrypted: !b.manifest.encryption_recipients.is_empty(),
@@ -94,7 +97,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
             false => String::new(),
         };
         crate::outln!(
-            "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+            "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {}",
             "TARGET",
             storage_col("STORAGE"),
             "ID",
@@ -102,11 +105,12 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
             "FORMAT",
             "CODEC",
             "STORED",
-            "RAW"
+            "RAW",
+            "DATABASE"
         );
         for r in &rows {
             crate::outln!(
-                "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}",
+                "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {}",
                 r.target,
                 storage_col(r.storage),
                 r.id,
@@ -114,7 +118,8 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 r.format,
                 r.compression,
                 human_bytes(r.stored_bytes),
-                human_bytes(r.raw_bytes)
+                human_bytes(r.raw_bytes),
+                r.database
             );
         }
     }

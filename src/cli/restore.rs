@@ -35,6 +35,11 @@ pub struct RestoreArgs {
     /// missing roles are created, existing ones left unchanged.
     #[arg(long, conflicts_with_all = ["create", "replace"])]
     pub globals: bool,
+    /// Which database to restore from a backup that holds several (a
+    /// MariaDB/MySQL target with `databases` or `all`; `backstop list`
+    /// shows them).
+    #[arg(long, value_name = "NAME")]
+    pub database: Option<String>,
     #[command(flatten)]
     pub place: PlaceArgs,
     #[command(flatten)]
@@ -57,12 +62,15 @@ pub struct RestoreArgs {
 /// What happens to the destination name (shared by every restore form).
 #[derive(Debug, Args)]
 pub struct PlaceArgs {
-    /// Create the database (it must not exist), with the source's encoding,
-    /// locale, owner, privileges and settings.
+    /// Create the database (it must not exist), with the source's encoding
+    /// (MariaDB: character set and collation), locale, owner, privileges
+    /// and settings.
     #[arg(long, conflicts_with = "replace")]
     pub create: bool,
     /// Replace an existing database, only with a complete restore: restore
-    /// beside it, end its sessions, swap the names, drop the old one.
+    /// beside it, then swap (PostgreSQL ends its sessions and swaps the
+    /// names; MariaDB/MySQL moves all tables in one RENAME TABLE, so stop
+    /// the application first; SQLite renames the file), drop the old one.
     #[arg(long)]
     pub replace: bool,
     /// With --replace: keep the old database as DB_replaced_YYYYMMDDHHMMSS.
@@ -187,6 +195,7 @@ impl RestoreArgs {
                     jobs,
                     spool_dir: self.spool_dir.clone().unwrap_or_else(std::env::temp_dir),
                 }),
+                database: self.database.clone(),
             },
         }
     }
@@ -223,7 +232,7 @@ async fn run_postgres_only(args: &RestoreArgs, into: PgDestination) -> anyhow::R
                     args.identity.path(Some(&config)),
                 )
             };
-        let req = into.request(args.job(String::new(), None, identity));
+        let req = into.request(args.job(String::new(), None, identity))?;
         let outcome = restore_file(storage.as_ref(), &key, req).await?;
         return Ok(print_outcome(outcome));
     }

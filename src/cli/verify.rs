@@ -4,7 +4,6 @@
 //! engine's own (`engine/<name>/verify`).
 
 use super::{select_targets, ConfigArg};
-use crate::engine::Destination;
 use crate::error::ExitKind;
 use crate::report::{hostname, RunReport, Stage, TargetReport};
 use crate::restore::VerifyRequest;
@@ -51,8 +50,10 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     let mut scratch_of = Vec::new();
     for t in &targets {
         let engine = t.engine();
-        let kind = |d: &Box<dyn Destination>| d.engine().kind() == engine.kind();
-        let at = match scratches.iter().rposition(kind) {
+        let at = match scratches
+            .iter()
+            .rposition(|d| d.engine().kind() == engine.kind())
+        {
             Some(at) => at,
             None => {
                 let d = engine.default_scratch().ok_or_else(|| {
@@ -114,8 +115,7 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
                     raw_bytes: outcome
                         .manifest
                         .as_ref()
-                        .and_then(|m| m.object("database"))
-                        .map_or(0, |o| o.raw_bytes),
+                        .map_or(0, |m| m.database_raw_bytes()),
                     verified: Some(summary),
                     ..report
                 }

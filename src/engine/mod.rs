@@ -76,9 +76,11 @@ pub struct SourceInfo {
 /// One stream of a backup: the database itself, or the cluster globals.
 #[derive(Debug, Clone)]
 pub struct DumpStream {
-    pub role: &'static str,
+    /// `database`, `globals`, or `database:NAME` in a backup of several
+    /// databases.
+    pub role: String,
     /// Extension before the codec's (`dump`, `sql`, `globals.sql`).
-    pub extension: &'static str,
+    pub extension: String,
     pub command: ChildCommand,
     /// How to judge the bytes: complete or truncated, and rows per table.
     pub check: Option<Check>,

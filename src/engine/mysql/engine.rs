@@ -42,10 +42,12 @@ impl Destination for MyDestination {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome> {
-        job.options.refuse_unsupported(Mysql.label())?;
+        job.options
+            .refuse_unsupported(Mysql.label(), &["--database"])?;
         let req = super::restore::MysqlRestore {
             target: job.target,
             backup: job.backup,
+            database: job.options.database,
             into: self.0.clone(),
             mode: job.mode,
             identity: job.identity,

@@ -12,7 +12,7 @@ mod swap;
 pub mod tools;
 
 pub use check::MysqlInspector;
-pub use config::MysqlTarget;
+pub use config::{MysqlTarget, Selection};
 
 pub use engine::Mysql;
 
@@ -24,7 +24,8 @@ use tools::{literal, MyConn};
 
 pub struct MysqlSource {
     conn: MyConn,
-    /// The option file the dump reads, alive as long as the source.
+    selection: Selection,
+    /// The option file the dumps read, alive as long as the source.
     options: Mutex<Option<tempfile::TempPath>>,
 }
 
@@ -38,39 +39,77 @@ impl MysqlSource {
                 password: t.password.clone(),
                 database: t.database.clone(),
             },
+            selection: t.selection(),
             options: Mutex::new(None),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.selection {
+            Selection::One(db) => db.clone(),
+            Selection::Listed(dbs) => dbs.join(", "),
+            Selection::All => "all databases".into(),
         }
     }
 }
 
-/// Connect, read the database's character set, choose the tools; the
-/// option file returned must outlive the dump.
-fn plan_blocking(conn: &MyConn) -> anyhow::Result<(DumpPlan, tempfile::TempPath)> {
-    {
-        let tools = tools::discover()?;
-        let server = conn.with_database("");
-        let version = tools::query(&tools, &server, "SELECT VERSION();")
-            .with_context(|| format!("connecting to {}", conn.endpoint()))?;
-        let db = literal(&conn.database);
-        let (character_set, collation) = tools::charset_of(&tools, conn, &conn.database)?;
-        let loose = tools::query(
-            &tools,
-            &server,
-            &format!("SELECT CONCAT(TABLE_NAME, ' (', ENGINE, ')') FROM information_schema.TABLES WHERE TABLE_SCHEMA = {db} AND TABLE_TYPE = 'BASE TABLE' AND ENGINE <> 'InnoDB';"),
-        )?;
-        if !loose.is_empty() {
-            tracing::warn!(
-                database = %conn.database,
-                "tables that are not transactional are dumped outside the snapshot, so the backup may be inconsistent across them: {}",
-                loose.replace('\n', ", ")
-            );
+/// The server's own databases, never part of `all = true`.
+const SYSTEM_DATABASES: &[&str] = &["information_schema", "mysql", "performance_schema", "sys"];
+
+/// The object role of one database in a backup of several (see
+/// [`crate::catalog::Manifest::database_raw_bytes`]).
+pub const ROLE_PREFIX: &str = "database:";
+
+/// Connect, read each database's character set, choose the tools; the
+/// option file returned must outlive the dumps.
+fn plan_blocking(
+    conn: &MyConn,
+    selection: &Selection,
+) -> anyhow::Result<(DumpPlan, tempfile::TempPath)> {
+    let tools = tools::discover()?;
+    let server = conn.with_database("");
+    let version = tools::query(&tools, &server, "SELECT VERSION();")
+        .with_context(|| format!("connecting to {}", conn.endpoint()))?;
+    let names = match selection {
+        Selection::One(db) => vec![db.clone()],
+        Selection::Listed(dbs) => dbs.clone(),
+        Selection::All => {
+            let system = SYSTEM_DATABASES
+                .iter()
+                .map(|d| literal(d))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let found = tools::query(
+                &tools,
+                &server,
+                &format!("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({system}) ORDER BY 1;"),
+            )?;
+            let names: Vec<String> = found
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(String::from)
+                .collect();
+            if names.is_empty() {
+                anyhow::bail!(
+                    "{} holds no database besides its own (all = true)",
+                    conn.endpoint()
+                );
+            }
+            names
         }
-        let (_, tool_version) = crate::process::run_capture(
-            &crate::process::ChildCommand::new(&tools.dump).arg("--version"),
-            None,
-        )
-        .context("asking the dump tool's version")?;
-        let options = conn.option_file()?;
+    };
+    let (_, tool_version) = crate::process::run_capture(
+        &crate::process::ChildCommand::new(&tools.dump).arg("--version"),
+        None,
+    )
+    .context("asking the dump tool's version")?;
+    let options = conn.option_file()?;
+    let several = !matches!(selection, Selection::One(_));
+    let mut streams = Vec::new();
+    let mut properties = serde_json::Map::new();
+    for db in &names {
+        let (character_set, collation) = tools::charset_of(&tools, conn, db)?;
+        warn_non_transactional(&tools, &server, db)?;
         let command = tools::command(&tools.dump, &options)
             .arg("--single-transaction")
             .arg("--quick")
@@ -82,33 +121,77 @@ fn plan_blocking(conn: &MyConn) -> anyhow::Result<(DumpPlan, tempfile::TempPath)
             .arg("--skip-dump-date")
             // Positional, not --databases: no USE statement, so the dump
             // restores into a database of any name.
-            .arg(&conn.database);
-        let name = tools
-            .dump
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        Ok((
-            DumpPlan {
-                server_version: version,
-                tool: name,
-                tool_version: tool_version.trim().to_string(),
-                format: "sql",
-                streams: vec![DumpStream {
-                    role: "database",
-                    extension: "sql",
-                    command,
-                    check: Some(Check::Mysql),
-                }],
-                database_properties: Some(serde_json::json!({
-                    "character_set": character_set,
-                    "collation": collation,
-                })),
-            },
-            options,
-        ))
+            .arg(db);
+        let (role, extension) = match several {
+            false => ("database".to_string(), "sql".to_string()),
+            true => (
+                format!("{ROLE_PREFIX}{db}"),
+                format!("{}.sql", key_safe(db)),
+            ),
+        };
+        streams.push(DumpStream {
+            role,
+            extension,
+            command,
+            check: Some(Check::Mysql),
+        });
+        properties.insert(
+            db.clone(),
+            serde_json::json!({ "character_set": character_set, "collation": collation }),
+        );
     }
+    let database_properties = match several {
+        false => properties.into_iter().next().map(|(_, p)| p),
+        true => Some(serde_json::json!({ "databases": properties })),
+    };
+    let name = tools
+        .dump
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    Ok((
+        DumpPlan {
+            server_version: version,
+            tool: name,
+            tool_version: tool_version.trim().to_string(),
+            format: "sql",
+            streams,
+            database_properties,
+        },
+        options,
+    ))
+}
+
+fn warn_non_transactional(tools: &tools::MyTools, server: &MyConn, db: &str) -> anyhow::Result<()> {
+    let loose = tools::query(
+        tools,
+        server,
+        &format!("SELECT CONCAT(TABLE_NAME, ' (', ENGINE, ')') FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' AND ENGINE <> 'InnoDB';", literal(db)),
+    )?;
+    if !loose.is_empty() {
+        tracing::warn!(
+            database = %db,
+            "tables that are not transactional are dumped outside the snapshot, so the backup may be inconsistent across them: {}",
+            loose.replace('\n', ", ")
+        );
+    }
+    Ok(())
+}
+
+/// A database name as part of an object key, whose characters every
+/// backend takes (see [`crate::keys`]): letters, digits and `_` as they
+/// are, anything else as `-XX` (a name may hold `/`, `.` or `-`).
+fn key_safe(name: &str) -> String {
+    let mut out = String::new();
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'_' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("-{b:02X}"));
+        }
+    }
+    out
 }
 
 #[async_trait]
@@ -116,14 +199,14 @@ impl Source for MysqlSource {
     fn info(&self) -> SourceInfo {
         SourceInfo {
             kind: "mysql",
-            database: self.conn.database.clone(),
+            database: self.describe(),
             endpoint: self.conn.endpoint(),
         }
     }
 
     async fn plan(&self) -> anyhow::Result<DumpPlan> {
-        let conn = self.conn.clone();
-        let (plan, options) = tokio::task::spawn_blocking(move || plan_blocking(&conn))
+        let (conn, selection) = (self.conn.clone(), self.selection.clone());
+        let (plan, options) = tokio::task::spawn_blocking(move || plan_blocking(&conn, &selection))
             .await
             .context("source planning task")??;
         *self.options.lock().expect("options lock") = Some(options);

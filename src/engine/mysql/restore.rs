@@ -4,7 +4,7 @@
 //! drops what it created, so the name is either restored or as it was.
 
 use super::tools::{self, ident, literal, MyConn, MyTools};
-use crate::catalog::Layout;
+use crate::catalog::{Layout, Manifest, ObjectRecord};
 use crate::fetch::{fetch_into, StoredObject};
 use crate::report::VerifySummary;
 use crate::restore::{choose_backup, Mode, RestoreOutcome, VerifyRequest};
@@ -14,9 +14,12 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use tokio_util::sync::CancellationToken;
 
+#[derive(Clone)]
 pub struct MysqlRestore {
     pub target: String,
     pub backup: Option<String>,
+    /// Which database of a backup that holds several.
+    pub database: Option<String>,
     pub into: MyConn,
     pub mode: Mode,
     pub identity: Option<PathBuf>,
@@ -90,29 +93,111 @@ fn objects_in(tools: &MyTools, conn: &MyConn, db: &str) -> anyhow::Result<u64> {
     n.trim().parse().context("counting objects")
 }
 
+/// One dumped database of a backup, with what recreating it needs.
+struct Dumped {
+    name: String,
+    object: ObjectRecord,
+    charset: String,
+    collation: Option<String>,
+}
+
+/// The databases a backup holds: the one of a `database` target, or each
+/// of a `databases`/`all` target (objects `database:NAME`).
+fn dumped(m: &Manifest, manifest_key: &str) -> anyhow::Result<Vec<Dumped>> {
+    let props = m.database_properties.clone().unwrap_or_default();
+    let of = |name: &str, object: &ObjectRecord, p: &serde_json::Value| Dumped {
+        name: name.to_string(),
+        object: object.clone(),
+        charset: p["character_set"].as_str().unwrap_or("utf8mb4").to_string(),
+        collation: p["collation"].as_str().map(str::to_string),
+    };
+    if let Some(object) = m.object("database") {
+        return Ok(vec![of(&m.database, object, &props)]);
+    }
+    let several: Vec<Dumped> = m
+        .objects
+        .iter()
+        .filter_map(|o| {
+            let name = o.role.strip_prefix(super::ROLE_PREFIX)?;
+            Some(of(name, o, &props["databases"][name]))
+        })
+        .collect();
+    if several.is_empty() {
+        bail!("manifest {manifest_key} names no database object");
+    }
+    Ok(several)
+}
+
+/// The one database to restore: the backup's only one, or `--database`.
+fn pick(m: &Manifest, mut all: Vec<Dumped>, wanted: Option<&str>) -> anyhow::Result<Dumped> {
+    let names = || {
+        all.iter()
+            .map(|d| d.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let at = match wanted {
+        None if all.len() == 1 => 0,
+        None => bail!(crate::error::usage(format!(
+            "backup {} holds {} databases ({}): choose one with --database NAME",
+            m.id,
+            all.len(),
+            names()
+        ))),
+        Some(w) => all.iter().position(|d| d.name == w).ok_or_else(|| {
+            crate::error::usage(format!(
+                "backup {} holds no database `{w}` (it holds: {})",
+                m.id,
+                names()
+            ))
+        })?,
+    };
+    Ok(all.swap_remove(at))
+}
+
+/// The backup `req` names, checked to be a MariaDB/MySQL one.
+async fn chosen(
+    storage: &dyn Storage,
+    layout: &Layout,
+    req: &MysqlRestore,
+) -> anyhow::Result<(Manifest, Vec<Dumped>)> {
+    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
+    let m = backup.manifest;
+    if m.source_type != "mysql" {
+        bail!(crate::error::usage(format!(
+            "backup {} is a {} backup, not one for a mysql:// URL",
+            m.id, m.source_type
+        )));
+    }
+    let dumped = dumped(&m, &backup.manifest_key)?;
+    Ok((m, dumped))
+}
+
 pub async fn restore(
     storage: &dyn Storage,
     layout: &Layout,
     req: MysqlRestore,
 ) -> anyhow::Result<RestoreOutcome> {
+    let (m, all) = chosen(storage, layout, &req).await?;
+    let one = pick(&m, all, req.database.as_deref())?;
+    restore_one(storage, m, one, req).await
+}
+
+/// Restore one dumped database of backup `m` into `req.into`.
+async fn restore_one(
+    storage: &dyn Storage,
+    m: Manifest,
+    one: Dumped,
+    req: MysqlRestore,
+) -> anyhow::Result<RestoreOutcome> {
     let usage = crate::error::usage;
-    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
-    let m = backup.manifest;
-    if m.source_type != "mysql" {
-        bail!(usage(format!(
-            "backup {} is a {} backup, not one for a mysql:// URL",
-            m.id, m.source_type
-        )));
-    }
-    let object = m
-        .object("database")
-        .with_context(|| format!("manifest {} names no database object", backup.manifest_key))?;
-    let props = m.database_properties.clone().unwrap_or_default();
-    let charset = props["character_set"]
-        .as_str()
-        .unwrap_or("utf8mb4")
-        .to_string();
-    let collation = props["collation"].as_str().map(str::to_string);
+    let Dumped {
+        object,
+        charset,
+        collation,
+        ..
+    } = one;
+    let object = &object;
     let stored = StoredObject::of_backup(&m, object, req.identity.as_deref())?;
     stored.check_identity(storage).await?;
     let db = req.into.database.clone();
@@ -153,7 +238,7 @@ pub async fn restore(
                 "{db}_replaced_{}",
                 chrono::Utc::now().format("%Y%m%d%H%M%S")
             );
-            if name.len() > 64 {
+            if name.chars().count() > 64 {
                 bail!(usage(format!(
                     "`{name}` would be longer than the 64 characters MariaDB allows: \
                      leave out --keep-replaced, or restore into a shorter name"
@@ -255,14 +340,17 @@ pub async fn restore(
     })
 }
 
-/// A working name beside `db`, within MariaDB's 64 characters.
+/// A working name beside `db`.
 fn internal_name(db: &str, what: &str, stamp: &str) -> String {
-    let suffix = format!("_bs_{what}_{stamp}");
-    let mut keep = 64 - suffix.len();
-    while !db.is_char_boundary(keep.min(db.len())) {
-        keep -= 1;
-    }
-    format!("{}{suffix}", &db[..keep.min(db.len())])
+    fit(db, &format!("_bs_{what}_{stamp}"))
+}
+
+/// `stem` + `suffix` within MariaDB's 64 characters, the stem cut short
+/// when needed.
+fn fit(stem: &str, suffix: &str) -> String {
+    let mut keep = 64usize.saturating_sub(suffix.chars().count());
+    keep = keep.min(stem.chars().count());
+    format!("{}{suffix}", stem.chars().take(keep).collect::<String>())
 }
 
 /// Stream the checked dump into the client; both must succeed.
@@ -295,53 +383,75 @@ async fn load(
     Ok(bytes)
 }
 
-/// Verify: restore into a scratch database, read every table through
-/// (`CHECKSUM TABLE` reads each row), drop it.
+/// Verify: restore each database of the backup into a scratch database,
+/// read every table through (`CHECKSUM TABLE` reads each row), drop it.
 pub async fn verify(
     storage: &dyn Storage,
     layout: &Layout,
     v: VerifyRequest<'_>,
     scratch: &MyConn,
 ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
-    let (target, keep) = (v.target, v.keep);
-    let name = format!(
-        "backstop_verify_{}_{}",
-        target.replace('-', "_"),
-        chrono::Utc::now().format("%Y%m%d%H%M%S")
+    let stamp = chrono::Utc::now().format("%Y%m%d%H%M%S");
+    let base = fit(
+        &format!("backstop_verify_{}", v.target.replace('-', "_")),
+        &format!("_{stamp}"),
     );
-    let into = scratch.with_database(&name);
-    let outcome = restore(
-        storage,
-        layout,
-        MysqlRestore {
-            target: target.to_string(),
-            backup: Some(v.backup_id),
-            into: into.clone(),
-            mode: Mode::Create,
-            identity: v.identity,
-            cancel: v.cancel.clone(),
-        },
-    )
-    .await?;
-    let c = into.clone();
-    let read = tokio::task::spawn_blocking(move || read_through(&c)).await?;
-    if !keep {
-        let c = into.with_database("");
-        let dropped = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let tools = tools::discover()?;
-            tools::query(
-                &tools,
-                &c,
-                &format!("DROP DATABASE IF EXISTS {};", ident(&name)),
-            )
-            .map(drop)
-        })
-        .await;
-        if !matches!(dropped, Ok(Ok(()))) {
-            tracing::warn!(database = %into.database, "could not drop the scratch database; drop it by hand");
+    let mut req = MysqlRestore {
+        target: v.target.to_string(),
+        backup: Some(v.backup_id.clone()),
+        database: None,
+        into: scratch.clone(),
+        mode: Mode::Create,
+        identity: v.identity.clone(),
+        cancel: v.cancel.clone(),
+    };
+    let (m, all) = chosen(storage, layout, &req).await?;
+    let several = all.len() > 1;
+    let (mut summary, mut bytes, mut names) = (VerifySummary::default(), 0, Vec::new());
+    for (i, one) in all.into_iter().enumerate() {
+        let name = match several {
+            true => fit(&base, &format!("_{i}")),
+            false => base.clone(),
+        };
+        let source = one.name.clone();
+        req.into = scratch.with_database(&name);
+        let outcome = restore_one(storage, m.clone(), one, req.clone()).await?;
+        let c = req.into.clone();
+        let read = tokio::task::spawn_blocking(move || read_through(&c)).await?;
+        if !v.keep {
+            drop_scratch(&req.into).await;
         }
+        let read = read.with_context(|| format!("database {source}"))?;
+        summary.tables += read.tables;
+        summary.rows += read.rows;
+        bytes += outcome.bytes;
+        names.push(name);
     }
-    Ok((outcome, read?))
+    let outcome = RestoreOutcome {
+        backup_id: m.id.0.clone(),
+        database: names.join(", "),
+        bytes,
+        kept_replaced: None,
+        manifest: Some(m),
+    };
+    Ok((outcome, summary))
+}
+
+async fn drop_scratch(db: &MyConn) {
+    let (c, name) = (db.with_database(""), db.database.clone());
+    let dropped = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let tools = tools::discover()?;
+        tools::query(
+            &tools,
+            &c,
+            &format!("DROP DATABASE IF EXISTS {};", ident(&name)),
+        )
+        .map(drop)
+    })
+    .await;
+    if !matches!(dropped, Ok(Ok(()))) {
+        tracing::warn!(database = %db.database, "could not drop the scratch database; drop it by hand");
+    }
 }
 
 fn read_through(conn: &MyConn) -> anyhow::Result<VerifySummary> {

@@ -46,7 +46,7 @@ impl Swap<'_> {
         self.drop_code(self.live)
             .and_then(|()| self.move_tables(&[(self.live, self.aside), (self.restored, self.live)]))
             .and_then(|()| self.load(self.live, &new_code))
-            .or_else(|e| Err(self.put_back(&old_code, e)))?;
+            .map_err(|e| self.put_back(&old_code, e))?;
         if self.keep {
             self.load(self.aside, &old_code)?;
             self.disable_events(self.aside)?;

@@ -45,7 +45,7 @@ impl Destination for PgDestination {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome> {
-        super::restore::restore(storage, layout, self.request(job)).await
+        super::restore::restore(storage, layout, self.request(job)?).await
     }
 
     async fn verify(
@@ -61,9 +61,20 @@ impl Destination for PgDestination {
 impl PgDestination {
     /// PostgreSQL's own request (`restore --file` and `--globals` use it
     /// directly).
-    pub fn request(&self, job: RestoreJob) -> super::restore::RestoreRequest {
+    pub fn request(&self, job: RestoreJob) -> anyhow::Result<super::restore::RestoreRequest> {
+        job.options.refuse_unsupported(
+            Postgres.label(),
+            &[
+                "--no-owner",
+                "--no-acl",
+                "--no-tablespaces",
+                "--server-locale",
+                "--jobs",
+                "--maintenance-db",
+            ],
+        )?;
         let maintenance = job.options.maintenance_db.as_deref().unwrap_or("postgres");
-        super::restore::RestoreRequest {
+        Ok(super::restore::RestoreRequest {
             target: job.target,
             backup: job.backup,
             into: self.0.clone(),
@@ -73,7 +84,7 @@ impl PgDestination {
             parallel: job.options.parallel,
             identity: job.identity,
             cancel: job.cancel,
-        }
+        })
     }
 }
 

@@ -71,8 +71,8 @@ impl PostgresSource {
             dump = dump.arg("--compress=0");
         }
         let mut streams = vec![DumpStream {
-            role: "database",
-            extension,
+            role: "database".into(),
+            extension: extension.into(),
             command: self.conn.apply(dump),
             check: Some(Check::Postgres(match self.format {
                 PgFormat::Custom => DumpKind::Custom,
@@ -92,8 +92,8 @@ impl PostgresSource {
                 }
             };
             streams.push(DumpStream {
-                role: "globals",
-                extension: "globals.sql",
+                role: "globals".into(),
+                extension: "globals.sql".into(),
                 command: self.conn.apply(
                     ChildCommand::new(pg_dumpall)
                         .arg("--globals-only")

@@ -47,7 +47,7 @@ impl Destination for SqliteDestination {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome> {
-        job.options.refuse_unsupported(Sqlite.label())?;
+        job.options.refuse_unsupported(Sqlite.label(), &[])?;
         let req = super::restore::SqliteRestore {
             target: job.target,
             backup: job.backup,

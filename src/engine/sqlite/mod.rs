@@ -58,8 +58,8 @@ impl Source for SqliteSource {
             tool_version: rusqlite::version().to_string(),
             format: "sqlite",
             streams: vec![DumpStream {
-                role: "database",
-                extension: "db",
+                role: "database".into(),
+                extension: "db".into(),
                 command: ChildCommand::new(exe)
                     .arg("internal")
                     .arg("sqlite-snapshot")
