@@ -82,16 +82,14 @@ pub enum Command {
     /// Inspect the configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
-    /// Helpers backstop runs as child processes.
-    #[command(subcommand, hide = true)]
-    Internal(InternalCommand),
-}
-
-#[derive(Debug, Subcommand)]
-pub enum InternalCommand {
-    /// Write a consistent copy of a live SQLite database to stdout (the
-    /// "dump tool" of sqlite targets).
-    SqliteSnapshot { path: PathBuf },
+    /// An engine's helper, which backstop runs as a child process (SQLite's
+    /// "dump tool": `internal sqlite snapshot PATH`).
+    #[command(hide = true)]
+    Internal {
+        engine: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -363,9 +361,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Notify(cmd) => notify::run(cmd).await,
         Command::Auth(cmd) => auth::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
-        Command::Internal(InternalCommand::SqliteSnapshot { path }) => {
-            crate::engine::sqlite::snapshot::to_stdout(&path)?;
-            Ok(ExitKind::Success)
+        Command::Internal { engine, args } => {
+            let helper = crate::engine::engine(&engine).and_then(|e| e.helper(&args));
+            match helper {
+                Some(done) => done.map(|()| ExitKind::Success),
+                None => Err(usage(format!("no helper `{engine}` {args:?}"))),
+            }
         }
     }
 }

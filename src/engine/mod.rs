@@ -202,6 +202,12 @@ pub trait Engine: Sync {
     fn default_scratch(&self) -> Option<Box<dyn Destination>> {
         None
     }
+    /// Run a helper of this engine in this process (`backstop internal
+    /// KIND ARGS…`, started by the engine's dump plan); None when `args`
+    /// name none.
+    fn helper(&self, _args: &[std::ffi::OsString]) -> Option<anyhow::Result<()>> {
+        None
+    }
 }
 
 /// A place a backup of one engine is restored into: a server and database

@@ -26,6 +26,15 @@ impl Engine for Sqlite {
         let path = super::restore::parse_url(url)?;
         Some(Ok(Box::new(SqliteDestination(path))))
     }
+    /// `snapshot PATH`: the consistent copy, to stdout.
+    fn helper(&self, args: &[std::ffi::OsString]) -> Option<anyhow::Result<()>> {
+        match args {
+            [what, path] if what == "snapshot" => {
+                Some(super::snapshot::to_stdout(std::path::Path::new(path)))
+            }
+            _ => None,
+        }
+    }
     /// Verify needs no server: the copy goes to the temp directory.
     fn default_scratch(&self) -> Option<Box<dyn Destination>> {
         Some(Box::new(SqliteDestination(std::env::temp_dir())))

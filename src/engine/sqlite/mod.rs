@@ -3,7 +3,7 @@
 //! mode go on and the copy is a single point in time). The stored object is
 //! the database file itself, compressed: `zstd -dc OBJECT > app.db`.
 //!
-//! The copy is made by `backstop internal sqlite-snapshot`, a child process
+//! The copy is made by `backstop internal sqlite snapshot`, a child process
 //! like pg_dump, so the pipeline treats every engine alike: its exit status,
 //! its stderr, a signal kills it, and the bytes are checked to be whole.
 
@@ -54,7 +54,7 @@ impl Source for SqliteSource {
         let exe = std::env::current_exe().context("finding the backstop binary")?;
         Ok(DumpPlan {
             server_version: format!("SQLite {}", rusqlite::version()),
-            tool: "backstop sqlite-snapshot".into(),
+            tool: "backstop sqlite snapshot".into(),
             tool_version: rusqlite::version().to_string(),
             format: "sqlite",
             streams: vec![DumpStream {
@@ -62,7 +62,8 @@ impl Source for SqliteSource {
                 extension: "db".into(),
                 command: ChildCommand::new(exe)
                     .arg("internal")
-                    .arg("sqlite-snapshot")
+                    .arg("sqlite")
+                    .arg("snapshot")
                     .arg(&self.path),
                 check: Some(Check::Sqlite),
             }],
