@@ -382,10 +382,7 @@ async fn copy_seeds_a_box_storage_and_refuses_a_damaged_source() {
         .collect();
     objects.sort();
     let newest = objects.last().unwrap().clone();
-    let mut bytes = std::fs::read(&newest).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 1;
-    std::fs::write(&newest, &bytes).unwrap();
+    flip_middle_bit(&newest);
 
     let r = call(args(&[
         "copy", "--from", "default", "--to", "box", "--json",

@@ -381,11 +381,7 @@ fn a_damaged_encrypted_object_restores_nothing() {
         pg_target("enc", &src.name, "")
     ));
     assert_eq!(run(&["backup"], &cfg).code, 0);
-    let object = ws.stored_file(".dump.zst.age");
-    let mut bytes = std::fs::read(&object).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
-    std::fs::write(&object, &bytes).unwrap();
+    ws.damage_stored(".dump.zst.age");
     let dest = TestDb::reserve("bs_age_trunc");
     let r = run(
         &[

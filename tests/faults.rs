@@ -348,10 +348,7 @@ fn damaged_objects_and_manifests_are_reported_never_lost() {
     };
     // Oldest: its object flipped (same size: only the SHA-256 can tell).
     let obj = find(&ids[0], ".dump.zst");
-    let mut bytes = std::fs::read(&obj).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 1;
-    std::fs::write(&obj, bytes).unwrap();
+    flip_middle_bit(&obj);
     // Middle: manifest truncated.
     let man = find(&ids[1], ".manifest.json");
     let text = std::fs::read(&man).unwrap();

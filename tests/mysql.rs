@@ -299,11 +299,7 @@ fn a_damaged_backup_restores_nothing() {
     let ws = Workspace::new();
     let cfg = ws.config(&target(&src.name, ""));
     assert_eq!(run(&["backup"], &cfg).code, 0);
-    let object = ws.stored_file(".sql.zst");
-    let mut bytes = std::fs::read(&object).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x20;
-    std::fs::write(&object, &bytes).unwrap();
+    ws.damage_stored(".sql.zst");
     let dest = MyDb::reserve("bs_shop_damaged");
     let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
@@ -463,11 +459,7 @@ esac
     );
 
     // A damaged backup fails before the live database is touched.
-    let object = ws.stored_file(".sql.zst");
-    let mut bytes = std::fs::read(&object).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 0x20;
-    std::fs::write(&object, &bytes).unwrap();
+    ws.damage_stored(".sql.zst");
     let r = run(&["restore", "--into", &live.url(), "--replace"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     assert_eq!(live.fingerprint(), changed);

@@ -610,11 +610,7 @@ fn verify_restores_into_a_scratch_database_reads_it_and_drops_it() {
     assert_eq!(leftovers(), "0", "the scratch database is dropped");
 
     // A damaged backup fails verification, and the scratch database goes too.
-    let data = ws.stored_file(".dump.zst");
-    let mut bytes = std::fs::read(&data).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0xff;
-    std::fs::write(&data, bytes).unwrap();
+    ws.damage_stored(".dump.zst");
     let r = run(&["verify", "--scratch", &scratch], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     let t = &r.summary()["targets"][0];

@@ -173,6 +173,23 @@ pub struct TargetCommon<'a> {
     pub storages: &'a [String],
 }
 
+/// `TargetSpec::common` for a target struct with the common keys as
+/// fields of the same names (serde cannot flatten them into a struct that
+/// denies unknown keys).
+macro_rules! common_keys {
+    () => {
+        fn common(&self) -> $crate::engine::TargetCommon<'_> {
+            $crate::engine::TargetCommon {
+                name: &self.name,
+                retention: self.retention.as_ref(),
+                retry: self.retry.as_ref(),
+                storages: &self.storages,
+            }
+        }
+    };
+}
+pub(crate) use common_keys;
+
 /// What the rest of backstop asks of an engine's target config.
 pub trait TargetSpec {
     fn common(&self) -> TargetCommon<'_>;

@@ -247,6 +247,14 @@ impl Workspace {
         p
     }
 
+    /// Damage the one stored file ending with `suffix`: one bit of its
+    /// middle byte flipped, the size unchanged (only the SHA-256 tells).
+    pub fn damage_stored(&self, suffix: &str) -> PathBuf {
+        let object = self.stored_file(suffix);
+        flip_middle_bit(&object);
+        object
+    }
+
     /// The one stored file whose name ends with `suffix` (".dump.zst",
     /// ".manifest.json"); panics naming what is there when there is none.
     pub fn stored_file(&self, suffix: &str) -> PathBuf {
@@ -306,4 +314,12 @@ pub fn real_pg_dump() -> String {
     dirs.pop()
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "pg_dump".into())
+}
+
+/// Flip one bit of a file's middle byte.
+pub fn flip_middle_bit(path: &Path) {
+    let mut bytes = std::fs::read(path).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(path, &bytes).unwrap();
 }

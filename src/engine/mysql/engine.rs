@@ -4,7 +4,7 @@
 use super::tools::MyConn;
 use super::MysqlTarget;
 use crate::catalog::Layout;
-use crate::engine::{Destination, Engine, Source, TargetCommon, TargetSpec};
+use crate::engine::{Destination, Engine, Source, TargetSpec};
 use crate::report::VerifySummary;
 use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
@@ -67,14 +67,7 @@ impl Destination for MyDestination {
 }
 
 impl TargetSpec for MysqlTarget {
-    fn common(&self) -> TargetCommon<'_> {
-        TargetCommon {
-            name: &self.name,
-            retention: self.retention.as_ref(),
-            retry: self.retry.as_ref(),
-            storages: &self.storages,
-        }
-    }
+    crate::engine::common_keys!();
     fn engine(&self) -> &'static dyn Engine {
         &Mysql
     }

@@ -4,7 +4,7 @@
 use super::config::PostgresTarget;
 use super::tools::PgConn;
 use crate::catalog::Layout;
-use crate::engine::{Destination, Engine, Source, TargetCommon, TargetSpec};
+use crate::engine::{Destination, Engine, Source, TargetSpec};
 use crate::report::VerifySummary;
 use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
@@ -89,14 +89,7 @@ impl PgDestination {
 }
 
 impl TargetSpec for PostgresTarget {
-    fn common(&self) -> TargetCommon<'_> {
-        TargetCommon {
-            name: &self.name,
-            retention: self.retention.as_ref(),
-            retry: self.retry.as_ref(),
-            storages: &self.storages,
-        }
-    }
+    crate::engine::common_keys!();
     fn engine(&self) -> &'static dyn Engine {
         &Postgres
     }

@@ -3,7 +3,7 @@
 
 use super::SqliteTarget;
 use crate::catalog::Layout;
-use crate::engine::{Destination, Engine, Source, TargetCommon, TargetSpec};
+use crate::engine::{Destination, Engine, Source, TargetSpec};
 use crate::report::VerifySummary;
 use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
@@ -79,14 +79,7 @@ impl Destination for SqliteDestination {
 }
 
 impl TargetSpec for SqliteTarget {
-    fn common(&self) -> TargetCommon<'_> {
-        TargetCommon {
-            name: &self.name,
-            retention: self.retention.as_ref(),
-            retry: self.retry.as_ref(),
-            storages: &self.storages,
-        }
-    }
+    crate::engine::common_keys!();
     fn engine(&self) -> &'static dyn Engine {
         &Sqlite
     }
