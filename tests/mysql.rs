@@ -405,17 +405,10 @@ fn replace_swaps_in_the_whole_backup_and_keeps_the_old_database_when_asked() {
     );
 }
 
-#[test]
-fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
-    let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
-    change_after_backup(&live);
-    let changed = live.fingerprint();
-
-    // The restored views and triggers fail to load into the live name
-    // once: the tables have been swapped by then, and must go back.
+/// A `mariadb` client first on PATH that fails the first load of views or
+/// triggers into `db` (the last step of a swap); the file it returns
+/// exists once it has.
+fn fail_code_load_once(ws: &Workspace, db: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let bin = ws.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let real = String::from_utf8(
@@ -437,11 +430,25 @@ case " $* " in *" --database={db} "*)
   fi ;;
 esac
 '{real}' "$@" < "$in"; rc=$?; rm -f "$in"; exit $rc"#,
-            db = live.name,
             mark = mark.display(),
             real = real.trim()
         ),
     );
+    (bin, mark)
+}
+
+#[test]
+fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
+    let live = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&live.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    change_after_backup(&live);
+    let changed = live.fingerprint();
+
+    // The restored views and triggers fail to load into the live name
+    // once: the tables have been swapped by then, and must go back.
+    let (bin, mark) = fail_code_load_once(&ws, &live.name);
     let r = run_with_path(
         &["restore", "--into", &live.url(), "--replace"],
         &cfg,
@@ -455,6 +462,30 @@ esac
     assert_eq!(live.fingerprint(), changed);
     assert_eq!(
         databases_like(&format!("{}_", live.name)),
+        Vec::<String>::new()
+    );
+
+    // Regression (the put-back judged "were the tables swapped?" by the
+    // old tables set aside, so a live database without tables kept the
+    // restored ones): a database holding only a routine.
+    let bare = MyDb::reserve("bs_bare");
+    mariadb("", &format!("CREATE DATABASE `{}`", bare.name));
+    mariadb(&bare.name, "CREATE PROCEDURE hello() SELECT 'hello'");
+    let before = bare.fingerprint();
+    let other = Workspace::new();
+    let (bin, mark) = fail_code_load_once(&other, &bare.name);
+    let r = run_with_path(
+        &["restore", "--into", &bare.url(), "--replace"],
+        &cfg,
+        &bin,
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(mark.exists(), "the failure was injected");
+    assert!(r.all().contains("put back as it was"), "{}", r.all());
+    assert_eq!(bare.fingerprint(), before, "no restored table stayed");
+    assert_eq!(
+        databases_like(&format!("{}_", bare.name)),
         Vec::<String>::new()
     );
 

@@ -875,6 +875,18 @@ fn a_failing_target_is_retried_alone_and_healthy_ones_are_dumped_once() {
     let list = run(&["list", "--json"], &cfg);
     let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 2);
+
+    // By hand, --no-retry reports the first failure at once.
+    std::fs::remove_file(counter("flaky")).unwrap();
+    let r = run(&["backup", "--target", "flaky", "--no-retry"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(count("flaky"), 1, "tried once");
+    assert!(!r.stderr.contains("trying again"), "{}", r.stderr);
+    assert!(
+        r.all().contains("server closed the connection"),
+        "{}",
+        r.all()
+    );
 }
 
 /// Regression (no progress on a terminal, only a log line every 10 s; and

@@ -18,11 +18,16 @@ pub struct BackupArgs {
     /// Back up only this target (repeatable).
     #[arg(long = "target", short = 't')]
     pub targets: Vec<String>,
+    /// Try each target once, whatever `[retry]` says: for a run by hand,
+    /// where a wrong password should fail now, not after the retries.
+    #[arg(long)]
+    pub no_retry: bool,
 }
 
 pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
-    let plan = Plan::new(&config, &args.targets)?;
+    let mut plan = Plan::new(&config, &args.targets)?;
+    plan.once = args.no_retry;
     let cancel = crate::signals::install();
     let run = plan.run(&cancel, json).await;
     Ok(run.exit_kind())
@@ -38,6 +43,8 @@ pub struct Plan<'a> {
     codec: Codec,
     notifiers: Vec<Box<dyn crate::notify::Notifier>>,
     encryption: Option<crate::crypto::Recipients>,
+    /// Each target is tried once (`--no-retry`).
+    pub once: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -54,6 +61,7 @@ impl<'a> Plan<'a> {
             notifiers: crate::notify::from_config(&config.notify)
                 .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?,
             config,
+            once: false,
         })
     }
 
@@ -68,7 +76,13 @@ impl<'a> Plan<'a> {
         // compressor the others.
         for target in self.targets.iter().copied() {
             let source = crate::engine::from_config(target);
-            let retry = config.retry_for(target);
+            let retry = match self.once {
+                true => crate::config::RetryConfig {
+                    attempts: 1,
+                    ..config.retry_for(target)
+                },
+                false => config.retry_for(target),
+            };
             let storages = super::storages_of(config, &self.storages, target);
             let mut attempt = 1;
             // A retry dumps again only for the storages still without a copy.

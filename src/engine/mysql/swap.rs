@@ -42,11 +42,21 @@ impl Swap<'_> {
             &charset,
             collation.as_deref(),
         ))?;
-        self.drop_code(self.restored)?;
-        self.drop_code(self.live)
-            .and_then(|()| self.move_tables(&[(self.live, self.aside), (self.restored, self.live)]))
-            .and_then(|()| self.load(self.live, &new_code))
-            .map_err(|e| self.put_back(&old_code, e))?;
+        if let Err(e) = self.drop_code(self.restored) {
+            let _ = self.sql(&format!("DROP DATABASE {};", ident(self.aside)));
+            return Err(e);
+        }
+        // From here the live database changes: a failure puts it back.
+        let moved = std::cell::Cell::new(false);
+        let swapped = (|| {
+            self.drop_code(self.live)?;
+            self.move_tables(&[(self.live, self.aside), (self.restored, self.live)])?;
+            moved.set(true);
+            self.load(self.live, &new_code)
+        })();
+        if let Err(e) = swapped {
+            return Err(self.put_back(&old_code, moved.get(), e));
+        }
         if self.keep {
             self.load(self.aside, &old_code)?;
             self.disable_events(self.aside)?;
@@ -56,19 +66,18 @@ impl Swap<'_> {
         self.sql(&format!("DROP DATABASE {};", ident(self.restored)))
     }
 
-    /// After a failed swap: the restored tables back to their database,
-    /// the live ones and their code back under the live name.
-    fn put_back(&self, old_code: &str, failed: anyhow::Error) -> anyhow::Error {
-        let undone = self
-            .drop_code(self.live)
-            .and_then(|()| {
-                if self.tables(self.aside)?.is_empty() {
-                    return Ok(());
-                }
-                self.move_tables(&[(self.live, self.restored), (self.aside, self.live)])
-            })
-            .and_then(|()| self.load(self.live, old_code))
-            .and_then(|()| self.sql(&format!("DROP DATABASE {};", ident(self.aside))));
+    /// After a failed swap: the restored tables back to their database
+    /// (when they had moved), the live ones and their code back under the
+    /// live name.
+    fn put_back(&self, old_code: &str, moved: bool, failed: anyhow::Error) -> anyhow::Error {
+        let undone = (|| {
+            self.drop_code(self.live)?;
+            if moved {
+                self.move_tables(&[(self.live, self.restored), (self.aside, self.live)])?;
+            }
+            self.load(self.live, old_code)?;
+            self.sql(&format!("DROP DATABASE {};", ident(self.aside)))
+        })();
         match undone {
             Ok(()) => failed.context(format!(
                 "replacing database `{}`: it was put back as it was",
