@@ -682,3 +682,36 @@ fn a_target_names_one_database_several_or_all_never_two_of_these() {
         }
     }
 }
+
+#[test]
+fn a_mariadb_server_is_dumped_with_mariadb_dump_even_when_a_mysqldump_comes_first() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    // MySQL 8's mysqldump, first on PATH; it must not be the one used.
+    let bin = ws.path("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    ws.script(
+        "bin/mysqldump",
+        "case \"$*\" in *--version*) echo 'mysqldump  Ver 8.0.36 for Linux on x86_64 (MySQL Community Server - GPL)'; exit 0 ;; esac\necho 'mysqldump: Couldn'\\''t execute: Unknown table COLUMN_STATISTICS' >&2\nexit 2",
+    );
+    let r = run_with_path(&["backup"], &cfg, &bin, &[]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run(&["list", "--json"], &cfg);
+    let listed: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            ws.backups()
+                .join(listed[0]["manifest_key"].as_str().unwrap()),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        manifest["dump_tool_version"]
+            .as_str()
+            .unwrap()
+            .contains("MariaDB"),
+        "{manifest}"
+    );
+}

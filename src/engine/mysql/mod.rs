@@ -7,6 +7,7 @@
 mod check;
 mod config;
 mod engine;
+pub mod flavour;
 pub mod restore;
 mod swap;
 pub mod tools;
@@ -98,11 +99,14 @@ fn plan_blocking(
             names
         }
     };
-    let (_, tool_version) = crate::process::run_capture(
-        &crate::process::ChildCommand::new(&tools.dump).arg("--version"),
-        None,
-    )
-    .context("asking the dump tool's version")?;
+    let chosen = flavour::choose(&version, tools::dump_tools()).ok_or_else(|| {
+        anyhow::Error::new(crate::error::NoFittingTools(format!(
+            "no dump tool (mariadb-dump or mysqldump) on PATH answers --version; the server is {version}"
+        )))
+    })?;
+    if let Some(warning) = &chosen.warning {
+        tracing::warn!(database = %conn.database, "{warning}");
+    }
     let options = conn.option_file()?;
     let several = !matches!(selection, Selection::One(_));
     let mut streams = Vec::new();
@@ -110,7 +114,11 @@ fn plan_blocking(
     for db in &names {
         let (character_set, collation) = tools::charset_of(&tools, conn, db)?;
         warn_non_transactional(&tools, &server, db)?;
-        let command = tools::command(&tools.dump, &options)
+        let mut command = tools::command(&chosen.tool.path, &options);
+        for a in &chosen.extra_args {
+            command = command.arg(a);
+        }
+        let command = command
             .arg("--single-transaction")
             .arg("--quick")
             .arg("--routines")
@@ -144,8 +152,9 @@ fn plan_blocking(
         false => properties.into_iter().next().map(|(_, p)| p),
         true => Some(serde_json::json!({ "databases": properties })),
     };
-    let name = tools
-        .dump
+    let name = chosen
+        .tool
+        .path
         .file_name()
         .unwrap_or_default()
         .to_string_lossy()
@@ -154,7 +163,7 @@ fn plan_blocking(
         DumpPlan {
             server_version: version,
             tool: name,
-            tool_version: tool_version.trim().to_string(),
+            tool_version: chosen.tool.version.clone(),
             format: "sql",
             streams,
             database_properties,

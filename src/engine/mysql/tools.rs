@@ -60,22 +60,46 @@ pub struct MyTools {
 }
 
 pub fn discover() -> anyhow::Result<MyTools> {
-    let find = |names: &[&str]| {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        names.iter().find_map(|n| {
-            std::env::split_paths(&path)
-                .map(|d| d.join(n))
-                .find(|p| p.is_file())
-        })
-    };
-    let client = find(&["mariadb", "mysql"]);
-    let dump = find(&["mariadb-dump", "mysqldump"]);
+    let client = on_path(&["mariadb", "mysql"]).into_iter().next();
+    let dump = on_path(&["mariadb-dump", "mysqldump"]).into_iter().next();
     match (client, dump) {
         (Some(client), Some(dump)) => Ok(MyTools { client, dump }),
         _ => Err(anyhow::Error::new(crate::error::NoFittingTools(
             "no MariaDB/MySQL client tools (mariadb and mariadb-dump, or mysql and mysqldump) on PATH; install mariadb-client".into(),
         ))),
     }
+}
+
+/// Every file of these names on PATH, in PATH order, each once (Debian's
+/// `mysqldump` is a link to `mariadb-dump`).
+fn on_path(names: &[&str]) -> Vec<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    let mut found = Vec::new();
+    for dir in std::env::split_paths(&path) {
+        for n in names {
+            let p = dir.join(n);
+            if p.is_file() && seen.insert(p.canonicalize().unwrap_or_else(|_| p.clone())) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// The dump tools on PATH that answer `--version`, with their answer.
+pub fn dump_tools() -> Vec<super::flavour::Probed> {
+    on_path(&["mariadb-dump", "mysqldump"])
+        .into_iter()
+        .filter_map(|path| {
+            let (finished, out) =
+                run_capture(&ChildCommand::new(&path).arg("--version"), None).ok()?;
+            finished.success().then(|| super::flavour::Probed {
+                path,
+                version: out.trim().to_string(),
+            })
+        })
+        .collect()
 }
 
 /// A tool with the connection's option file (it must come first).
