@@ -715,3 +715,49 @@ fn a_mariadb_server_is_dumped_with_mariadb_dump_even_when_a_mysqldump_comes_firs
         "{manifest}"
     );
 }
+
+#[test]
+fn verify_creates_the_scratch_copys_events_disabled_and_restore_keeps_them_as_they_were() {
+    let src = shop();
+    // An event that would reach beyond its own database if it ran.
+    mariadb(
+        &src.name,
+        "CREATE EVENT purge_elsewhere ON SCHEDULE EVERY 1 HOUR STARTS NOW() + INTERVAL 1 HOUR ENABLE DO DELETE FROM mysql.help_topic WHERE 1 = 0",
+    );
+    let status = |db: &str| {
+        mariadb(
+            "",
+            &format!("SELECT STATUS FROM information_schema.EVENTS WHERE EVENT_SCHEMA = '{db}' AND EVENT_NAME = 'purge_elsewhere'"),
+        )
+    };
+    assert_eq!(status(&src.name), "ENABLED");
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, "").replace("name = \"shop\"", "name = \"events\""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+
+    let r = run(
+        &[
+            "verify",
+            "--keep",
+            "--scratch",
+            "mysql://root@127.0.0.1:3306/mysql",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let kept = databases_like("backstop_verify_events_");
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let kept = MyDb {
+        name: kept[0].clone(),
+    };
+    assert_eq!(
+        status(&kept.name),
+        "DISABLED",
+        "the scratch copy runs nothing"
+    );
+
+    let dest = MyDb::reserve("bs_events_restored");
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(status(&dest.name), "ENABLED", "a restore is faithful");
+}

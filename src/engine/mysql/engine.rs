@@ -49,6 +49,7 @@ impl Destination for MyDestination {
             backup: job.backup,
             database: job.options.database,
             into: self.0.clone(),
+            events_disabled: false,
             mode: job.mode,
             identity: job.identity,
             cancel: job.cancel,

@@ -7,6 +7,7 @@
 mod check;
 mod config;
 mod engine;
+mod events;
 pub mod flavour;
 pub mod restore;
 mod swap;

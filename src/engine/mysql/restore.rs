@@ -21,6 +21,8 @@ pub struct MysqlRestore {
     /// Which database of a backup that holds several.
     pub database: Option<String>,
     pub into: MyConn,
+    /// Create the events disabled (a scratch copy for verify).
+    pub events_disabled: bool,
     pub mode: Mode,
     pub identity: Option<PathBuf>,
     pub cancel: CancellationToken,
@@ -284,7 +286,7 @@ async fn restore_one(
     // On failure the name is put back as it was: dropped when it was
     // created, an existing (empty) one recreated with its own character
     // set and collation.
-    let loaded = load(storage, &stored, &tools, &into, &req.cancel).await;
+    let loaded = load(storage, &stored, &tools, &into, &req).await;
     if let Err(e) = loaded {
         let (t, s, name) = (tools.clone(), server.clone(), into.database.clone());
         let undone = tokio::task::spawn_blocking(move || {
@@ -359,7 +361,7 @@ async fn load(
     stored: &StoredObject,
     tools: &MyTools,
     into: &MyConn,
-    cancel: &CancellationToken,
+    req: &MysqlRestore,
 ) -> anyhow::Result<u64> {
     let options = into.option_file()?;
     let cmd = tools::command(&tools.client, &options)
@@ -369,7 +371,11 @@ async fn load(
     let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
-    let fed = fetch_into(storage, stored, Box::new(stdin), cancel).await;
+    let sink: Box<dyn std::io::Write + Send> = match req.events_disabled {
+        true => Box::new(super::events::EventsDisabled::new(stdin)),
+        false => Box::new(stdin),
+    };
+    let fed = fetch_into(storage, stored, sink, &req.cancel).await;
     if fed.is_err() {
         kill.kill();
     }
@@ -401,6 +407,7 @@ pub async fn verify(
         backup: Some(v.backup_id.clone()),
         database: None,
         into: scratch.clone(),
+        events_disabled: true,
         mode: Mode::Create,
         identity: v.identity.clone(),
         cancel: v.cancel.clone(),
