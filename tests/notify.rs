@@ -636,3 +636,39 @@ fn pings_come_from_backup_runs_only() {
         "verify and status never ping"
     );
 }
+
+/// Regression (a failed run took the last success from the first storage
+/// only: a target whose backups were all in another storage showed none).
+#[test]
+fn a_failed_run_reports_the_last_success_from_whichever_storage_holds_it() {
+    let db = TestDb::create("bs_metrics_copies");
+    let ws = Workspace::new();
+    let textfile = ws.path("backstop.prom");
+    let head = format!(
+        "[storages.second]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n\n[metrics]\ntextfile = \"{}\"\n\n",
+        ws.path("second").display(),
+        textfile.display()
+    );
+    let cfg = ws.config(&format!(
+        "{head}{}",
+        pg_target("prod", &db.name, "storages = [\"second\"]")
+    ));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let cfg = ws.config(&format!(
+        "{head}{}",
+        pg_target("prod", &unique("bs_absent"), "")
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let text = std::fs::read_to_string(&textfile).unwrap();
+    assert!(
+        text.contains("backstop_last_run_success{target=\"prod\"} 0"),
+        "{text}"
+    );
+    let last = text
+        .lines()
+        .find_map(|l| l.strip_prefix("backstop_last_success_timestamp_seconds{target=\"prod\"} "))
+        .unwrap_or_else(|| panic!("no last success: {text}"));
+    let age = chrono::Utc::now().timestamp_millis() as f64 / 1000.0 - last.parse::<f64>().unwrap();
+    assert!((0.0..600.0).contains(&age), "{text}");
+}

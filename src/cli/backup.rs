@@ -1,12 +1,10 @@
 use super::{select_targets, ConfigArg};
-use crate::catalog::Layout;
 use crate::codec::Codec;
 use crate::config::{Config, RetentionConfig, TargetConfig};
 use crate::error::ExitKind;
 use crate::pipeline::{run_backup, BackupJob, Destination};
 use crate::prune::{prune_target, PruneRequest};
 use crate::report::{hostname, PruneSummary, RunReport, Status};
-use crate::storage::Storage;
 use chrono::Utc;
 use clap::Args;
 use tokio_util::sync::CancellationToken;
@@ -180,16 +178,12 @@ impl<'a> Plan<'a> {
             finished_at: Utc::now(),
             targets: reports,
         };
-        let primary = &self.storages[0];
-        finish_run(
-            &run,
-            config,
-            primary.storage.as_ref(),
-            &primary.layout,
-            notifiers,
-            json,
-        )
-        .await;
+        let places: Vec<_> = self
+            .storages
+            .iter()
+            .map(|s| (s.storage.as_ref(), &s.layout))
+            .collect();
+        finish_run(&run, config, &places, notifiers, json).await;
         run
     }
 }
@@ -199,14 +193,13 @@ impl<'a> Plan<'a> {
 pub async fn finish_run(
     run: &RunReport,
     config: &crate::config::Config,
-    storage: &dyn Storage,
-    layout: &Layout,
+    places: &crate::notify::metrics::Places<'_>,
     notifiers: &[Box<dyn crate::notify::Notifier>],
     json: bool,
 ) {
     crate::notify::notify_all(notifiers, crate::notify::Event::Finished(run)).await;
     if let Some(m) = &config.metrics {
-        if let Err(e) = crate::notify::metrics::publish(m, run, storage, layout).await {
+        if let Err(e) = crate::notify::metrics::publish(m, run, places).await {
             tracing::error!("publishing metrics failed: {e:#}");
         }
     }

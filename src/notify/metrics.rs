@@ -33,34 +33,20 @@ fn ts(t: chrono::DateTime<chrono::Utc>) -> f64 {
     t.timestamp_millis() as f64 / 1000.0
 }
 
-/// Gather per-target figures from this run and the storage listing.
-pub async fn collect(
-    report: &RunReport,
-    storage: &dyn Storage,
-    layout: &Layout,
-) -> Vec<TargetMetrics> {
+/// Where a run's backups go: each storage and its key layout.
+pub type Places<'a> = [(&'a dyn Storage, &'a Layout)];
+
+/// Gather per-target figures from this run and the storage listings (for
+/// a target that failed now: its newest complete backup in any storage).
+pub async fn collect(report: &RunReport, places: &Places<'_>) -> Vec<TargetMetrics> {
     let mut out = Vec::new();
     for t in &report.targets {
-        let (last_success_timestamp, backup_size_bytes, newest_damaged) = if t.status
-            == Status::Success
-        {
-            (Some(ts(t.finished_at)), Some(t.stored_bytes), false)
-        } else {
-            match list_target(storage, layout, &t.target).await {
-                Ok(l) => {
-                    let newest = l.backups.last();
-                    (
-                        newest.map(|b| ts(b.manifest.finished_at)),
-                        newest.map(|b| b.manifest.stored_bytes()),
-                        l.damaged_newest().is_some(),
-                    )
-                }
-                Err(e) => {
-                    tracing::warn!(target_name = %t.target, "metrics: cannot list storage for the last success: {e:#}");
-                    (None, None, false)
-                }
-            }
-        };
+        let (last_success_timestamp, backup_size_bytes, newest_damaged) =
+            if t.status == Status::Success {
+                (Some(ts(t.finished_at)), Some(t.stored_bytes), false)
+            } else {
+                newest_anywhere(&t.target, places).await
+            };
         out.push(TargetMetrics {
             target: t.target.clone(),
             last_run_timestamp: ts(t.finished_at),
@@ -208,14 +194,42 @@ pub fn write_textfile(path: &Path, body: &str) -> anyhow::Result<()> {
     Ok(crate::fsutil::write_atomic(path, body.as_bytes(), 0o644)?)
 }
 
+/// The newest complete backup of a target in any storage (time, size),
+/// and whether a storage's newest attempt is damaged.
+async fn newest_anywhere(target: &str, places: &Places<'_>) -> (Option<f64>, Option<u64>, bool) {
+    let (mut newest, mut damaged) = (None::<crate::catalog::Backup>, false);
+    for (storage, layout) in places {
+        match list_target(*storage, layout, target).await {
+            Ok(l) => {
+                damaged |= l.damaged_newest().is_some();
+                if let Some(b) = l.backups.last() {
+                    if newest
+                        .as_ref()
+                        .is_none_or(|n| n.manifest.finished_at < b.manifest.finished_at)
+                    {
+                        newest = Some(b.clone());
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(target_name = %target, storage = %storage.describe(), "metrics: cannot list storage for the last success: {e:#}");
+            }
+        }
+    }
+    (
+        newest.as_ref().map(|b| ts(b.manifest.finished_at)),
+        newest.as_ref().map(|b| b.manifest.stored_bytes()),
+        damaged,
+    )
+}
+
 /// Write the textfile and/or push, per the config.
 pub async fn publish(
     config: &MetricsConfig,
     report: &RunReport,
-    storage: &dyn Storage,
-    layout: &Layout,
+    places: &Places<'_>,
 ) -> anyhow::Result<()> {
-    let metrics = collect(report, storage, layout).await;
+    let metrics = collect(report, places).await;
     let mut errors = Vec::new();
     if let Some(path) = &config.textfile {
         let previous = std::fs::read_to_string(path)
