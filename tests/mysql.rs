@@ -761,3 +761,22 @@ fn verify_creates_the_scratch_copys_events_disabled_and_restore_keeps_them_as_th
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(status(&dest.name), "ENABLED", "a restore is faithful");
 }
+
+/// A restore killed with SIGKILL cannot drop its working database: the
+/// next restore of that name says so, and leaves it.
+#[test]
+fn a_killed_restores_leftover_is_named_by_the_next_restore_and_kept() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let dest = MyDb::reserve("bs_left_dest");
+    let leftover = MyDb {
+        name: format!("{}_bs_restore_deadbeef", dest.name),
+    };
+    mariadb("", &format!("CREATE DATABASE `{}`", leftover.name));
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains(&leftover.name), "{}", r.all());
+    assert!(leftover.exists(), "named, not dropped");
+}

@@ -875,3 +875,27 @@ fn the_config_is_found_on_the_search_path() {
         r.all()
     );
 }
+
+/// A restore killed with SIGKILL cannot drop its temporary database: the
+/// next restore of that name says so, and leaves it (another restore may
+/// be about to use one).
+#[test]
+fn a_killed_restores_leftover_is_named_by_the_next_restore_and_kept() {
+    let src = TestDb::create("bs_left");
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("left", &src.name, ""));
+    backup_ok(&cfg);
+    let dest = TestDb::reserve("bs_left_dest");
+    let base: String = dest.name.chars().take(30).collect();
+    let leftover = TestDb {
+        name: format!("{base}_bs_restore_deadbeef"),
+    };
+    psql(
+        "postgres",
+        &format!("CREATE DATABASE \"{}\"", leftover.name),
+    );
+    let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains(&leftover.name), "{}", r.all());
+    assert!(database_exists(&leftover.name), "named, not dropped");
+}

@@ -231,6 +231,12 @@ async fn restore_one(
         ))),
         _ => {}
     }
+    {
+        let (t, c, db) = (tools.clone(), req.into.clone(), db.clone());
+        tokio::task::spawn_blocking(move || warn_leftovers(&t, &c, &db))
+            .await
+            .context("leftover check task")?;
+    }
     let stamp = format!("{:08x}", fastrand::u32(..));
     let kept = match req.mode {
         Mode::Replace {
@@ -340,6 +346,34 @@ async fn restore_one(
         kept_replaced: kept,
         manifest: Some(m),
     })
+}
+
+/// Working databases an interrupted restore of `db` left (killed before
+/// it could drop them) that no session uses: named, never dropped here, as
+/// another restore may be about to use one.
+fn warn_leftovers(tools: &MyTools, conn: &MyConn, db: &str) {
+    let mut found = Vec::new();
+    for what in ["restore", "old"] {
+        let name = internal_name(db, what, "00000000");
+        let prefix = &name[..name.len() - 8];
+        let sql = format!(
+            "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE LEFT(SCHEMA_NAME, {n}) = {p} \
+             AND CHAR_LENGTH(SCHEMA_NAME) = {n} + 8 AND SCHEMA_NAME NOT IN \
+             (SELECT DB FROM information_schema.PROCESSLIST WHERE DB IS NOT NULL);",
+            n = prefix.chars().count(),
+            p = literal(prefix)
+        );
+        if let Ok(out) = tools::query(tools, &conn.with_database(""), &sql) {
+            found.extend(out.lines().filter(|l| !l.is_empty()).map(String::from));
+        }
+    }
+    if !found.is_empty() {
+        tracing::warn!(
+            database = %db,
+            "left by an interrupted restore, with no session: {}; drop them with DROP DATABASE when no restore is running",
+            found.join(", ")
+        );
+    }
 }
 
 /// A working name beside `db`.

@@ -481,11 +481,36 @@ struct Prepared {
 
 /// A name for the database being loaded: recognisable, unique, ≤ 63 bytes.
 fn temp_name(target: &str) -> String {
+    format!("{}{:08x}", temp_prefix(target), fastrand::u32(..))
+}
+
+fn temp_prefix(target: &str) -> String {
     let mut base: String = target.chars().take(30).collect();
     while base.len() > 30 {
         base.pop();
     }
-    format!("{base}_bs_restore_{:08x}", fastrand::u32(..))
+    format!("{base}_bs_restore_")
+}
+
+/// Databases an interrupted restore of `db` left (killed before it could
+/// drop them) that nobody is connected to: named, never dropped here, as
+/// another restore may be about to use one.
+fn warn_leftovers(maint: &PgConn, psql: &std::path::Path, db: &str) {
+    let prefix = temp_prefix(db);
+    let sql = format!(
+        "SELECT string_agg(datname, ', ') FROM pg_database d WHERE starts_with(datname, {}) \
+         AND length(datname) = {} AND NOT EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.datname = d.datname);",
+        literal(&prefix),
+        prefix.len() + 8
+    );
+    if let Ok(found) = maint.query(psql, &sql) {
+        if !found.is_empty() {
+            tracing::warn!(
+                database = %db,
+                "left by an interrupted restore, with no session: {found}; drop them with DROP DATABASE when no restore is running"
+            );
+        }
+    }
 }
 
 fn prepare(
@@ -548,6 +573,7 @@ fn prepare(
     if let Some(p) = props {
         check_destination(maint, &psql, p, fidelity)?;
     }
+    warn_leftovers(maint, &psql, db);
     let temp = temp_name(db);
     let create = match create_as {
         CreateAs::Props(p) => p.create_sql(&temp, fidelity),
