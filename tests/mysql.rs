@@ -780,3 +780,26 @@ fn a_killed_restores_leftover_is_named_by_the_next_restore_and_kept() {
     assert!(r.stderr.contains(&leftover.name), "{}", r.all());
     assert!(leftover.exists(), "named, not dropped");
 }
+
+/// A SIGKILLed run cannot remove its option file, which holds the
+/// password: the next run removes those of processes that are gone.
+#[test]
+fn option_files_a_killed_run_left_are_removed_by_the_next_run() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    let tmp = ws.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let stale = tmp.join(".backstop-my-999999999-k1ll3d.cnf");
+    std::fs::write(&stale, "[client]\npassword=\"left-behind\"\n").unwrap();
+    let mut c = backstop();
+    c.args(["backup", "--config"]).arg(&cfg).env("TMPDIR", &tmp);
+    let r = Run::from(c.output().unwrap());
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!stale.exists(), "the stale option file was removed");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().flatten().collect();
+    assert!(
+        left.is_empty(),
+        "this run's own option files went too: {left:?}"
+    );
+}

@@ -31,8 +31,10 @@ impl MyConn {
 
     /// The option file every tool reads first; removed when dropped.
     pub fn option_file(&self) -> anyhow::Result<tempfile::TempPath> {
+        static SWEPT: std::sync::Once = std::sync::Once::new();
+        SWEPT.call_once(|| sweep_option_files(&std::env::temp_dir()));
         let mut file = tempfile::Builder::new()
-            .prefix(".backstop-my-")
+            .prefix(&format!("{OPTION_FILE_PREFIX}{}-", std::process::id()))
             .suffix(".cnf")
             .tempfile()
             .context("writing the client option file in the temp directory")?;
@@ -49,6 +51,41 @@ impl MyConn {
         file.write_all(text.as_bytes())?;
         file.flush()?;
         Ok(file.into_temp_path())
+    }
+}
+
+/// Option files are named `.backstop-my-PID-….cnf`, PID the backstop that
+/// wrote it.
+const OPTION_FILE_PREFIX: &str = ".backstop-my-";
+
+/// Remove the option files (they hold the password) of backstop processes
+/// that are gone: a SIGKILLed run cannot remove its own. Only this user's
+/// files; a live process's file is left alone.
+fn sweep_option_files(dir: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let uid = unsafe { libc::geteuid() };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(OPTION_FILE_PREFIX))
+            .filter(|n| n.ends_with(".cnf"))
+            .and_then(|n| n.split('-').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let mine = entry
+            .metadata()
+            .is_ok_and(|m| m.uid() == uid && m.is_file());
+        if gone && mine && std::fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(file = %entry.path().display(), "removed the client option file an interrupted run left");
+        }
     }
 }
 
@@ -178,4 +215,30 @@ pub fn ident(name: &str) -> String {
 /// A string literal.
 pub fn literal(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_files_of_gone_processes_are_swept_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // A pid far above pid_max (4194304 at most on Linux): never alive.
+        let gone = dir
+            .path()
+            .join(format!("{OPTION_FILE_PREFIX}999999999-abc.cnf"));
+        let live = dir.path().join(format!(
+            "{OPTION_FILE_PREFIX}{}-def.cnf",
+            std::process::id()
+        ));
+        let other = dir.path().join("unrelated-999999999.cnf");
+        for p in [&gone, &live, &other] {
+            std::fs::write(p, "[client]\npassword=\"x\"\n").unwrap();
+        }
+        sweep_option_files(dir.path());
+        assert!(!gone.exists());
+        assert!(live.exists());
+        assert!(other.exists());
+    }
 }
