@@ -803,3 +803,25 @@ fn option_files_a_killed_run_left_are_removed_by_the_next_run() {
         "this run's own option files went too: {left:?}"
     );
 }
+
+#[test]
+fn init_writes_a_mysql_starter_config_that_backs_up() {
+    let src = shop();
+    let ws = Workspace::new();
+    let out = ws.path("backstop.toml");
+    let r = Run::from(
+        backstop()
+            .args(["init", "--database", &src.url(), "--storage"])
+            .arg(format!("local:{}", ws.backups().display()))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("type = \"mysql\""), "{text}");
+    let r = run(&["backup"], &out);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["status"], "success");
+}

@@ -289,3 +289,27 @@ fn a_damaged_backup_restores_nothing_and_leaves_the_file_alone() {
         r.all()
     );
 }
+
+#[test]
+fn init_writes_a_sqlite_starter_config_that_backs_up() {
+    let ws = Workspace::new();
+    let db = app_db(&ws);
+    let out = ws.path("starter.toml");
+    let r = Run::from(
+        backstop()
+            .args(["init", "--database"])
+            .arg(format!("sqlite://{}", db.display()))
+            .arg("--storage")
+            .arg(format!("local:{}", ws.backups().display()))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.contains("name = \"app\""), "{text}");
+    let r = run(&["backup"], &out);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(r.summary()["targets"][0]["status"], "success");
+}

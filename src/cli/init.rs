@@ -1,6 +1,7 @@
-//! `backstop init`: a commented starter config for one PostgreSQL database
-//! and one storage, written from two flags, that `config check` accepts as
-//! it is. The full reference stays `examples/backstop.toml`.
+//! `backstop init`: a commented starter config for one database (its
+//! engine's own keys, from the engine) and one storage, written from two
+//! flags, that `config check` accepts as it is. The full reference stays
+//! `examples/backstop.toml`.
 
 use crate::error::{usage, ExitKind};
 use clap::Args;
@@ -8,10 +9,11 @@ use std::path::PathBuf;
 
 #[derive(Debug, Args)]
 pub struct InitArgs {
-    /// The database to back up: postgres://USER@HOST:PORT/DB (a password
-    /// in the URL is not written to the file: it becomes ${DB_PASSWORD}).
-    #[arg(long)]
-    pub postgres: String,
+    /// The database to back up: postgres://USER@HOST:PORT/DB,
+    /// mysql://USER@HOST:PORT/DB or sqlite:///PATH (a password in the URL
+    /// is not written to the file: it becomes ${DB_PASSWORD}).
+    #[arg(long, alias = "postgres", value_name = "URL")]
+    pub database: String,
     /// Where backups go: local:PATH, s3://BUCKET[/PREFIX], box:FOLDER or
     /// rclone:REMOTE:PATH.
     #[arg(long)]
@@ -25,12 +27,14 @@ pub struct InitArgs {
 }
 
 pub fn run(args: InitArgs) -> anyhow::Result<ExitKind> {
-    let url = url::Url::parse(&args.postgres)
-        .map_err(|e| usage(format!("--postgres: not a valid URL ({e})")))?;
-    let conn = super::restore::parse_pg_url(&args.postgres)
-        .map_err(|e| usage(format!("--postgres: {e:#}")))?;
-    let name: String = conn
-        .database
+    let engine = crate::engine::destination(&args.database)
+        .map_err(|e| usage(format!("--database: {e:#}")))?
+        .engine();
+    let starter = engine
+        .starter(&args.database)
+        .map_err(|e| usage(format!("--database: {e:#}")))?;
+    let name: String = starter
+        .name
         .to_ascii_lowercase()
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
@@ -43,11 +47,6 @@ pub fn run(args: InitArgs) -> anyhow::Result<ExitKind> {
         "db".to_string()
     } else {
         name
-    };
-    let password = if url.password().is_some() {
-        "password = \"${DB_PASSWORD}\"        # from the environment; or password_file = \"/run/secrets/db\"\n"
-    } else {
-        "# password = \"${DB_PASSWORD}\"      # or password_file = \"/run/secrets/db\"; none needed for trust/peer auth\n"
     };
     let storage = storage_table(&args.storage)?;
     let text = format!(
@@ -68,13 +67,8 @@ keep_monthly = 12
 
 [[targets]]
 name = "{name}"
-type = "postgres"
-host = "${{DB_HOST:-{host}}}"          # DB_HOST overrides, e.g. 127.0.0.1 through kubectl port-forward
-port = {port}
-user = "{user}"
-{password}database = "{database}"
-format = "custom"                     # custom (pg_restore) | plain (SQL)
-
+type = "{kind}"
+{keys}
 # Failure mail (uncomment and fill in):
 # [[notify]]
 # type = "smtp"
@@ -84,10 +78,8 @@ format = "custom"                     # custom (pg_restore) | plain (SQL)
 # from = "backstop <backup@example.org>"
 # to = ["backup@example.org"]
 "#,
-        host = conn.host,
-        port = conn.port,
-        user = conn.user,
-        database = conn.database,
+        kind = engine.kind(),
+        keys = starter.keys,
     );
     // The written file must be one backstop accepts (with its variables set).
     crate::config::Config::parse(

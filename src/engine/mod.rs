@@ -219,11 +219,32 @@ pub trait Engine: Sync {
     fn default_scratch(&self) -> Option<Box<dyn Destination>> {
         None
     }
+    /// `backstop init`: the `[[targets]]` keys after `name` and `type` for
+    /// the database a URL of this engine names, and a name for the target.
+    /// A password in the URL is never written: it becomes
+    /// `${DB_PASSWORD}`.
+    fn starter(&self, url: &str) -> anyhow::Result<Starter>;
     /// Run a helper of this engine in this process (`backstop internal
     /// KIND ARGS…`, started by the engine's dump plan); None when `args`
     /// name none.
     fn helper(&self, _args: &[std::ffi::OsString]) -> Option<anyhow::Result<()>> {
         None
+    }
+}
+
+/// A starter config's target, from `backstop init`.
+pub struct Starter {
+    /// What the target is called, before it is made a valid name.
+    pub name: String,
+    /// TOML lines, each ending in a newline.
+    pub keys: String,
+}
+
+/// The password line of a starter target.
+pub fn starter_password(url_has_password: bool) -> &'static str {
+    match url_has_password {
+        true => "password = \"${DB_PASSWORD}\"        # from the environment; or password_file = \"/run/secrets/db\"\n",
+        false => "# password = \"${DB_PASSWORD}\"      # or password_file = \"/run/secrets/db\"\n",
     }
 }
 

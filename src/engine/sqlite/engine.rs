@@ -3,7 +3,7 @@
 
 use super::SqliteTarget;
 use crate::catalog::Layout;
-use crate::engine::{Destination, Engine, Source, TargetSpec};
+use crate::engine::{Destination, Engine, Source, Starter, TargetSpec};
 use crate::report::VerifySummary;
 use crate::restore::{RestoreJob, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
@@ -21,6 +21,20 @@ impl Engine for Sqlite {
     }
     fn url_form(&self) -> &'static str {
         "sqlite:///PATH"
+    }
+    fn starter(&self, url: &str) -> anyhow::Result<Starter> {
+        let path = super::restore::parse_url(url)
+            .ok_or_else(|| crate::error::usage("the URL must be sqlite:///PATH"))?;
+        Ok(Starter {
+            name: path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            keys: format!(
+                "path = {}\n",
+                toml::Value::from(path.to_string_lossy().as_ref())
+            ),
+        })
     }
     fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
         let path = super::restore::parse_url(url)?;
