@@ -40,21 +40,34 @@ pub fn identify(version: &str) -> (Flavour, Option<(u32, u32)>) {
         true => Flavour::MariaDb,
         false => Flavour::MySql,
     };
-    let after = ["Distrib ", " from ", "Ver "]
-        .iter()
-        .find_map(|m| version.split_once(m).map(|(_, rest)| rest))
-        .unwrap_or(version);
-    let number = after
-        .trim_start()
-        .split(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .next()
-        .unwrap_or("");
-    let mut parts = number.split('.').map(|p| p.parse::<u32>().ok());
+    let mut parts = number(version).split('.').map(|p| p.parse::<u32>().ok());
     let numbers = match (parts.next().flatten(), parts.next().flatten()) {
         (Some(major), Some(minor)) => Some((major, minor)),
         _ => None,
     };
     (flavour, numbers)
+}
+
+/// A version for people: `10.11.19-MariaDB`, `8.0.36`.
+pub fn short(version: &str) -> String {
+    match identify(version).0 {
+        Flavour::MariaDb => format!("{}-MariaDB", number(version)),
+        Flavour::MySql => number(version).to_string(),
+    }
+}
+
+/// The server's version number in a version text (`10.11.19`): after
+/// `Distrib`, `from` or `Ver` in a tool's, first in a server's.
+fn number(version: &str) -> &str {
+    let after = ["Distrib ", " from ", "Ver "]
+        .iter()
+        .find_map(|m| version.split_once(m).map(|(_, rest)| rest))
+        .unwrap_or(version)
+        .trim_start();
+    let end = after
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(after.len());
+    &after[..end]
 }
 
 /// A dump tool found on PATH, with its `--version` line.
@@ -166,6 +179,13 @@ mod tests {
         ] {
             assert_eq!(identify(text), (flavour, Some(v)), "{text}");
         }
+    }
+
+    #[test]
+    fn short_versions_keep_the_family() {
+        assert_eq!(short(MARIADB_DUMP), "10.11.19-MariaDB");
+        assert_eq!(short(MYSQLDUMP_8), "8.0.36");
+        assert_eq!(short(MYSQLDUMP_57), "5.7.44");
     }
 
     #[test]

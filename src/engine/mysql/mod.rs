@@ -164,7 +164,7 @@ fn plan_blocking(
         DumpPlan {
             server_version: version,
             tool: name,
-            tool_version: chosen.tool.version.clone(),
+            tool_version: flavour::short(&chosen.tool.version),
             format: "sql",
             streams,
             database_properties,
