@@ -182,6 +182,8 @@ fn example_config_parses_and_documents_every_key() {
         password = "p"
         password_file = "f"
         database = "d"
+        databases = ["d"]
+        all = true
         storages = ["default"]
         retry = { attempts = 1 }
         [[targets]]
