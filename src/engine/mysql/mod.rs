@@ -100,14 +100,7 @@ fn plan_blocking(
             names
         }
     };
-    let chosen = flavour::choose(&version, tools::dump_tools()).ok_or_else(|| {
-        anyhow::Error::new(crate::error::NoFittingTools(format!(
-            "no dump tool (mariadb-dump or mysqldump) on PATH answers --version; the server is {version}"
-        )))
-    })?;
-    if let Some(warning) = &chosen.warning {
-        tracing::warn!(database = %conn.database, "{warning}");
-    }
+    let chosen = tools::dump_for(&version)?;
     let options = conn.option_file()?;
     let several = !matches!(selection, Selection::One(_));
     let mut streams = Vec::new();

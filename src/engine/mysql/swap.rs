@@ -34,8 +34,10 @@ pub struct Swap<'a> {
 
 impl Swap<'_> {
     pub fn run(&self) -> anyhow::Result<()> {
-        let new_code = self.code(self.restored)?;
-        let old_code = self.code(self.live)?;
+        let version = tools::query(self.tools, self.server, "SELECT VERSION();")?;
+        let dump = tools::dump_for(&version)?;
+        let new_code = self.code(&dump, self.restored)?;
+        let old_code = self.code(&dump, self.live)?;
         let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
         self.sql(&tools::create_sql(
             self.aside,
@@ -142,10 +144,14 @@ impl Swap<'_> {
 
     /// The views, triggers, routines and events of `db` as SQL, from the
     /// dump tool (views by name: it writes them without the schema).
-    fn code(&self, db: &str) -> anyhow::Result<String> {
+    fn code(&self, tool: &super::flavour::Choice, db: &str) -> anyhow::Result<String> {
         let options = self.server.option_file()?;
         let dump = |extra: &[&str], names: &[String]| -> anyhow::Result<String> {
-            let mut cmd = tools::command(&self.tools.dump, &options)
+            let mut cmd = tools::command(&tool.tool.path, &options);
+            for a in &tool.extra_args {
+                cmd = cmd.arg(a);
+            }
+            let mut cmd = cmd
                 .arg("--no-data")
                 .arg("--skip-comments")
                 .arg("--default-character-set=utf8mb4");

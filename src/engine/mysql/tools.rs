@@ -89,20 +89,18 @@ fn sweep_option_files(dir: &Path) {
     }
 }
 
-/// The client tools: MariaDB's names first, MySQL's as the fallback.
+/// The command-line client: MariaDB's name first, MySQL's as the
+/// fallback. (The dump tool is chosen per server: [`dump_for`].)
 #[derive(Debug, Clone)]
 pub struct MyTools {
     pub client: PathBuf,
-    pub dump: PathBuf,
 }
 
 pub fn discover() -> anyhow::Result<MyTools> {
-    let client = on_path(&["mariadb", "mysql"]).into_iter().next();
-    let dump = on_path(&["mariadb-dump", "mysqldump"]).into_iter().next();
-    match (client, dump) {
-        (Some(client), Some(dump)) => Ok(MyTools { client, dump }),
-        _ => Err(anyhow::Error::new(crate::error::NoFittingTools(
-            "no MariaDB/MySQL client tools (mariadb and mariadb-dump, or mysql and mysqldump) on PATH; install mariadb-client".into(),
+    match on_path(&["mariadb", "mysql"]).into_iter().next() {
+        Some(client) => Ok(MyTools { client }),
+        None => Err(anyhow::Error::new(crate::error::NoFittingTools(
+            "no MariaDB/MySQL client (mariadb or mysql) on PATH; install mariadb-client".into(),
         ))),
     }
 }
@@ -122,6 +120,20 @@ fn on_path(names: &[&str]) -> Vec<PathBuf> {
         }
     }
     found
+}
+
+/// The dump tool for a server of this `VERSION()` (see [`super::flavour`]);
+/// a warning is logged when it is not of the server's family.
+pub fn dump_for(server_version: &str) -> anyhow::Result<super::flavour::Choice> {
+    let chosen = super::flavour::choose(server_version, dump_tools()).ok_or_else(|| {
+        anyhow::Error::new(crate::error::NoFittingTools(format!(
+            "no dump tool (mariadb-dump or mysqldump) on PATH answers --version; the server is {server_version}"
+        )))
+    })?;
+    if let Some(warning) = &chosen.warning {
+        tracing::warn!("{warning}");
+    }
+    Ok(chosen)
 }
 
 /// The dump tools on PATH that answer `--version`, with their answer.
