@@ -437,6 +437,29 @@ esac
     (bin, mark)
 }
 
+/// `restore --replace` into `db` with the code load failing once: the
+/// restore fails, says so, and leaves `db` as it was with nothing beside it.
+fn replace_failing_once(cfg: &Path, db: &MyDb) {
+    let before = db.fingerprint();
+    let ws = Workspace::new();
+    let (bin, mark) = fail_code_load_once(&ws, &db.name);
+    let r = run_with_path(
+        &["restore", "--into", &db.url(), "--replace"],
+        cfg,
+        &bin,
+        &[],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(mark.exists(), "the failure was injected");
+    assert!(r.all().contains("put back as it was"), "{}", r.all());
+    assert!(r.all().contains("injected failure"), "{}", r.all());
+    assert_eq!(db.fingerprint(), before, "no restored table stayed");
+    assert_eq!(
+        databases_like(&format!("{}_", db.name)),
+        Vec::<String>::new()
+    );
+}
+
 #[test]
 fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
     let live = shop();
@@ -448,22 +471,8 @@ fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
 
     // The restored views and triggers fail to load into the live name
     // once: the tables have been swapped by then, and must go back.
-    let (bin, mark) = fail_code_load_once(&ws, &live.name);
-    let r = run_with_path(
-        &["restore", "--into", &live.url(), "--replace"],
-        &cfg,
-        &bin,
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.all());
-    assert!(mark.exists(), "the failure was injected");
-    assert!(r.all().contains("put back as it was"), "{}", r.all());
-    assert!(r.all().contains("injected failure"), "{}", r.all());
+    replace_failing_once(&cfg, &live);
     assert_eq!(live.fingerprint(), changed);
-    assert_eq!(
-        databases_like(&format!("{}_", live.name)),
-        Vec::<String>::new()
-    );
 
     // Regression (the put-back judged "were the tables swapped?" by the
     // old tables set aside, so a live database without tables kept the
@@ -471,23 +480,7 @@ fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
     let bare = MyDb::reserve("bs_bare");
     mariadb("", &format!("CREATE DATABASE `{}`", bare.name));
     mariadb(&bare.name, "CREATE PROCEDURE hello() SELECT 'hello'");
-    let before = bare.fingerprint();
-    let other = Workspace::new();
-    let (bin, mark) = fail_code_load_once(&other, &bare.name);
-    let r = run_with_path(
-        &["restore", "--into", &bare.url(), "--replace"],
-        &cfg,
-        &bin,
-        &[],
-    );
-    assert_eq!(r.code, 1, "{}", r.all());
-    assert!(mark.exists(), "the failure was injected");
-    assert!(r.all().contains("put back as it was"), "{}", r.all());
-    assert_eq!(bare.fingerprint(), before, "no restored table stayed");
-    assert_eq!(
-        databases_like(&format!("{}_", bare.name)),
-        Vec::<String>::new()
-    );
+    replace_failing_once(&cfg, &bare);
 
     // A damaged backup fails before the live database is touched.
     ws.damage_stored(".sql.zst");
