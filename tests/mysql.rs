@@ -802,15 +802,7 @@ fn init_writes_a_mysql_starter_config_that_backs_up() {
     let src = shop();
     let ws = Workspace::new();
     let out = ws.path("backstop.toml");
-    let r = Run::from(
-        backstop()
-            .args(["init", "--database", &src.url(), "--storage"])
-            .arg(format!("local:{}", ws.backups().display()))
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap(),
-    );
+    let r = init_local(&src.url(), &ws, &out);
     assert_eq!(r.code, 0, "{}", r.all());
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("type = \"mysql\""), "{text}");

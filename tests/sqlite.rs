@@ -295,17 +295,7 @@ fn init_writes_a_sqlite_starter_config_that_backs_up() {
     let ws = Workspace::new();
     let db = app_db(&ws);
     let out = ws.path("starter.toml");
-    let r = Run::from(
-        backstop()
-            .args(["init", "--database"])
-            .arg(format!("sqlite://{}", db.display()))
-            .arg("--storage")
-            .arg(format!("local:{}", ws.backups().display()))
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap(),
-    );
+    let r = init_local(&format!("sqlite://{}", db.display()), &ws, &out);
     assert_eq!(r.code, 0, "{}", r.all());
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(text.contains("name = \"app\""), "{text}");

@@ -323,3 +323,16 @@ pub fn flip_middle_bit(path: &Path) {
     bytes[middle] ^= 0x20;
     std::fs::write(path, &bytes).unwrap();
 }
+
+/// `backstop init --database URL --storage local:<ws backups> --output OUT`.
+pub fn init_local(url: &str, ws: &Workspace, out: &Path) -> Run {
+    Run::from(
+        backstop()
+            .args(["init", "--database", url, "--storage"])
+            .arg(format!("local:{}", ws.backups().display()))
+            .arg("--output")
+            .arg(out)
+            .output()
+            .unwrap(),
+    )
+}
