@@ -87,6 +87,44 @@ impl StoredObject {
     }
 }
 
+/// A dump file backstop did not write (`restore --file`), at `key`: read
+/// through age when it is encrypted (with the identity at `identity`), its
+/// codec told from its first bytes. Returns the object and the start of
+/// its plain content, for the engine to tell its format.
+pub async fn open_dump_file(
+    storage: &dyn Storage,
+    key: &str,
+    identity: Option<&std::path::Path>,
+) -> anyhow::Result<(StoredObject, Vec<u8>)> {
+    let mut first = read_head(storage, key, SNIFF_BYTES).await?;
+    if first.is_empty() {
+        bail!(crate::error::usage(format!("{key} is empty")));
+    }
+    let decrypt = match crate::crypto::is_encrypted(&first) {
+        true => {
+            let d = crate::crypto::Decryption::open(identity, key, &[])?;
+            first = d.prefix(&first, key, SNIFF_BYTES)?;
+            Some(Arc::new(d))
+        }
+        false => None,
+    };
+    let algorithm = crate::codec::sniff(&first);
+    let head = crate::codec::decode_prefix(algorithm, &first, 64 << 10);
+    tracing::info!(
+        key,
+        codec = crate::codec::describe(algorithm),
+        encrypted = decrypt.is_some(),
+        "restoring a dump file"
+    );
+    let object = StoredObject {
+        key: key.to_string(),
+        expected: None,
+        algorithm,
+        decrypt,
+    };
+    Ok((object, head))
+}
+
 /// The first `limit` bytes of a stored object (fewer if it is shorter).
 pub async fn read_head(storage: &dyn Storage, key: &str, limit: usize) -> anyhow::Result<Vec<u8>> {
     let mut stream = storage

@@ -810,3 +810,95 @@ fn init_writes_a_mysql_starter_config_that_backs_up() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.summary()["targets"][0]["status"], "success");
 }
+
+/// The old pipeline's files (`mysqldump DB | gzip > DB.sql.gz`) restore
+/// with `--file`; one that stops early is loaded, found short and dropped.
+#[test]
+fn restore_file_loads_an_old_mysqldump_gzip_file_and_refuses_a_truncated_one() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    let whole = ws.path("shop.sql.gz");
+    let dumped = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "mariadb-dump -h 127.0.0.1 -u root --single-transaction --routines --events '{}' | gzip > '{}'",
+            src.name,
+            whole.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(dumped.success());
+    let dest = MyDb::reserve("bs_file_dest");
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            &whole.to_string_lossy(),
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let without_charset = |f: Vec<String>| -> Vec<String> {
+        f.into_iter()
+            .filter(|l| !l.starts_with("charset:"))
+            .collect()
+    };
+    assert_eq!(
+        without_charset(dest.fingerprint()),
+        without_charset(src.fingerprint())
+    );
+
+    // The same file cut short: no `-- Dump completed` at its end.
+    let short = ws.path("short.sql.gz");
+    let cut = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc '{}' | head -c 30000 | gzip > '{}'",
+            whole.display(),
+            short.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(cut.success());
+    let dest2 = MyDb::reserve("bs_file_short");
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            &short.to_string_lossy(),
+            "--into",
+            &dest2.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("Dump completed"), "{}", r.all());
+    assert!(!dest2.exists(), "the short load was dropped");
+
+    // A pg_dump file is not for a mysql:// URL.
+    let pg = ws.path("pg.sql");
+    std::fs::write(
+        &pg,
+        "--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\n",
+    )
+    .unwrap();
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            &pg.to_string_lossy(),
+            "--into",
+            &dest2.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("postgres://"), "{}", r.all());
+    assert!(!dest2.exists());
+}

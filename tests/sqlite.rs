@@ -281,6 +281,16 @@ fn a_damaged_backup_restores_nothing_and_leaves_the_file_alone() {
     );
     assert_eq!(r.code, 1, "{}", r.all());
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "removed");
+    let r = run(
+        &["restore", "--file", &db.to_string_lossy(), "--into", &url],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.stderr.contains("--file is not supported for SQLite"),
+        "{}",
+        r.all()
+    );
     let r = run(&["restore", "--into", &url, "--replace", "--no-acl"], &cfg);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(

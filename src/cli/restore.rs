@@ -1,6 +1,6 @@
 use super::ConfigArg;
 use crate::engine::postgres::engine::PgDestination;
-use crate::engine::postgres::restore::{restore_file, restore_globals};
+use crate::engine::postgres::restore::restore_globals;
 use crate::engine::{postgres::Postgres, Engine};
 use crate::error::{usage, ExitKind};
 use crate::restore::{Fidelity, Mode, Parallel, RestoreJob, RestoreOptions};
@@ -25,9 +25,10 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub into: String,
     /// Restore a standard dump file instead of a backup: a local path, or a
-    /// key in the configured storage (for files the old `pg_dump | gzip`
-    /// pipeline left). `.sql`, `.sql.gz`, `.sql.zst`, custom archives;
-    /// compression and format are read from the content.
+    /// key in the configured storage (for files the old `pg_dump | gzip` or
+    /// `mysqldump | gzip` pipeline left). `.sql`, `.sql.gz`, `.sql.zst`,
+    /// pg_dump custom archives; compression and format are read from the
+    /// content.
     #[arg(long, conflicts_with_all = ["backup", "globals"])]
     pub file: Option<String>,
     /// Apply the backup's stored globals (roles, memberships, tablespaces)
@@ -146,13 +147,16 @@ impl FidelityArgs {
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
     let into = crate::engine::destination(&args.into)?;
-    if args.file.is_some() || args.globals {
+    if let Some(file) = &args.file {
+        return run_file(&args, file, into.as_ref()).await;
+    }
+    if args.globals {
         if into.engine().kind() != Postgres.kind() {
             return Err(usage(
-                "--file and --globals restore PostgreSQL dumps: --into must be a postgres:// URL",
+                "--globals restores PostgreSQL roles and tablespaces: --into must be a postgres:// URL",
             ));
         }
-        return run_postgres_only(&args, PgDestination(parse_pg_url(&args.into)?)).await;
+        return run_globals(&args, PgDestination(parse_pg_url(&args.into)?)).await;
     }
     let config = args.config.load()?;
     let (target, opened) = open_target(&args, &config)?;
@@ -201,41 +205,47 @@ impl RestoreArgs {
     }
 }
 
-/// `--file` (a dump file backstop did not write) and `--globals` (roles
-/// and tablespaces): PostgreSQL's alone.
-async fn run_postgres_only(args: &RestoreArgs, into: PgDestination) -> anyhow::Result<ExitKind> {
-    if let Some(file) = &args.file {
-        // A local file needs no config; anything else is a storage key.
-        let local = std::path::Path::new(file);
-        let (storage, key, identity): (Box<dyn crate::storage::Storage>, String, _) =
-            if local.is_file() {
-                let dir = local
-                    .parent()
-                    .filter(|d| !d.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new("."));
-                let name = local
-                    .file_name()
-                    .unwrap_or_default()
-                    .to_string_lossy()
-                    .into_owned();
-                (
-                    Box::new(crate::storage::local::LocalStorage::new(dir)),
-                    name,
-                    args.identity.path(None),
-                )
-            } else {
-                let config = args.config.load()?;
-                let mut opened = super::open_storages(&config, args.storage.storage.as_deref())?;
-                (
-                    opened.swap_remove(0).storage,
-                    file.clone(),
-                    args.identity.path(Some(&config)),
-                )
-            };
-        let req = into.request(args.job(String::new(), None, identity))?;
-        let outcome = restore_file(storage.as_ref(), &key, req).await?;
-        return Ok(print_outcome(outcome));
-    }
+/// `--file`: a dump file backstop did not write, restored by the engine
+/// of the `--into` URL.
+async fn run_file(
+    args: &RestoreArgs,
+    file: &str,
+    into: &dyn crate::engine::Destination,
+) -> anyhow::Result<ExitKind> {
+    // A local file needs no config; anything else is a storage key.
+    let local = std::path::Path::new(file);
+    let (storage, key, identity): (Box<dyn crate::storage::Storage>, String, _) = if local.is_file()
+    {
+        let dir = local
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        let name = local
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .into_owned();
+        (
+            Box::new(crate::storage::local::LocalStorage::new(dir)),
+            name,
+            args.identity.path(None),
+        )
+    } else {
+        let config = args.config.load()?;
+        let mut opened = super::open_storages(&config, args.storage.storage.as_deref())?;
+        (
+            opened.swap_remove(0).storage,
+            file.to_string(),
+            args.identity.path(Some(&config)),
+        )
+    };
+    let job = args.job(String::new(), None, identity);
+    let outcome = into.restore_file(storage.as_ref(), &key, job).await?;
+    Ok(print_outcome(outcome))
+}
+
+/// `--globals`: PostgreSQL's roles and tablespaces.
+async fn run_globals(args: &RestoreArgs, into: PgDestination) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let (target, opened) = open_target(args, &config)?;
     let (from, backup_id) = locate(args, &config, &target, &opened).await?;

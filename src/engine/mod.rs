@@ -261,6 +261,20 @@ pub trait Destination: Send + Sync {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome>;
+    /// Restore a dump file backstop did not write (`restore --file`: the
+    /// object at `key`, its codec and format read from its bytes), all or
+    /// nothing.
+    async fn restore_file(
+        &self,
+        _storage: &dyn Storage,
+        _key: &str,
+        _job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome> {
+        Err(crate::error::usage(format!(
+            "--file is not supported for {} restores",
+            self.engine().label()
+        )))
+    }
     /// Restore into a new scratch copy here, read all of it through, and
     /// remove it (unless asked to keep it).
     async fn verify(

@@ -60,19 +60,16 @@ impl Destination for MyDestination {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome> {
-        job.options
-            .refuse_unsupported(Mysql.label(), &["--database"])?;
-        let req = super::restore::MysqlRestore {
-            target: job.target,
-            backup: job.backup,
-            database: job.options.database,
-            into: self.0.clone(),
-            events_disabled: false,
-            mode: job.mode,
-            identity: job.identity,
-            cancel: job.cancel,
-        };
-        super::restore::restore(storage, layout, req).await
+        super::restore::restore(storage, layout, self.request(job)?).await
+    }
+
+    async fn restore_file(
+        &self,
+        storage: &dyn Storage,
+        key: &str,
+        job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome> {
+        super::restore::restore_file(storage, key, self.request(job)?).await
     }
 
     async fn verify(
@@ -82,6 +79,23 @@ impl Destination for MyDestination {
         v: VerifyRequest<'_>,
     ) -> anyhow::Result<(RestoreOutcome, VerifySummary)> {
         super::restore::verify(storage, layout, v, &self.0).await
+    }
+}
+
+impl MyDestination {
+    fn request(&self, job: RestoreJob) -> anyhow::Result<super::restore::MysqlRestore> {
+        job.options
+            .refuse_unsupported(Mysql.label(), &["--database"])?;
+        Ok(super::restore::MysqlRestore {
+            target: job.target,
+            backup: job.backup,
+            database: job.options.database,
+            into: self.0.clone(),
+            events_disabled: false,
+            mode: job.mode,
+            identity: job.identity,
+            cancel: job.cancel,
+        })
     }
 }
 

@@ -12,6 +12,7 @@ use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context};
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Clone)]
@@ -192,15 +193,81 @@ async fn restore_one(
     one: Dumped,
     req: MysqlRestore,
 ) -> anyhow::Result<RestoreOutcome> {
+    let stored = StoredObject::of_backup(&m, &one.object, req.identity.as_deref())?;
+    let what = Loadable {
+        label: m.id.0.clone(),
+        stored,
+        charset: one.charset,
+        collation: one.collation,
+        manifest: Some(m),
+        check_trailer: false,
+    };
+    restore_loadable(storage, what, req).await
+}
+
+/// Restore a mariadb-dump/mysqldump SQL file backstop did not write (the
+/// old `mysqldump | gzip` objects), found as `key` in `storage`: plain,
+/// gzip or zstd, encrypted or not. With no manifest to check it against,
+/// the dump's own `-- Dump completed` line is the guard: a file without it
+/// is loaded and then dropped again, as any failed restore.
+pub async fn restore_file(
+    storage: &dyn Storage,
+    key: &str,
+    req: MysqlRestore,
+) -> anyhow::Result<RestoreOutcome> {
+    let (stored, head) =
+        crate::fetch::open_dump_file(storage, key, req.identity.as_deref()).await?;
+    let text = String::from_utf8_lossy(&head);
+    if text.contains("PostgreSQL database dump") {
+        bail!(crate::error::usage(format!(
+            "{key} is a pg_dump file: restore it into a postgres:// URL"
+        )));
+    }
+    if !(text.starts_with("--") || text.starts_with("/*")) {
+        bail!(crate::error::usage(format!(
+            "{key} is not a mariadb-dump/mysqldump SQL file (after {})",
+            crate::codec::describe(stored.algorithm)
+        )));
+    }
+    let what = Loadable {
+        label: key.to_string(),
+        stored,
+        charset: "utf8mb4".into(),
+        collation: None,
+        manifest: None,
+        check_trailer: true,
+    };
+    restore_loadable(storage, what, req).await
+}
+
+/// What one restore loads: a database of a backup, or a dump file.
+struct Loadable {
+    /// The backup id, or the file's key.
+    label: String,
+    stored: StoredObject,
+    /// What a database created for it gets.
+    charset: String,
+    collation: Option<String>,
+    manifest: Option<Manifest>,
+    /// A file backstop did not write has no checksum: the dump's own
+    /// trailer must be there.
+    check_trailer: bool,
+}
+
+async fn restore_loadable(
+    storage: &dyn Storage,
+    what: Loadable,
+    req: MysqlRestore,
+) -> anyhow::Result<RestoreOutcome> {
     let usage = crate::error::usage;
-    let Dumped {
-        object,
+    let Loadable {
+        label,
+        stored,
         charset,
         collation,
-        ..
-    } = one;
-    let object = &object;
-    let stored = StoredObject::of_backup(&m, object, req.identity.as_deref())?;
+        manifest,
+        check_trailer,
+    } = what;
     stored.check_identity(storage).await?;
     let db = req.into.database.clone();
     let tools = tokio::task::spawn_blocking(tools::discover).await??;
@@ -292,7 +359,7 @@ async fn restore_one(
     // On failure the name is put back as it was: dropped when it was
     // created, an existing (empty) one recreated with its own character
     // set and collation.
-    let loaded = load(storage, &stored, &tools, &into, &req).await;
+    let loaded = load(storage, &stored, &tools, &into, &req, check_trailer).await;
     if let Err(e) = loaded {
         let (t, s, name) = (tools.clone(), server.clone(), into.database.clone());
         let undone = tokio::task::spawn_blocking(move || {
@@ -338,13 +405,13 @@ async fn restore_one(
         swapped.context("nothing was replaced")?;
     }
     let db = req.into.database.clone();
-    tracing::info!(backup = %m.id, database = %db, bytes, "restore complete");
+    tracing::info!(backup = %label, database = %db, bytes, "restore complete");
     Ok(RestoreOutcome {
-        backup_id: m.id.0.clone(),
+        backup_id: label,
         database: db,
         bytes,
         kept_replaced: kept,
-        manifest: Some(m),
+        manifest,
     })
 }
 
@@ -396,6 +463,7 @@ async fn load(
     tools: &MyTools,
     into: &MyConn,
     req: &MysqlRestore,
+    check_trailer: bool,
 ) -> anyhow::Result<u64> {
     let options = into.option_file()?;
     let cmd = tools::command(&tools.client, &options)
@@ -405,11 +473,28 @@ async fn load(
     let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
-    let sink: Box<dyn std::io::Write + Send> = match req.events_disabled {
+    let mut sink: Box<dyn std::io::Write + Send> = match req.events_disabled {
         true => Box::new(super::events::EventsDisabled::new(stdin)),
         false => Box::new(stdin),
     };
-    let fed = fetch_into(storage, stored, sink, &req.cancel).await;
+    let judge = Arc::new(Mutex::new(super::MysqlInspector::default()));
+    if check_trailer {
+        sink = Box::new(Judged {
+            inner: sink,
+            judge: Arc::clone(&judge),
+        });
+    }
+    let fed = fetch_into(storage, stored, sink, &req.cancel)
+        .await
+        .and_then(|bytes| match check_trailer {
+            true => judge
+                .lock()
+                .expect("judge lock")
+                .verdict()
+                .map(|()| bytes)
+                .map_err(|e| anyhow!("{}: {e}", stored.key)),
+            false => Ok(bytes),
+        });
     if fed.is_err() {
         kill.kill();
     }
@@ -421,6 +506,24 @@ async fn load(
         return Err(anyhow!("{}", finished.describe_with_last_line()));
     }
     Ok(bytes)
+}
+
+/// Every byte on its way to the client, also to the trailer check.
+struct Judged<W> {
+    inner: W,
+    judge: Arc<Mutex<super::MysqlInspector>>,
+}
+
+impl<W: std::io::Write> std::io::Write for Judged<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.inner.write_all(buf)?;
+        self.judge.lock().expect("judge lock").write_all(buf)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Verify: restore each database of the backup into a scratch database,

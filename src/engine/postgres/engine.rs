@@ -65,6 +65,15 @@ impl Destination for PgDestination {
         super::restore::restore(storage, layout, self.request(job)?).await
     }
 
+    async fn restore_file(
+        &self,
+        storage: &dyn Storage,
+        key: &str,
+        job: RestoreJob,
+    ) -> anyhow::Result<RestoreOutcome> {
+        super::restore::restore_file(storage, key, self.request(job)?).await
+    }
+
     async fn verify(
         &self,
         storage: &dyn Storage,

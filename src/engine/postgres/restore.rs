@@ -15,7 +15,7 @@ use crate::engine::postgres::globals::{self as pg_globals, GlobalsPlan, Tablespa
 use crate::engine::postgres::plain_filter::PlainFilter;
 use crate::engine::postgres::tools::{self as pgtools, PgConn, PgVersion};
 use crate::error::usage;
-use crate::fetch::{fetch_into, pump, read_head, Pumped, StoredObject, SNIFF_BYTES};
+use crate::fetch::{fetch_into, open_dump_file, pump, Pumped, StoredObject};
 use crate::process::{Finished, Running};
 pub use crate::restore::{choose_backup, Mode, RestoreOutcome};
 use crate::sql::{ident, literal};
@@ -123,20 +123,7 @@ pub async fn restore_file(
     key: &str,
     req: RestoreRequest,
 ) -> anyhow::Result<RestoreOutcome> {
-    let mut first = read_head(storage, key, SNIFF_BYTES).await?;
-    if first.is_empty() {
-        bail!(usage(format!("{key} is empty")));
-    }
-    let decrypt = match crate::crypto::is_encrypted(&first) {
-        true => {
-            let d = crate::crypto::Decryption::open(req.identity.as_deref(), key, &[])?;
-            first = d.prefix(&first, key, SNIFF_BYTES)?;
-            Some(Arc::new(d))
-        }
-        false => None,
-    };
-    let sniffed = crate::codec::sniff(&first);
-    let head = crate::codec::decode_prefix(sniffed, &first, 64 << 10);
+    let (object, head) = open_dump_file(storage, key, req.identity.as_deref()).await?;
     let (kind, encoding) = if head.starts_with(b"PGDMP") {
         (DumpKind::Custom, None)
     } else if head.starts_with(b"--") || head.starts_with(b"\\") || head.starts_with(b"SET ") {
@@ -150,19 +137,13 @@ pub async fn restore_file(
     } else {
         bail!(usage(format!(
             "{key} is neither a pg_dump custom archive nor plain SQL (after {}); tar and directory formats are not supported",
-            crate::codec::describe(sniffed)
+            crate::codec::describe(object.algorithm)
         )));
     };
-    tracing::info!(key, codec = crate::codec::describe(sniffed), format = ?kind, encrypted = decrypt.is_some(), "restoring a dump file");
     let r = Restorable {
         label: key.to_string(),
         load: Load {
-            object: StoredObject {
-                key: key.to_string(),
-                expected: None,
-                algorithm: sniffed,
-                decrypt,
-            },
+            object,
             kind,
             fidelity: req.fidelity,
         },
