@@ -14,9 +14,21 @@
 //! A failure in 3 or 4 moves the tables back and reloads the old code, so
 //! the name ends up either wholly restored or as it was. Sessions are not
 //! ended (MariaDB cannot fence a database): stop the application first.
+//! Before anything changes, every live table is locked once and released:
+//! a session holding one (an open transaction) would make the drops and
+//! the rename wait, possibly after some code was dropped, so the swap does
+//! not start until it is gone, and gives up, having changed nothing, after
+//! [`PROBE_WAIT`] seconds.
 
 use super::tools::{self, ident, literal, MyConn, MyTools};
 use anyhow::{bail, Context};
+
+/// How long the swap waits for sessions to release the live tables before
+/// it starts (and changes nothing).
+pub const PROBE_WAIT: u32 = 10;
+/// Any later step's wait for a table lock: never the server's default of a
+/// year.
+const STEP_WAIT: u32 = 120;
 
 /// The databases of one swap, all on `server`.
 pub struct Swap<'a> {
@@ -38,6 +50,7 @@ impl Swap<'_> {
         let dump = tools::dump_for(&version)?;
         let new_code = self.code(&dump, self.restored)?;
         let old_code = self.code(&dump, self.live)?;
+        self.probe_locks()?;
         let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
         self.sql(&tools::create_sql(
             self.aside,
@@ -94,7 +107,33 @@ impl Swap<'_> {
     }
 
     fn sql(&self, sql: &str) -> anyhow::Result<()> {
-        tools::query(self.tools, self.server, sql).map(drop)
+        let sql = format!("SET SESSION lock_wait_timeout = {STEP_WAIT};\n{sql}");
+        tools::query(self.tools, self.server, &sql).map(drop)
+    }
+
+    /// Lock every live table once and release it: no session may hold one.
+    fn probe_locks(&self) -> anyhow::Result<()> {
+        let tables = self.tables(self.live)?;
+        if tables.is_empty() {
+            return Ok(());
+        }
+        let list = tables
+            .iter()
+            .map(|t| format!("{}.{} WRITE", ident(self.live), ident(t)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SET SESSION lock_wait_timeout = {PROBE_WAIT};\nLOCK TABLES {list};\nUNLOCK TABLES;"
+        );
+        tools::query(self.tools, self.server, &sql)
+            .map(drop)
+            .with_context(|| {
+                format!(
+                "sessions are using the tables of `{}` (no lock within {PROBE_WAIT} s): stop the \
+                 application, then restore again",
+                self.live
+            )
+            })
     }
 
     fn list(&self, sql: &str) -> anyhow::Result<Vec<String>> {
@@ -153,6 +192,9 @@ impl Swap<'_> {
             }
             let mut cmd = cmd
                 .arg("--no-data")
+                // Definitions only: no table locks (an open transaction
+                // would make the default LOCK TABLES wait for it).
+                .arg("--skip-lock-tables")
                 .arg("--skip-comments")
                 .arg("--default-character-set=utf8mb4");
             for a in extra {
@@ -228,7 +270,8 @@ impl Swap<'_> {
     }
 
     fn load(&self, db: &str, script: &str) -> anyhow::Result<()> {
-        tools::query(self.tools, &self.server.with_database(db), script)
+        let script = format!("SET SESSION lock_wait_timeout = {STEP_WAIT};\n{script}");
+        tools::query(self.tools, &self.server.with_database(db), &script)
             .map(drop)
             .with_context(|| format!("creating the views, triggers, routines and events in `{db}`"))
     }
