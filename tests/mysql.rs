@@ -618,13 +618,20 @@ fn several_databases_or_all_of_them_back_up_together_and_restore_one_at_a_time()
     // all = true: every database the backup user can see, bar the
     // server's own (a user that sees only these two, since other tests
     // create and drop databases on this server all the time).
+    // A restore's working database beside them is backstop's, not the
+    // user's: never part of `all`.
+    let working = MyDb {
+        name: format!("{}_bs_restore_0badcafe", shop.name),
+    };
+    mariadb("", &format!("CREATE DATABASE `{}`", working.name));
     let user = unique("bs_all");
     mariadb(
         "",
         &format!(
-            "CREATE USER '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT SELECT ON mysql.proc TO '{user}'@'%'",
+            "CREATE USER '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT ALL ON `{}`.* TO '{user}'@'%'; GRANT SELECT ON mysql.proc TO '{user}'@'%'",
             shop.name,
-            blog.name.replace('_', "\\_")
+            blog.name.replace('_', "\\_"),
+            working.name
         ),
     );
     let ws = Workspace::new();

@@ -58,6 +58,11 @@ impl MysqlSource {
 /// The server's own databases, never part of `all = true`.
 const SYSTEM_DATABASES: &[&str] = &["information_schema", "mysql", "performance_schema", "sys"];
 
+/// backstop's own working databases (verify's scratch copies, a restore's
+/// databases beside the live one), never part of `all = true`: they come
+/// and go while backups run. A kept `_replaced_` database is the user's.
+const WORKING_DATABASES: &str = "^backstop_verify_|_bs_(restore|old)_[0-9a-f]{8}$";
+
 /// The object role of one database in a backup of several (see
 /// [`crate::catalog::Manifest::database_raw_bytes`]).
 pub const ROLE_PREFIX: &str = "database:";
@@ -84,7 +89,11 @@ fn plan_blocking(
             let found = tools::query(
                 &tools,
                 &server,
-                &format!("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({system}) ORDER BY 1;"),
+                &format!(
+                    "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({system}) \
+                     AND SCHEMA_NAME NOT REGEXP {} ORDER BY 1;",
+                    literal(WORKING_DATABASES)
+                ),
             )?;
             let names: Vec<String> = found
                 .lines()
