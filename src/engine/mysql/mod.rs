@@ -130,6 +130,9 @@ fn plan_blocking(
             .arg("--hex-blob")
             .arg("--default-character-set=utf8mb4")
             .arg("--skip-dump-date")
+            // Tablespaces are the server's, not the database's; dumping
+            // them needs PROCESS on MySQL 8.
+            .arg("--no-tablespaces")
             // Positional, not --databases: no USE statement, so the dump
             // restores into a database of any name.
             .arg(db);
