@@ -406,8 +406,8 @@ fn replace_swaps_in_the_whole_backup_and_keeps_the_old_database_when_asked() {
 }
 
 /// A `mariadb` client first on PATH that fails the first load of views or
-/// triggers into `db` (the last step of a swap); the file it returns
-/// exists once it has.
+/// triggers into a database matching the shell pattern `db` (the last step
+/// of a swap, or the kept copy's); the file it returns exists once it has.
 fn fail_code_load_once(ws: &Workspace, db: &str) -> (std::path::PathBuf, std::path::PathBuf) {
     let bin = ws.path("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -424,7 +424,7 @@ fn fail_code_load_once(ws: &Workspace, db: &str) -> (std::path::PathBuf, std::pa
         "bin/mariadb",
         &format!(
             r#"in=$(mktemp); cat > "$in"
-case " $* " in *" --database={db} "*)
+case " $* " in *" --database="{db}" "*)
   if grep -qi trigger "$in" && [ ! -e '{mark}' ]; then
     touch '{mark}'; rm -f "$in"; echo "ERROR 1419 (HY000): injected failure" >&2; exit 1
   fi ;;
@@ -490,6 +490,44 @@ fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
     assert_eq!(
         databases_like(&format!("{}_", live.name)),
         Vec::<String>::new()
+    );
+}
+
+/// Regression (a kept copy that could not get its views and triggers back
+/// made the run report "nothing was replaced", though it had been, and
+/// dropped the restored database's leftovers as if it had failed).
+#[test]
+fn replace_done_but_keep_incomplete_is_a_warning_not_a_failure() {
+    let live = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&live.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let backed_up = live.fingerprint();
+    change_after_backup(&live);
+    let (bin, mark) = fail_code_load_once(&ws, &format!("{}_replaced_*", live.name));
+    let r = run_with_path(
+        &[
+            "restore",
+            "--into",
+            &live.url(),
+            "--replace",
+            "--keep-replaced",
+        ],
+        &cfg,
+        &bin,
+        &[],
+    );
+    let kept = databases_like(&format!("{}_replaced_", live.name));
+    let _cleanup: Vec<MyDb> = kept.iter().map(|n| MyDb { name: n.clone() }).collect();
+    assert!(mark.exists(), "the failure was injected");
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stderr.contains("kept copy lacks"), "{}", r.all());
+    assert_eq!(live.fingerprint(), backed_up);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(
+        databases_like(&format!("{}_bs_", live.name)),
+        Vec::<String>::new(),
+        "no working database is left"
     );
 }
 

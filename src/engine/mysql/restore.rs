@@ -390,19 +390,11 @@ async fn restore_loadable(
                 aside: &aside,
                 keep: keep_replaced,
             };
-            let result = swap.run();
-            if result.is_err() {
-                let _ = tools::query(
-                    &t,
-                    &server,
-                    &format!("DROP DATABASE IF EXISTS {};", ident(&restored)),
-                );
-            }
-            result
+            swap.run()
         })
         .await
         .context("swap task")?;
-        swapped.context("nothing was replaced")?;
+        swapped?;
     }
     let db = req.into.database.clone();
     tracing::info!(backup = %label, database = %db, bytes, "restore complete");

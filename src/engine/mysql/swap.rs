@@ -45,22 +45,23 @@ pub struct Swap<'a> {
 }
 
 impl Swap<'_> {
+    /// Ok when the live name holds the restored database. The working
+    /// databases are removed in every outcome but a failed put-back, whose
+    /// error names them.
     pub fn run(&self) -> anyhow::Result<()> {
-        let version = tools::query(self.tools, self.server, "SELECT VERSION();")?;
-        let dump = tools::dump_for(&version)?;
-        let new_code = self.code(&dump, self.restored)?;
-        let old_code = self.code(&dump, self.live)?;
-        self.probe_locks()?;
-        let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
-        self.sql(&tools::create_sql(
-            self.aside,
-            &charset,
-            collation.as_deref(),
-        ))?;
-        if let Err(e) = self.drop_code(self.restored) {
-            let _ = self.sql(&format!("DROP DATABASE {};", ident(self.aside)));
-            return Err(e);
-        }
+        let mut created_aside = false;
+        let (new_code, old_code) = match self.prepare(&mut created_aside) {
+            Ok(code) => code,
+            Err(e) => {
+                // `aside` may be a kept name that existed already: only
+                // what this swap created is dropped.
+                if created_aside {
+                    self.drop_quietly(self.aside);
+                }
+                self.drop_quietly(self.restored);
+                return Err(e.context("nothing was replaced"));
+            }
+        };
         // From here the live database changes: a failure puts it back.
         let moved = std::cell::Cell::new(false);
         let swapped = (|| {
@@ -72,32 +73,73 @@ impl Swap<'_> {
         if let Err(e) = swapped {
             return Err(self.put_back(&old_code, moved.get(), e));
         }
+        self.finish(&old_code);
+        Ok(())
+    }
+
+    /// Everything before the live database changes: both databases'
+    /// definitions, no session on the live tables, `aside` created, the
+    /// restored database's views and triggers dropped (they would stop its
+    /// tables from moving).
+    fn prepare(&self, created_aside: &mut bool) -> anyhow::Result<(String, String)> {
+        let version = tools::query(self.tools, self.server, "SELECT VERSION();")?;
+        let dump = tools::dump_for(&version)?;
+        let new_code = self.code(&dump, self.restored)?;
+        let old_code = self.code(&dump, self.live)?;
+        self.probe_locks()?;
+        let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
+        self.sql(&tools::create_sql(
+            self.aside,
+            &charset,
+            collation.as_deref(),
+        ))?;
+        *created_aside = true;
+        self.drop_code(self.restored)?;
+        Ok((new_code, old_code))
+    }
+
+    /// After the swap: the replace is done whatever happens here, so a
+    /// failure is a warning that names what is left, never an error.
+    fn finish(&self, old_code: &str) {
         if self.keep {
-            self.load(self.aside, &old_code)?;
-            self.disable_events(self.aside)?;
+            let kept = self
+                .load(self.aside, old_code)
+                .and_then(|()| self.disable_events(self.aside));
+            if let Err(e) = kept {
+                tracing::warn!(database = %self.live, kept = %self.aside, "the database was replaced, but the kept copy lacks some of its views, triggers, routines or events, or runs its events: {e:#}");
+            }
         } else {
-            self.sql(&format!("DROP DATABASE {};", ident(self.aside)))?;
+            self.drop_quietly(self.aside);
         }
-        self.sql(&format!("DROP DATABASE {};", ident(self.restored)))
+        self.drop_quietly(self.restored);
+    }
+
+    fn drop_quietly(&self, db: &str) {
+        if let Err(e) = self.sql(&format!("DROP DATABASE IF EXISTS {};", ident(db))) {
+            tracing::warn!(database = %db, "could not drop backstop's working database; drop it by hand: {e:#}");
+        }
     }
 
     /// After a failed swap: the restored tables back to their database
     /// (when they had moved), the live ones and their code back under the
-    /// live name.
+    /// live name, the working databases dropped.
     fn put_back(&self, old_code: &str, moved: bool, failed: anyhow::Error) -> anyhow::Error {
         let undone = (|| {
             self.drop_code(self.live)?;
             if moved {
                 self.move_tables(&[(self.live, self.restored), (self.aside, self.live)])?;
             }
-            self.load(self.live, old_code)?;
-            self.sql(&format!("DROP DATABASE {};", ident(self.aside)))
+            self.load(self.live, old_code)
         })();
         match undone {
-            Ok(()) => failed.context(format!(
-                "replacing database `{}`: it was put back as it was",
-                self.live
-            )),
+            Ok(()) => {
+                self.drop_quietly(self.aside);
+                self.drop_quietly(self.restored);
+                failed.context(format!(
+                    "replacing database `{}`: it was put back as it was",
+                    self.live
+                ))
+            }
             Err(e) => failed.context(format!(
                 "replacing database `{}` failed, and so did putting it back ({e:#}): its \
                  original tables may be in `{}` and the restored ones in `{}`",
