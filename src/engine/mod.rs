@@ -240,11 +240,24 @@ pub struct Starter {
     pub keys: String,
 }
 
-/// The password line of a starter target.
-pub fn starter_password(url_has_password: bool) -> &'static str {
-    match url_has_password {
-        true => "password = \"${DB_PASSWORD}\"        # from the environment; or password_file = \"/run/secrets/db\"\n",
-        false => "# password = \"${DB_PASSWORD}\"      # or password_file = \"/run/secrets/db\"\n",
+impl Starter {
+    /// A target on a database server: host (overridable through
+    /// `DB_HOST`), port, user, the password as `${DB_PASSWORD}` when the
+    /// URL had one (never the password itself), the database.
+    pub fn server(url: &str, host: &str, port: u16, user: &str, database: &str) -> Starter {
+        let password = match ::url::Url::parse(url).is_ok_and(|u| u.password().is_some()) {
+            true => "password = \"${DB_PASSWORD}\"        # from the environment; or password_file = \"/run/secrets/db\"\n",
+            false => "# password = \"${DB_PASSWORD}\"      # or password_file = \"/run/secrets/db\"\n",
+        };
+        Starter {
+            name: database.to_string(),
+            keys: format!(
+                "host = \"${{DB_HOST:-{host}}}\"          # DB_HOST overrides, e.g. 127.0.0.1 through kubectl port-forward\n\
+                 port = {port}\nuser = {}\n{password}database = {}\n",
+                toml::Value::from(user),
+                toml::Value::from(database),
+            ),
+        }
     }
 }
 
@@ -343,6 +356,34 @@ mod tests {
             panic!("a URL without a database was taken")
         };
         assert!(!format!("{err:#}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_starter_target_never_holds_the_urls_password() {
+        for url in [
+            "postgres://app:hunter2@db:5432/shop",
+            "mysql://app:hunter2@db:3306/shop",
+        ] {
+            let engine = destination(url)
+                .unwrap_or_else(|e| panic!("{e:#}"))
+                .engine();
+            let s = engine.starter(url).unwrap();
+            assert!(!s.keys.contains("hunter2"), "{}", s.keys);
+            assert!(
+                s.keys.contains("password = \"${DB_PASSWORD}\""),
+                "{}",
+                s.keys
+            );
+            assert_eq!(s.name, "shop");
+        }
+        let s = engine("sqlite")
+            .unwrap()
+            .starter("sqlite:///data/app.db")
+            .unwrap();
+        assert_eq!(
+            (s.name.as_str(), s.keys.as_str()),
+            ("app", "path = \"/data/app.db\"\n")
+        );
     }
 
     #[test]

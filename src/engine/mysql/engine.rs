@@ -23,22 +23,14 @@ impl Engine for Mysql {
         "mysql://USER@HOST:PORT/DB"
     }
     fn starter(&self, url: &str) -> anyhow::Result<Starter> {
-        let conn = super::restore::parse_url(url).ok_or_else(|| {
+        let c = super::restore::parse_url(url).ok_or_else(|| {
             crate::error::usage("the URL must start with mysql:// or mariadb://")
         })??;
-        let password = url::Url::parse(url).is_ok_and(|u| u.password().is_some());
-        Ok(Starter {
-            name: conn.database.clone(),
-            keys: format!(
-                "host = \"${{DB_HOST:-{host}}}\"          # DB_HOST overrides, e.g. 127.0.0.1 through kubectl port-forward\n\
-                 port = {port}\nuser = {user}\n{password}database = {database}             # or databases = [\"a\", \"b\"], or all = true\n",
-                host = conn.host,
-                port = conn.port,
-                user = toml::Value::from(conn.user.as_str()),
-                password = crate::engine::starter_password(password),
-                database = toml::Value::from(conn.database.as_str()),
-            ),
-        })
+        let mut starter = Starter::server(url, &c.host, c.port, &c.user, &c.database);
+        starter
+            .keys
+            .push_str("# databases = [\"a\", \"b\"]             # instead of database: several; or all = true\n");
+        Ok(starter)
     }
     fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
         super::restore::parse_url(url).map(|conn| conn.map(|c| Box::new(MyDestination(c)) as _))

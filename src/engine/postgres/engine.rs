@@ -23,21 +23,12 @@ impl Engine for Postgres {
         "postgres://USER@HOST:PORT/DB"
     }
     fn starter(&self, url: &str) -> anyhow::Result<Starter> {
-        let conn = super::url::parse_pg_url(url)?;
-        let password = url::Url::parse(url).is_ok_and(|u| u.password().is_some());
-        Ok(Starter {
-            name: conn.database.clone(),
-            keys: format!(
-                "host = \"${{DB_HOST:-{host}}}\"          # DB_HOST overrides, e.g. 127.0.0.1 through kubectl port-forward\n\
-                 port = {port}\nuser = {user}\n{password}database = {database}\n\
-                 format = \"custom\"                     # custom (pg_restore) | plain (SQL)\n",
-                host = conn.host,
-                port = conn.port,
-                user = toml::Value::from(conn.user.as_str()),
-                password = crate::engine::starter_password(password),
-                database = toml::Value::from(conn.database.as_str()),
-            ),
-        })
+        let c = super::url::parse_pg_url(url)?;
+        let mut starter = Starter::server(url, &c.host, c.port, &c.user, &c.database);
+        starter.keys.push_str(
+            "format = \"custom\"                     # custom (pg_restore) | plain (SQL)\n",
+        );
+        Ok(starter)
     }
     fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {
         let (scheme, _) = url.split_once("://")?;
