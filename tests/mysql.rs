@@ -154,6 +154,16 @@ fn shop() -> MyDb {
     db
 }
 
+/// A workspace whose config backs up `db` as target `shop`, and that
+/// backup made.
+fn backed_up(db: &MyDb) -> (Workspace, std::path::PathBuf) {
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&db.name, ""));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    (ws, cfg)
+}
+
 fn target(db: &str, extra: &str) -> String {
     format!(
         "[[targets]]\nname = \"shop\"\ntype = \"mysql\"\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\ndatabase = \"{db}\"\nretry = {{ attempts = 1 }}\n{extra}\n"
@@ -296,9 +306,7 @@ fn a_failing_or_truncated_dump_is_never_stored_and_the_password_stays_off_argv()
 #[test]
 fn a_damaged_backup_restores_nothing() {
     let src = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&src.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (ws, cfg) = backed_up(&src);
     ws.damage_stored(".sql.zst");
     let dest = MyDb::reserve("bs_shop_damaged");
     let r = run(&["restore", "--into", &dest.url(), "--create"], &cfg);
@@ -338,9 +346,7 @@ fn change_after_backup(db: &MyDb) {
 #[test]
 fn replace_swaps_in_the_whole_backup_and_keeps_the_old_database_when_asked() {
     let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (_ws, cfg) = backed_up(&live);
     let backed_up = live.fingerprint();
     change_after_backup(&live);
     let changed = live.fingerprint();
@@ -463,9 +469,7 @@ fn replace_failing_once(cfg: &Path, db: &MyDb) {
 #[test]
 fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
     let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (ws, cfg) = backed_up(&live);
     change_after_backup(&live);
     let changed = live.fingerprint();
 
@@ -499,9 +503,7 @@ fn a_replace_that_fails_leaves_the_live_database_as_it_was() {
 #[test]
 fn replace_done_but_keep_incomplete_is_a_warning_not_a_failure() {
     let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (ws, cfg) = backed_up(&live);
     let backed_up = live.fingerprint();
     change_after_backup(&live);
     let (bin, mark) = fail_code_load_once(&ws, &format!("{}_replaced_*", live.name));
@@ -534,9 +536,7 @@ fn replace_done_but_keep_incomplete_is_a_warning_not_a_failure() {
 #[test]
 fn replace_and_create_refuse_a_wrong_destination_before_touching_it() {
     let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (_ws, cfg) = backed_up(&live);
     let absent = MyDb::reserve("bs_shop_absent");
     let r = run(&["restore", "--into", &absent.url(), "--replace"], &cfg);
     assert_eq!(r.code, 2, "{}", r.all());
@@ -805,9 +805,7 @@ fn verify_creates_the_scratch_copys_events_disabled_and_restore_keeps_them_as_th
 #[test]
 fn a_killed_restores_leftover_is_named_by_the_next_restore_and_kept() {
     let src = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&src.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (_ws, cfg) = backed_up(&src);
     let dest = MyDb::reserve("bs_left_dest");
     let leftover = MyDb {
         name: format!("{}_bs_restore_deadbeef", dest.name),
@@ -966,9 +964,7 @@ fn wait_until(what: &str, done: impl Fn() -> bool) {
 #[test]
 fn replace_gives_up_unchanged_while_a_session_holds_the_live_tables() {
     let live = shop();
-    let ws = Workspace::new();
-    let cfg = ws.config(&target(&live.name, ""));
-    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let (_ws, cfg) = backed_up(&live);
     change_after_backup(&live);
     let changed = live.fingerprint();
     let mut holder = Command::new("mariadb")
