@@ -533,6 +533,53 @@ fn replace_done_but_keep_incomplete_is_a_warning_not_a_failure() {
     );
 }
 
+/// Regression (a failed restore into an existing empty database dropped
+/// and recreated it: its comment and anything else the database itself
+/// carries were lost). The load now goes beside it and is swapped in.
+#[test]
+fn an_empty_database_is_restored_into_and_left_as_it_was_when_that_fails() {
+    let src = shop();
+    let (ws, cfg) = backed_up(&src);
+    let empty = MyDb::reserve("bs_empty_dest");
+    mariadb(
+        "",
+        &format!(
+            "CREATE DATABASE `{}` CHARACTER SET latin1 COLLATE latin1_swedish_ci COMMENT 'ours'",
+            empty.name
+        ),
+    );
+    let own = || {
+        mariadb(
+            "",
+            &format!(
+                "SELECT CONCAT(DEFAULT_CHARACTER_SET_NAME, ' ', SCHEMA_COMMENT) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = '{}'",
+                empty.name
+            ),
+        )
+    };
+    assert_eq!(own(), "latin1 ours");
+    ws.damage_stored(".sql.zst");
+    let r = run(&["restore", "--into", &empty.url()], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert_eq!(own(), "latin1 ours", "the database is as it was");
+    assert_eq!(
+        databases_like(&format!("{}_", empty.name)),
+        Vec::<String>::new()
+    );
+
+    let (_ws, cfg) = backed_up(&src);
+    let r = run(&["restore", "--into", &empty.url()], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(own(), "latin1 ours", "its own properties stay");
+    let tables = |db: &MyDb| -> Vec<String> {
+        db.fingerprint()
+            .into_iter()
+            .filter(|l| !l.starts_with("charset:"))
+            .collect()
+    };
+    assert_eq!(tables(&empty), tables(&src));
+}
+
 #[test]
 fn replace_and_create_refuse_a_wrong_destination_before_touching_it() {
     let live = shop();

@@ -1,7 +1,8 @@
-//! Restore and verify for MariaDB/MySQL. A restore creates the database
-//! with the source's character set and collation (or uses an empty one),
-//! streams the checked dump into the `mariadb` client, and on any failure
-//! drops what it created, so the name is either restored or as it was.
+//! Restore and verify for MariaDB/MySQL. The checked dump streams into the
+//! `mariadb` client, into a database created for it with the source's
+//! character set and collation: the name itself with `--create`, else one
+//! beside the existing database that is swapped in whole (`swap.rs`). Any
+//! failure drops what was created, so the name is restored or as it was.
 
 use super::tools::{self, ident, literal, MyConn, MyTools};
 use crate::catalog::{Layout, Manifest, ObjectRecord};
@@ -323,51 +324,33 @@ async fn restore_loadable(
         }
         _ => None,
     };
-    // A replace restores into a new database beside the live one; the
-    // others into the name itself.
-    let (server, into) = (
-        req.into.with_database(""),
-        match req.mode {
-            Mode::Replace { .. } => req
-                .into
-                .with_database(&internal_name(&db, "restore", &stamp)),
-            _ => req.into.clone(),
-        },
-    );
-    let original = {
-        let (t, c, name, present) = (
-            tools.clone(),
-            server.clone(),
-            into.database.clone(),
-            into.database == db && present.0,
-        );
-        tokio::task::spawn_blocking(
-            move || -> anyhow::Result<Option<(String, Option<String>)>> {
-                if present {
-                    return tools::charset_of(&t, &c, &name).map(Some);
-                }
-                tools::query(
-                    &t,
-                    &c,
-                    &tools::create_sql(&name, &charset, collation.as_deref()),
-                )?;
-                Ok(None)
-            },
-        )
-        .await??
+    // Only --create loads into the name itself (it did not exist); into an
+    // existing database the load goes beside it and is swapped in whole,
+    // so a failed load never touches it.
+    let server = req.into.with_database("");
+    let into = match req.mode {
+        Mode::Create => req.into.clone(),
+        Mode::Empty | Mode::Replace { .. } => req
+            .into
+            .with_database(&internal_name(&db, "restore", &stamp)),
     };
-    // On failure the name is put back as it was: dropped when it was
-    // created, an existing (empty) one recreated with its own character
-    // set and collation.
+    {
+        let (t, c, name) = (tools.clone(), server.clone(), into.database.clone());
+        let create = tools::create_sql(&name, &charset, collation.as_deref());
+        tokio::task::spawn_blocking(move || tools::query(&t, &c, &create))
+            .await
+            .context("create task")??;
+    }
     let loaded = load(storage, &stored, &tools, &into, &req, check_trailer).await;
     if let Err(e) = loaded {
         let (t, s, name) = (tools.clone(), server.clone(), into.database.clone());
         let undone = tokio::task::spawn_blocking(move || {
-            let mut sql = format!("DROP DATABASE IF EXISTS {};", ident(&name));
-            if let Some((cs, coll)) = &original {
-                sql.push_str(&tools::create_sql(&name, cs, coll.as_deref()));
-            }
-            tools::query(&t, &s, &sql).map(drop)
+            tools::query(
+                &t,
+                &s,
+                &format!("DROP DATABASE IF EXISTS {};", ident(&name)),
+            )
+            .map(drop)
         })
         .await;
         if !matches!(undone, Ok(Ok(()))) {
@@ -376,7 +359,13 @@ async fn restore_loadable(
         return Err(e.context("nothing was restored"));
     }
     let bytes = loaded.expect("checked");
-    if let Mode::Replace { keep_replaced } = req.mode {
+    if into.database != db {
+        let keep = matches!(
+            req.mode,
+            Mode::Replace {
+                keep_replaced: true
+            }
+        );
         let aside = kept
             .clone()
             .unwrap_or_else(|| internal_name(&db, "old", &stamp));
@@ -388,7 +377,7 @@ async fn restore_loadable(
                 live: &db,
                 restored: &restored,
                 aside: &aside,
-                keep: keep_replaced,
+                keep,
             };
             swap.run()
         })
