@@ -908,6 +908,20 @@ fn restore_file_loads_an_old_mysqldump_gzip_file_and_refuses_a_truncated_one() {
     let src = shop();
     let ws = Workspace::new();
     let cfg = ws.config(&target(&src.name, ""));
+    let restore_file = |file: &Path, dest: &MyDb| {
+        let file = file.to_string_lossy();
+        run(
+            &[
+                "restore",
+                "--file",
+                &file,
+                "--into",
+                &dest.url(),
+                "--create",
+            ],
+            &cfg,
+        )
+    };
     let whole = ws.path("shop.sql.gz");
     let dumped = Command::new("sh")
         .arg("-c")
@@ -920,17 +934,7 @@ fn restore_file_loads_an_old_mysqldump_gzip_file_and_refuses_a_truncated_one() {
         .unwrap();
     assert!(dumped.success());
     let dest = MyDb::reserve("bs_file_dest");
-    let r = run(
-        &[
-            "restore",
-            "--file",
-            &whole.to_string_lossy(),
-            "--into",
-            &dest.url(),
-            "--create",
-        ],
-        &cfg,
-    );
+    let r = restore_file(&whole, &dest);
     assert_eq!(r.code, 0, "{}", r.all());
     let without_charset = |f: Vec<String>| -> Vec<String> {
         f.into_iter()
@@ -955,17 +959,7 @@ fn restore_file_loads_an_old_mysqldump_gzip_file_and_refuses_a_truncated_one() {
         .unwrap();
     assert!(cut.success());
     let dest2 = MyDb::reserve("bs_file_short");
-    let r = run(
-        &[
-            "restore",
-            "--file",
-            &short.to_string_lossy(),
-            "--into",
-            &dest2.url(),
-            "--create",
-        ],
-        &cfg,
-    );
+    let r = restore_file(&short, &dest2);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.all().contains("Dump completed"), "{}", r.all());
     assert!(!dest2.exists(), "the short load was dropped");
@@ -977,17 +971,7 @@ fn restore_file_loads_an_old_mysqldump_gzip_file_and_refuses_a_truncated_one() {
         "--\n-- PostgreSQL database dump\n--\nSET statement_timeout = 0;\n",
     )
     .unwrap();
-    let r = run(
-        &[
-            "restore",
-            "--file",
-            &pg.to_string_lossy(),
-            "--into",
-            &dest2.url(),
-            "--create",
-        ],
-        &cfg,
-    );
+    let r = restore_file(&pg, &dest2);
     assert_eq!(r.code, 2, "{}", r.all());
     assert!(r.stderr.contains("postgres://"), "{}", r.all());
     assert!(!dest2.exists());

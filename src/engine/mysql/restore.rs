@@ -343,19 +343,7 @@ async fn restore_loadable(
     }
     let loaded = load(storage, &stored, &tools, &into, &req, check_trailer).await;
     if let Err(e) = loaded {
-        let (t, s, name) = (tools.clone(), server.clone(), into.database.clone());
-        let undone = tokio::task::spawn_blocking(move || {
-            tools::query(
-                &t,
-                &s,
-                &format!("DROP DATABASE IF EXISTS {};", ident(&name)),
-            )
-            .map(drop)
-        })
-        .await;
-        if !matches!(undone, Ok(Ok(()))) {
-            tracing::warn!(database = %into.database, "could not undo the failed restore; drop the database by hand");
-        }
+        drop_or_warn(&into).await;
         return Err(e.context("nothing was restored"));
     }
     let bytes = loaded.expect("checked");
@@ -544,7 +532,7 @@ pub async fn verify(
         let c = req.into.clone();
         let read = tokio::task::spawn_blocking(move || read_through(&c)).await?;
         if !v.keep {
-            drop_scratch(&req.into).await;
+            drop_or_warn(&req.into).await;
         }
         let read = read.with_context(|| format!("database {source}"))?;
         summary.tables += read.tables;
@@ -562,7 +550,9 @@ pub async fn verify(
     Ok((outcome, summary))
 }
 
-async fn drop_scratch(db: &MyConn) {
+/// Drop a database backstop created (a failed load's, verify's scratch
+/// copy); a failure is a warning that names it.
+async fn drop_or_warn(db: &MyConn) {
     let (c, name) = (db.with_database(""), db.database.clone());
     let dropped = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let tools = tools::discover()?;
@@ -575,7 +565,7 @@ async fn drop_scratch(db: &MyConn) {
     })
     .await;
     if !matches!(dropped, Ok(Ok(()))) {
-        tracing::warn!(database = %db.database, "could not drop the scratch database; drop it by hand");
+        tracing::warn!(database = %db.database, "could not drop backstop's database; drop it by hand");
     }
 }
 
