@@ -62,9 +62,17 @@ impl fmt::Display for NoFittingTools {
 
 impl std::error::Error for NoFittingTools {}
 
-/// Whether an error's chain holds an error of type `E`.
+/// Whether an error's chain holds an error of type `E`, also inside an
+/// `io::Error` (a writer in a stream refuses what it is fed that way, and
+/// `io::Error::source` skips the error it carries).
 pub fn has<E: std::error::Error + 'static>(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| e.downcast_ref::<E>().is_some())
+    err.chain().any(|e| {
+        e.downcast_ref::<E>().is_some()
+            || e
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+                .is_some_and(|inner| inner.downcast_ref::<E>().is_some())
+    })
 }
 
 /// Build an `anyhow::Error` that maps to exit code 2.
@@ -98,5 +106,8 @@ mod tests {
             ExitKind::Usage
         );
         assert_eq!(exit_kind_of(&anyhow::anyhow!("boom")), ExitKind::Failed);
+        let refused = std::io::Error::other(UsageError("refused statement".into()));
+        let err = anyhow::Error::new(refused).context("decompressing k");
+        assert_eq!(exit_kind_of(&err), ExitKind::Usage);
     }
 }

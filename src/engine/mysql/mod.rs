@@ -6,6 +6,7 @@
 
 mod check;
 mod config;
+mod db_scope;
 mod engine;
 mod events;
 pub mod flavour;

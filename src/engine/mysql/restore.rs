@@ -442,10 +442,12 @@ async fn load(
     let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
-    let mut sink: Box<dyn std::io::Write + Send> = match req.events_disabled {
+    let sink: Box<dyn std::io::Write + Send> = match req.events_disabled {
         true => Box::new(super::events::EventsDisabled::new(stdin)),
         false => Box::new(stdin),
     };
+    let mut sink: Box<dyn std::io::Write + Send> =
+        Box::new(super::db_scope::DatabaseScoped::new(sink));
     let judge = Arc::new(Mutex::new(super::MysqlInspector::default()));
     if check_trailer {
         sink = Box::new(Judged {

@@ -96,6 +96,10 @@ struct PlainScanner {
     copying: Option<(String, String, u64)>,
     tables: Vec<TableRows>,
     tail: Vec<u8>,
+    /// The key of the `\restrict KEY` line that pg_dump 15.14/16.10/17.6/18
+    /// and later write first: such a dump is whole only when the matching
+    /// `\unrestrict KEY` line closes it.
+    restrict_key: Option<String>,
 }
 
 const LINE_KEEP: usize = 64 << 10;
@@ -146,7 +150,9 @@ impl PlainScanner {
                 }
             }
             None => {
-                if whole && line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
+                if whole && self.restrict_key.is_none() && line.starts_with(b"\\restrict ") {
+                    self.restrict_key = Some(String::from_utf8_lossy(&line[10..]).into_owned());
+                } else if whole && line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
                     let text = String::from_utf8_lossy(&line[5..]);
                     if let Some((schema, table)) = parse_qualified(&text) {
                         self.copying = Some((schema, table, 0));
@@ -170,6 +176,14 @@ impl PlainScanner {
             return Err(format!(
                 "the dump does not end with pg_dump's completion line `{trailer}`: it is truncated"
             ));
+        }
+        if let Some(key) = &self.restrict_key {
+            if !tail.contains(&format!("\n\\unrestrict {key}\n")) {
+                return Err(
+                    "the dump began with `\\restrict` and does not end with its matching `\\unrestrict` line: it is truncated"
+                        .into(),
+                );
+            }
         }
         Ok(DumpFacts {
             tables: self.tables,
@@ -229,8 +243,9 @@ struct CustomScanner {
     error: Option<String>,
     header: Header,
     /// Entries that had a data dumper: id → (schema, table, desc).
-    with_data: BTreeMap<i64, (String, String, String)>,
+    with_data: BTreeMap<i64, DataEntry>,
     seen_blocks: BTreeSet<i64>,
+    toc_count: i64,
     toc_left: i64,
     rows: BTreeMap<i64, u64>,
     counter: RowCounter,
@@ -293,6 +308,14 @@ enum CustomState {
     TocCount,
     TocEntry,
     BlockStart,
+    /// After the last data block, pg_dump 18 writing to a regular file
+    /// appends the table of contents once more (with the data offsets
+    /// filled in): `left` entries of it still to come.
+    TrailingToc {
+        left: i64,
+    },
+    /// The trailing table of contents has been read: nothing may follow.
+    End,
     /// In a data block of entry `id`: expecting a chunk length.
     ChunkLen {
         id: i64,
@@ -357,6 +380,36 @@ impl Cursor<'_> {
 
 const BLK_DATA: u8 = 1;
 const BLK_BLOBS: u8 = 3;
+
+/// One table-of-contents entry: its id, and (schema, tag, desc) when it had
+/// a data dumper, that is when a data block must follow for it.
+type DataEntry = (String, String, String);
+fn read_toc_entry(cur: &mut Cursor, h: Header) -> Result<(i64, Option<DataEntry>), Short> {
+    let id = cur.int()?;
+    let had_dumper = cur.int()? != 0;
+    cur.string()?; // table oid
+    cur.string()?; // oid
+    let tag = cur.string()?.unwrap_or_default();
+    let desc = cur.string()?.unwrap_or_default();
+    cur.int()?; // section
+    cur.string()?; // definition
+    cur.string()?; // drop statement
+    cur.string()?; // copy statement
+    let namespace = cur.string()?.unwrap_or_default();
+    cur.string()?; // tablespace
+    if h.vmin >= 14 {
+        cur.string()?; // table access method
+    }
+    if h.vmin >= 16 {
+        cur.int()?; // relkind
+    }
+    cur.string()?; // owner
+    cur.string()?; // "with oids"
+    while cur.string()?.is_some() {} // dependencies
+    cur.byte()?; // data offset flag
+    cur.bytes(h.off_size)?; // data offset
+    Ok((id, had_dumper.then_some((namespace, tag, desc))))
+}
 
 impl CustomScanner {
     fn feed(&mut self, data: &[u8]) {
@@ -466,6 +519,7 @@ impl CustomScanner {
             }
             CustomState::TocCount => {
                 self.toc_left = cur.int()?;
+                self.toc_count = self.toc_left;
                 self.state = if self.toc_left > 0 {
                     CustomState::TocEntry
                 } else {
@@ -473,40 +527,52 @@ impl CustomScanner {
                 };
             }
             CustomState::TocEntry => {
-                let h = self.header;
-                let id = cur.int()?;
-                let had_dumper = cur.int()? != 0;
-                cur.string()?; // table oid
-                cur.string()?; // oid
-                let tag = cur.string()?.unwrap_or_default();
-                let desc = cur.string()?.unwrap_or_default();
-                cur.int()?; // section
-                cur.string()?; // definition
-                cur.string()?; // drop statement
-                cur.string()?; // copy statement
-                let namespace = cur.string()?.unwrap_or_default();
-                cur.string()?; // tablespace
-                if h.vmin >= 14 {
-                    cur.string()?; // table access method
-                }
-                if h.vmin >= 16 {
-                    cur.int()?; // relkind
-                }
-                cur.string()?; // owner
-                cur.string()?; // "with oids"
-                while cur.string()?.is_some() {} // dependencies
-                cur.byte()?; // data offset flag
-                cur.bytes(h.off_size)?; // data offset
-                if had_dumper {
-                    self.with_data.insert(id, (namespace, tag, desc));
+                let (id, entry) = read_toc_entry(cur, self.header)?;
+                if let Some(entry) = entry {
+                    self.with_data.insert(id, entry);
                 }
                 self.toc_left -= 1;
                 if self.toc_left == 0 {
                     self.state = CustomState::BlockStart;
                 }
             }
+            CustomState::TrailingToc { left } => {
+                let (id, entry) = read_toc_entry(cur, self.header)?;
+                if entry.is_some() && !self.with_data.contains_key(&id) {
+                    self.error = Some(format!(
+                        "the closing table of contents names data for entry {id}, which the first did not"
+                    ));
+                    return Ok(false);
+                }
+                self.state = match left - 1 {
+                    0 => CustomState::End,
+                    left => CustomState::TrailingToc { left },
+                };
+            }
+            CustomState::End => {
+                self.error = Some("bytes follow the closing table of contents".into());
+                return Ok(false);
+            }
             CustomState::BlockStart => {
                 let kind = cur.byte()?;
+                if kind != BLK_DATA && kind != BLK_BLOBS && self.all_blocks_seen() {
+                    // Not a block but an integer's sign byte: the closing
+                    // copy of the table of contents, entry for entry.
+                    cur.pos -= 1;
+                    let count = cur.int()?;
+                    if count != self.toc_count {
+                        self.error = Some(format!(
+                            "the closing table of contents has {count} entries, the first {}",
+                            self.toc_count
+                        ));
+                        return Ok(false);
+                    }
+                    self.state = match count {
+                        0 => CustomState::End,
+                        left => CustomState::TrailingToc { left },
+                    };
+                    return Ok(true);
+                }
                 let id = cur.int()?;
                 if !self.with_data.contains_key(&id) || !self.seen_blocks.insert(id) {
                     self.error = Some(format!("unexpected data block for entry {id}"));
@@ -563,15 +629,22 @@ impl CustomScanner {
         Ok(true)
     }
 
+    fn all_blocks_seen(&self) -> bool {
+        self.with_data.keys().all(|id| self.seen_blocks.contains(id))
+    }
+
     fn finish(self) -> Result<DumpFacts, String> {
         if let Some(e) = self.error {
             return Err(format!("the custom archive is damaged: {e}"));
         }
         let truncated = |what: &str| Err(format!("the custom archive is truncated: {what}"));
         match self.state {
-            CustomState::BlockStart if self.buf.is_empty() => {}
+            CustomState::BlockStart | CustomState::End if self.buf.is_empty() => {}
             CustomState::Header | CustomState::TocCount | CustomState::TocEntry => {
                 return truncated("it ends inside its table of contents")
+            }
+            CustomState::TrailingToc { .. } | CustomState::End => {
+                return truncated("it ends inside its closing table of contents")
             }
             _ => return truncated("it ends inside a data block"),
         }
@@ -663,6 +736,22 @@ mod tests {
             2
         )
         .is_ok());
+    }
+
+    /// Regression: a pg_dump that exits 0 with its output cut inside the
+    /// final `\unrestrict` line was published as a good backup.
+    #[test]
+    fn plain_dump_cut_inside_its_unrestrict_line_is_truncated() {
+        let whole = PLAIN.replace("--\n\nCOPY public", "--\n\n\\restrict abc\n\nCOPY public");
+        assert!(plain(&whole, DumpKind::Plain, 7).is_ok());
+        for cut in ["\\unrestrict ab", "\\unrestrict abc"] {
+            let end = whole.rfind(cut).unwrap() + cut.len();
+            let err = plain(&whole[..end], DumpKind::Plain, 7).unwrap_err();
+            assert!(err.contains("`\\unrestrict`"), "{cut}: {err}");
+        }
+        // Another key does not close it.
+        let other = whole.replace("\\unrestrict abc", "\\unrestrict xyz");
+        assert!(plain(&other, DumpKind::Plain, 7).is_err());
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod config;
 pub mod database;
 pub mod engine;
 pub mod globals;
+pub mod db_scope;
 pub mod plain_filter;
 pub mod restore;
 pub mod tools;

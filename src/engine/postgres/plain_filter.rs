@@ -9,9 +9,11 @@
 //! `SET default_tablespace = …;`. A small lexer tracks where statements
 //! start — outside string literals, dollar-quoted bodies and `COPY … FROM
 //! stdin` data — so a function body or a data row that merely looks like
-//! such a statement is passed through untouched.
+//! such a statement is passed through untouched. The same statement starts
+//! are where `db_scope` keeps the dump inside the restore's database.
 
 use crate::engine::postgres::database::Fidelity;
+use crate::engine::postgres::db_scope::{DbScope, Verdict};
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,6 +25,7 @@ const LINE_LIMIT: usize = 1 << 20;
 pub struct PlainFilter<W: Write> {
     inner: W,
     f: Fidelity,
+    scope: DbScope,
     /// The current line, while it may still need to be dropped.
     line: Vec<u8>,
     lex: Lex,
@@ -46,10 +49,12 @@ enum Lex {
 }
 
 impl<W: Write> PlainFilter<W> {
-    pub fn new(inner: W, f: Fidelity, release: Arc<AtomicBool>) -> Self {
+    /// `into` is the database the dump loads into.
+    pub fn new(inner: W, f: Fidelity, into: &str, release: Arc<AtomicBool>) -> Self {
         PlainFilter {
             inner,
             f,
+            scope: DbScope::new(into),
             line: Vec::new(),
             lex: Lex::Boundary,
             copy: None,
@@ -74,17 +79,32 @@ impl<W: Write> PlainFilter<W> {
 
     /// A whole DDL line (without its newline): pass, drop or rewrite it.
     fn ddl_line(&mut self, line: &[u8]) -> std::io::Result<()> {
-        let text = String::from_utf8_lossy(line);
+        let mut text = String::from_utf8_lossy(line);
         let at_start = self.lex == Lex::Boundary;
+        if at_start {
+            match self.scope.judge(&text) {
+                Verdict::Pass => {}
+                Verdict::Drop => return Ok(()),
+                Verdict::Rewrite(to) => text = to.into(),
+                Verdict::Refuse(why) => {
+                    return Err(std::io::Error::other(crate::error::UsageError(why)))
+                }
+            }
+        }
         if at_start && self.drops(&text) {
             return Ok(()); // a one-line statement: nothing else to track
+        }
+        if at_start && text.starts_with('\\') {
+            // A psql meta-command ends with its line.
+            self.inner.write_all(text.as_bytes())?;
+            return self.inner.write_all(b"\n");
         }
         if at_start && text.starts_with("COPY ") && text.trim_end().ends_with("FROM stdin;") {
             self.copy = Some(Vec::new());
         } else {
             self.lex = lex_line(std::mem::take(&mut self.lex), &text);
         }
-        self.inner.write_all(line)?;
+        self.inner.write_all(text.as_bytes())?;
         self.inner.write_all(b"\n")
     }
 
@@ -226,7 +246,7 @@ mod tests {
 
     fn filter(sql: &str, f: Fidelity, step: usize) -> String {
         let release = Arc::new(AtomicBool::new(false));
-        let mut out = PlainFilter::new(Vec::new(), f, Arc::clone(&release));
+        let mut out = PlainFilter::new(Vec::new(), f, "db", Arc::clone(&release));
         for part in sql.as_bytes().chunks(step) {
             out.write_all(part).unwrap();
         }
@@ -258,7 +278,7 @@ SELECT pg_catalog.lo_create('16390');\nALTER LARGE OBJECT 16390 OWNER TO alice;\
             "x".repeat(3 * LINE_LIMIT)
         );
         let release = Arc::new(AtomicBool::new(false));
-        let mut out = PlainFilter::new(Vec::new(), f, Arc::clone(&release));
+        let mut out = PlainFilter::new(Vec::new(), f, "db", Arc::clone(&release));
         for part in huge.as_bytes().chunks(64 << 10) {
             out.write_all(part).unwrap();
             assert!(

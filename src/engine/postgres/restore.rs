@@ -210,7 +210,7 @@ async fn restore_into(
                 run_to_end(&cmd, &req.cancel).await?;
                 Ok(r.load.expected.as_ref().map_or(0, |(n, _)| *n))
             }
-            None => stream_into(storage, &r.load, &cmd, &req.cancel).await,
+            None => stream_into(storage, &r.load, &cmd, &prepared.temp, &req.cancel).await,
         }
     }
     .await;
@@ -806,6 +806,7 @@ async fn stream_into(
     storage: &dyn Storage,
     load: &Load,
     cmd: &crate::process::ChildCommand,
+    cmd_database: &str,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let key = load.key.clone();
@@ -817,8 +818,8 @@ async fn stream_into(
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
-    let load = load.clone();
-    let worker = std::thread::spawn(move || feed(rx, stdin, running, &load));
+    let (load, into) = (load.clone(), cmd_database.to_string());
+    let worker = std::thread::spawn(move || feed(rx, stdin, running, &load, &into));
 
     let mut read_error = None;
     loop {
@@ -857,6 +858,8 @@ async fn stream_into(
     // it made us kill the restore tool, so it is reported first.
     match feed_result {
         Err(FeedError::Checksum(msg)) => bail!(msg),
+        // A statement the dump may not run: the refusal is why the tool was stopped.
+        Err(FeedError::Decode(e)) if crate::error::has::<crate::error::UsageError>(&e) => Err(e),
         Err(FeedError::Decode(e)) if finished.success() => Err(e),
         Err(FeedError::Io(e)) if finished.success() => bail!("decompressing {key}: {e}"),
         _ if !finished.success() => bail!("{}", finished.describe_with_last_line()),
@@ -892,11 +895,13 @@ impl<W: Write> Write for Inspecting<W> {
     }
 }
 
+/// `into` names the database the tool loads (plain SQL stays inside it).
 fn feed(
     mut rx: mpsc::Receiver<Bytes>,
     stdin: std::process::ChildStdin,
     running: Running,
     load: &Load,
+    into: &str,
 ) -> (Result<u64, FeedError>, std::io::Result<Finished>) {
     let release = Arc::new(AtomicBool::new(false));
     let holdback = Holdback {
@@ -904,13 +909,15 @@ fn feed(
         buf: Vec::with_capacity(2 * HOLDBACK_BYTES),
         release: Arc::clone(&release),
     };
-    let f = load.fidelity;
-    let filtered: Box<dyn Write + Send> =
-        if load.kind == DumpKind::Plain && (f.no_owner || f.no_acl || f.no_tablespaces) {
-            Box::new(PlainFilter::new(holdback, f, Arc::clone(&release)))
-        } else {
-            Box::new(holdback)
-        };
+    let filtered: Box<dyn Write + Send> = match load.kind {
+        DumpKind::Plain => Box::new(PlainFilter::new(
+            holdback,
+            load.fidelity,
+            into,
+            Arc::clone(&release),
+        )),
+        DumpKind::Custom | DumpKind::Globals => Box::new(holdback),
+    };
     let inspector = Arc::new(std::sync::Mutex::new(Some(DumpInspector::new(load.kind))));
     let inspecting = Inspecting {
         inspector: Arc::clone(&inspector),
