@@ -68,8 +68,7 @@ impl std::error::Error for NoFittingTools {}
 pub fn has<E: std::error::Error + 'static>(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
         e.downcast_ref::<E>().is_some()
-            || e
-                .downcast_ref::<std::io::Error>()
+            || e.downcast_ref::<std::io::Error>()
                 .and_then(std::io::Error::get_ref)
                 .is_some_and(|inner| inner.downcast_ref::<E>().is_some())
     })

@@ -1038,3 +1038,81 @@ fn replace_gives_up_unchanged_while_a_session_holds_the_live_tables() {
         Vec::<String>::new()
     );
 }
+
+/// Regression: `mariadb-dump --databases shop | gzip` (it has `CREATE
+/// DATABASE IF NOT EXISTS shop` and `USE shop`) restored `--into
+/// …/shop_copy --create` rewrote the live `shop` and left the copy empty,
+/// reporting success. The file now loads into the copy; the live database
+/// is untouched; a file of two databases is refused (exit 2) and leaves
+/// nothing.
+#[test]
+fn restore_file_of_a_databases_dump_writes_only_into() {
+    let src = shop();
+    let ws = Workspace::new();
+    let cfg = ws.config(&target(&src.name, ""));
+    let dump = |names: &str, file: &Path| {
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "mariadb-dump -h 127.0.0.1 -u root --single-transaction --routines --events --add-drop-database --databases {names} | gzip > '{}'",
+                file.display()
+            ))
+            .status()
+            .unwrap();
+        assert!(st.success());
+    };
+    let one = ws.path("shop.sql.gz");
+    dump(&src.name, &one);
+    let before = src.fingerprint();
+    mariadb(
+        &src.name,
+        "INSERT INTO customers (name) VALUES ('after the dump')",
+    );
+    let live = src.fingerprint();
+    let dest = MyDb::reserve("bs_scope_copy");
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            &one.to_string_lossy(),
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    let without_charset = |f: Vec<String>| -> Vec<String> {
+        f.into_iter()
+            .filter(|l| !l.starts_with("charset:"))
+            .collect()
+    };
+    assert_eq!(without_charset(dest.fingerprint()), without_charset(before));
+    assert_eq!(src.fingerprint(), live, "the live database is untouched");
+
+    let other = MyDb::reserve("bs_scope_other");
+    mariadb("", &format!("CREATE DATABASE `{}`", other.name));
+    mariadb(
+        &other.name,
+        "CREATE TABLE t (a int); INSERT INTO t VALUES (1)",
+    );
+    let two = ws.path("two.sql.gz");
+    dump(&format!("{} {}", src.name, other.name), &two);
+    let dest = MyDb::reserve("bs_scope_two");
+    let r = run(
+        &[
+            "restore",
+            "--file",
+            &two.to_string_lossy(),
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        &cfg,
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.stderr.contains("more than one database"), "{}", r.all());
+    assert!(!dest.exists(), "the created destination is gone");
+    assert_eq!(src.fingerprint(), live);
+    assert_eq!(mariadb(&other.name, "SELECT COUNT(*) FROM t"), "1");
+}

@@ -297,3 +297,114 @@ fn globals_then_a_database_restore_on_a_fresh_cluster_keep_owners() {
         );
     }
 }
+
+/// Regression: a custom archive that pg_dump 18 wrote to a regular file
+/// (`pg_dump -Fc DB > f.dump`: it appends its table of contents once more)
+/// was refused as "damaged: unexpected data block for entry 0" while
+/// pg_restore restores it. Every major's file, and its pipe, restores.
+#[test]
+fn a_custom_archive_pg_dump_wrote_to_a_file_restores_on_every_major() {
+    for s in matrix() {
+        let src = s.make_source(&format!("bs_tofile{}", s.major));
+        let mut cleanup = Cleanup(vec![(&s, src.clone())]);
+        let dir = tempfile::tempdir().unwrap();
+        for (name, redirect) in [("file.dump", ">"), ("pipe.dump", "| cat >")] {
+            let path = dir.path().join(name);
+            let st = Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{}/pg_dump -h 127.0.0.1 -p {} -U postgres -Fc {src} {redirect} {}",
+                    s.bin,
+                    s.port,
+                    path.display()
+                ))
+                .status()
+                .unwrap();
+            assert!(st.success());
+            let copy = unique(&format!("bs_tofile{}_copy", s.major));
+            cleanup.0.push((&s, copy.clone()));
+            let r = Run::from(
+                support::backstop()
+                    .arg("restore")
+                    .arg("--file")
+                    .arg(&path)
+                    .args(["--into", &s.url(&copy), "--create"])
+                    .env("BACKSTOP_PG_BIN_DIRS", bin_dirs())
+                    .output()
+                    .unwrap(),
+            );
+            assert_eq!(r.code, 0, "{} {name}: {}", s.major, r.all());
+            assert_eq!(
+                s.fingerprint(&copy),
+                s.fingerprint(&src),
+                "{} {name}",
+                s.major
+            );
+        }
+    }
+}
+
+/// Regression: restoring a dump of a newer major into an older server (18
+/// into 14) failed half-way through the load. It is refused before
+/// anything is created, naming both majors, for a backup and for a file.
+#[test]
+fn an_18_dump_into_a_14_server_is_refused_before_anything_is_created() {
+    let servers = matrix();
+    let (old, new) = (
+        servers.iter().find(|s| s.major == 14).unwrap(),
+        servers.iter().find(|s| s.major == 18).unwrap(),
+    );
+    let src = new.make_source("bs_18to14");
+    let _cleanup = Cleanup(vec![(new, src.clone())]);
+    let ws = Workspace::new();
+    let plain = ws.path("plain.sql");
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "{}/pg_dump -h 127.0.0.1 -p {} -U postgres {src} > {}",
+            new.bin,
+            new.port,
+            plain.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    for format in ["custom", "plain"] {
+        let cfg = ws.config(&target(new, "new", &src, &format!("format = \"{format}\"")));
+        assert_eq!(backstop(&["backup"], &cfg).code, 0);
+        let copy = unique("bs_18to14_copy");
+        let r = backstop(&["restore", "--into", &old.url(&copy), "--create"], &cfg);
+        assert_eq!(r.code, 2, "{format}: {}", r.all());
+        assert!(
+            r.stderr.contains("PostgreSQL 18") && r.stderr.contains("PostgreSQL 14"),
+            "{}",
+            r.all()
+        );
+        assert_eq!(
+            old.sql(
+                "postgres",
+                &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{copy}%'")
+            ),
+            "0"
+        );
+    }
+    let copy = unique("bs_18to14_file");
+    let r = Run::from(
+        support::backstop()
+            .arg("restore")
+            .arg("--file")
+            .arg(&plain)
+            .args(["--into", &old.url(&copy), "--create"])
+            .env("BACKSTOP_PG_BIN_DIRS", bin_dirs())
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert_eq!(
+        old.sql(
+            "postgres",
+            &format!("SELECT count(*) FROM pg_database WHERE datname LIKE '{copy}%'")
+        ),
+        "0"
+    );
+}

@@ -234,7 +234,11 @@ DELIMITER ;\n\
 ALTER DATABASE CHARACTER SET latin1 COLLATE latin1_swedish_ci ;\n\
 -- Dump completed\n";
         for chunk in [1, 2, 5, 17, 64, 4096] {
-            assert_eq!(filtered(DUMP, chunk).unwrap(), expected, "chunks of {chunk}");
+            assert_eq!(
+                filtered(DUMP, chunk).unwrap(),
+                expected,
+                "chunks of {chunk}"
+            );
         }
     }
 

@@ -232,6 +232,27 @@ fn parse_qualified(text: &str) -> Option<(String, String)> {
     }
 }
 
+/// The server version a dump was taken from, as its head says: a plain
+/// dump's `-- Dumped from database version X` line, a custom archive's
+/// header.
+pub fn dumped_from(head: &[u8]) -> Option<String> {
+    if head.starts_with(b"PGDMP") {
+        let mut s = CustomScanner::default();
+        let mut cur = Cursor {
+            data: head,
+            pos: 0,
+            h: Header::default(),
+        };
+        s.step(&mut cur).ok()?;
+        return s.server_version;
+    }
+    let text = String::from_utf8_lossy(head);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("-- Dumped from database version "))?;
+    Some(line.trim().to_string())
+}
+
 // ---------------------------------------------------------------- custom
 
 /// An incremental parser for the custom archive format. It keeps a small
@@ -247,6 +268,8 @@ struct CustomScanner {
     seen_blocks: BTreeSet<i64>,
     toc_count: i64,
     toc_left: i64,
+    /// The header's server version.
+    server_version: Option<String>,
     rows: BTreeMap<i64, u64>,
     counter: RowCounter,
 }
@@ -509,7 +532,7 @@ impl CustomScanner {
                     cur.int()?; // creation time
                 }
                 cur.string()?; // database name
-                cur.string()?; // server version
+                self.server_version = cur.string()?;
                 cur.string()?; // pg_dump version
                 self.header = Header {
                     compressed,
@@ -550,6 +573,7 @@ impl CustomScanner {
                 };
             }
             CustomState::End => {
+                cur.byte()?; // nothing at all is the good end
                 self.error = Some("bytes follow the closing table of contents".into());
                 return Ok(false);
             }
@@ -630,7 +654,9 @@ impl CustomScanner {
     }
 
     fn all_blocks_seen(&self) -> bool {
-        self.with_data.keys().all(|id| self.seen_blocks.contains(id))
+        self.with_data
+            .keys()
+            .all(|id| self.seen_blocks.contains(id))
     }
 
     fn finish(self) -> Result<DumpFacts, String> {

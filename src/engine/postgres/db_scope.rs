@@ -81,18 +81,26 @@ impl DbScope {
             return Verdict::Pass;
         };
         match parse_ident(rest) {
-            Some((name, len)) if Some(&name) == self.file_db.as_ref() => {
-                Verdict::Rewrite(format!("{}{}{}", &line[..at], ident(&self.into), &line[at + len..]))
-            }
+            Some((name, len)) if Some(&name) == self.file_db.as_ref() => Verdict::Rewrite(format!(
+                "{}{}{}",
+                &line[..at],
+                ident(&self.into),
+                &line[at + len..]
+            )),
             _ => refuse(l, "it is about another database than the one restored"),
         }
     }
 
     fn meta(&mut self, meta: &str, line: &str) -> Verdict {
         let command = meta.split_whitespace().next().unwrap_or("");
+        let arg = meta[command.len()..].trim();
         match command {
             "restrict" | "unrestrict" => Verdict::Pass,
-            "connect" | "c" if self.file_db.is_some() && !self.connected => {
+            // pg_dump connects to the database it created, and again after
+            // setting its properties (to make them take effect).
+            "connect" | "c"
+                if self.file_db.is_some() && connect_target(arg) == self.file_db =>
+            {
                 self.connected = true;
                 Verdict::Drop
             }
@@ -103,6 +111,25 @@ impl DbScope {
             _ => refuse(line, "a restore runs no psql meta-command"),
         }
     }
+}
+
+/// The database a `\connect` names, as pg_dump writes it: a plain name, or
+/// `-reuse-previous=on "dbname='…'"` for a name that needs quoting.
+fn connect_target(arg: &str) -> Option<String> {
+    let Some(quoted) = arg.strip_prefix("-reuse-previous=on ") else {
+        return Some(arg.to_string()).filter(|a| !a.is_empty() && !a.contains(' '));
+    };
+    let conninfo = quoted
+        .strip_prefix('"')?
+        .strip_suffix('"')?
+        .replace("\"\"", "\"");
+    let value = conninfo.strip_prefix("dbname='")?.strip_suffix('\'')?;
+    let mut name = String::new();
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        name.push(if c == '\\' { chars.next()? } else { c });
+    }
+    Some(name)
 }
 
 fn refuse(line: &str, why: &str) -> Verdict {
@@ -158,6 +185,15 @@ mod tests {
         );
         assert_eq!(s.judge("\\connect shop"), Verdict::Drop);
         assert_eq!(
+            s.judge("ALTER DATABASE shop SET work_mem TO '7MB';"),
+            Verdict::Rewrite("ALTER DATABASE \"work_1\" SET work_mem TO '7MB';".into())
+        );
+        assert_eq!(
+            s.judge("\\connect shop"),
+            Verdict::Drop,
+            "again, after its settings"
+        );
+        assert_eq!(
             s.judge("COMMENT ON DATABASE shop IS 'the shop';"),
             Verdict::Rewrite("COMMENT ON DATABASE \"work_1\" IS 'the shop';".into())
         );
@@ -189,6 +225,10 @@ mod tests {
         assert_eq!(
             s.judge("ALTER DATABASE \"Sh\"\"op\" SET search_path TO a;"),
             Verdict::Rewrite("ALTER DATABASE \"w\" SET search_path TO a;".into())
+        );
+        assert_eq!(
+            s.judge("\\connect -reuse-previous=on \"dbname='Sh\"\"op'\""),
+            Verdict::Drop
         );
         let Verdict::Refuse(why) = s.judge("CREATE DATABASE again;") else {
             panic!("a second database is refused")

@@ -4,9 +4,9 @@
 pub mod archive;
 pub mod config;
 pub mod database;
+pub mod db_scope;
 pub mod engine;
 pub mod globals;
-pub mod db_scope;
 pub mod plain_filter;
 pub mod restore;
 pub mod tools;

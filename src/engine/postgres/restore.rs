@@ -65,6 +65,9 @@ struct Restorable {
     /// For a file without properties: the encoding its header names.
     encoding: Option<String>,
     dumped_with: Option<PgVersion>,
+    /// The server the dump was taken from: a dump restores only into the
+    /// same or a newer major.
+    dumped_from: Option<PgVersion>,
     manifest: Option<crate::catalog::Manifest>,
 }
 
@@ -109,6 +112,7 @@ pub async fn restore(
         props,
         encoding: None,
         dumped_with: PgVersion::parse(&m.dump_tool_version),
+        dumped_from: PgVersion::parse(&m.server_version),
         manifest: Some(m),
     };
     restore_into(storage, r, req).await
@@ -150,6 +154,9 @@ pub async fn restore_file(
         props: None,
         encoding,
         dumped_with: None,
+        dumped_from: crate::engine::postgres::archive::dumped_from(&head)
+            .as_deref()
+            .and_then(PgVersion::parse),
         manifest: None,
     };
     restore_into(storage, r, req).await
@@ -191,9 +198,9 @@ async fn restore_into(
             }
             _ => CreateAs::ServerDefault,
         };
-        let dumped_with = r.dumped_with;
+        let versions = (r.dumped_with, r.dumped_from);
         tokio::task::spawn_blocking(move || {
-            prepare(&into, &maint, mode, fidelity, &create_as, dumped_with)
+            prepare(&into, &maint, mode, fidelity, &create_as, versions)
         })
         .await
         .context("restore preparation task")??
@@ -500,7 +507,7 @@ fn prepare(
     mode: Mode,
     fidelity: Fidelity,
     create_as: &CreateAs,
-    dumped_with: Option<PgVersion>,
+    (dumped_with, dumped_from): (Option<PgVersion>, Option<PgVersion>),
 ) -> anyhow::Result<Prepared> {
     let props = match create_as {
         CreateAs::Props(p) => Some(p),
@@ -508,6 +515,15 @@ fn prepare(
     };
     let found = pgtools::discover();
     let (server, _) = maint.server_version(&found)?;
+    if let Some(from) = dumped_from.filter(|f| f.major_key() > server.major_key()) {
+        bail!(usage(format!(
+            "the dump was taken from PostgreSQL {} and {} runs PostgreSQL {}: a dump restores \
+             only into the same or a newer major (nothing was created)",
+            from.major_string(),
+            into.endpoint(),
+            server.major_string()
+        )));
+    }
     // pg_restore must be at least as new as the server and as the pg_dump
     // that wrote the archive.
     let needed = dumped_with.map_or(server, |d| d.max(server));
