@@ -140,3 +140,32 @@ fn restore_file_refuses_a_second_database_and_meta_commands() {
         "0"
     );
 }
+
+/// Regression: a gzip file with one byte flipped was refused, but as
+/// "truncated" (the garbled end had no trailer). The message now says
+/// what was found: the gzip data does not decode. Nothing is left.
+#[test]
+fn a_damaged_gzip_file_is_named_damaged_not_truncated() {
+    let src = TestDb::create("bs_gzbad");
+    src.sql("CREATE TABLE t AS SELECT g, md5(g::text) AS h FROM generate_series(1, 50000) g");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("db.sql.gz");
+    sh(&format!(
+        "{} -h {PG_HOST} -U postgres -d {} | gzip > {}",
+        real_pg_dump(),
+        src.name,
+        file.display()
+    ));
+    support::flip_middle_bit(&file);
+    let dest = TestDb::reserve("bs_gzbad_dest");
+    let r = restore_file(&file, &dest, &["--create"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("is damaged: its gzip data does not decode"),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stderr.contains("truncated"), "{}", r.all());
+    assert!(!database_exists(&dest.name));
+}

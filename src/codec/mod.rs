@@ -15,6 +15,12 @@ use std::io::{self, Write};
 pub trait FinishWrite: Write + Send {
     fn finish(self: Box<Self>) -> io::Result<()>;
 
+    /// For a decoder, after its last input: whether the compressed stream
+    /// ended whole (gzip's CRC and length), without passing anything on.
+    fn check_end(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Change the compression level mid-stream (zstd with workers: from
     /// its next job on); other writers ignore it.
     fn set_level(&mut self, _level: i32) -> io::Result<()> {
@@ -262,6 +268,10 @@ impl<W: Write + Send> FinishWrite for GzipDecoder<W> {
     fn finish(mut self: Box<Self>) -> io::Result<()> {
         self.0.try_finish()?;
         self.0.get_mut().flush()
+    }
+
+    fn check_end(&mut self) -> io::Result<()> {
+        self.0.try_finish()
     }
 }
 

@@ -874,13 +874,12 @@ async fn stream_into(
     // it made us kill the restore tool, so it is reported first.
     match feed_result {
         Err(FeedError::Checksum(msg)) => bail!(msg),
-        // A statement the dump may not run: the refusal is why the tool was stopped.
-        Err(FeedError::Decode(e)) if crate::error::has::<crate::error::UsageError>(&e) => Err(e),
-        Err(FeedError::Decode(e)) if finished.success() => Err(e),
+        // Damaged data, or a statement the dump may not run: why the tool
+        // was stopped, or why it failed (it was fed garbage).
+        Err(FeedError::Decode(e)) => Err(e),
         Err(FeedError::Io(e)) if finished.success() => bail!("decompressing {key}: {e}"),
         _ if !finished.success() => bail!("{}", finished.describe_with_last_line()),
         Err(FeedError::Io(e)) => bail!("decompressing {key}: {e}"),
-        Err(FeedError::Decode(e)) => Err(e),
         Ok(n) => Ok(n),
     }
 }
@@ -920,10 +919,12 @@ fn feed(
     into: &str,
 ) -> (Result<u64, FeedError>, std::io::Result<Finished>) {
     let release = Arc::new(AtomicBool::new(false));
+    let stopped_reading = Arc::new(AtomicBool::new(false));
     let holdback = Holdback {
         inner: stdin,
         buf: Vec::with_capacity(2 * HOLDBACK_BYTES),
         release: Arc::clone(&release),
+        stopped_reading: Arc::clone(&stopped_reading),
     };
     let filtered: Box<dyn Write + Send> = match load.kind {
         DumpKind::Plain => Box::new(PlainFilter::new(
@@ -966,6 +967,15 @@ fn feed(
         if let Some(e) = decode_error {
             return Err(FeedError::Decode(e));
         }
+        // A damaged compressed stream is named as such, before the dump
+        // inspector would call its garbled end truncated.
+        dec.check_end().map_err(|e| {
+            FeedError::Decode(anyhow!(
+                "{} is damaged: its {} data does not decode ({e})",
+                load.key,
+                crate::codec::describe(load.algorithm)
+            ))
+        })?;
         // Everything decoded so far reaches the inspector (the held-back
         // tail stays held): the dump must be complete before it is released.
         dec.flush().map_err(FeedError::Io)?;
@@ -977,7 +987,15 @@ fn feed(
             release.store(true, Ordering::SeqCst);
             // Flushes the held-back tail; dropping the decoder closes stdin,
             // and only now can the tool reach EOF and commit.
-            let finished = dec.finish().map(|()| size).map_err(FeedError::Io);
+            let finished = dec
+                .finish()
+                .map_err(FeedError::Io)
+                .and_then(|()| match stopped_reading.load(Ordering::SeqCst) {
+                    true => Err(FeedError::Io(std::io::Error::other(
+                        "the restore tool stopped reading its input before the end",
+                    ))),
+                    false => Ok(size),
+                });
             (finished, running.wait())
         }
         Err(e) => {
@@ -993,29 +1011,49 @@ fn feed(
 }
 
 /// Passes bytes on, except the last `HOLDBACK_BYTES`, until released.
+/// When the tool stops reading (it failed), the rest is decoded on into
+/// nothing: a damaged object is then still found and named, rather than
+/// hidden behind the tool's error about the garbage it was fed.
 struct Holdback<W: Write> {
     inner: W,
     buf: Vec<u8>,
     release: Arc<AtomicBool>,
+    /// Set when the tool closed its input early.
+    stopped_reading: Arc<AtomicBool>,
+}
+
+impl<W: Write> Holdback<W> {
+    fn pass(&mut self, upto: usize) -> std::io::Result<()> {
+        if !self.stopped_reading.load(Ordering::SeqCst) {
+            match self.inner.write_all(&self.buf[..upto]) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    self.stopped_reading.store(true, Ordering::SeqCst)
+                }
+                other => other?,
+            }
+        }
+        self.buf.drain(..upto);
+        Ok(())
+    }
 }
 
 impl<W: Write> Write for Holdback<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(data);
         if self.buf.len() >= 2 * HOLDBACK_BYTES {
-            let cut = self.buf.len() - HOLDBACK_BYTES;
-            self.inner.write_all(&self.buf[..cut])?;
-            self.buf.drain(..cut);
+            self.pass(self.buf.len() - HOLDBACK_BYTES)?;
         }
         Ok(data.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         if self.release.load(Ordering::SeqCst) {
-            self.inner.write_all(&self.buf)?;
-            self.buf.clear();
+            self.pass(self.buf.len())?;
         }
-        self.inner.flush()
+        match self.stopped_reading.load(Ordering::SeqCst) {
+            true => Ok(()),
+            false => self.inner.flush(),
+        }
     }
 }
 
@@ -1030,6 +1068,7 @@ mod tests {
             inner: Vec::new(),
             buf: Vec::new(),
             release: Arc::clone(&release),
+            stopped_reading: Arc::new(AtomicBool::new(false)),
         };
         let data: Vec<u8> = (0..(3 * HOLDBACK_BYTES)).map(|i| i as u8).collect();
         for part in data.chunks(10_000) {
