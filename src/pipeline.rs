@@ -295,6 +295,7 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         started_at,
         finished_at: Utc::now(),
         tool_version: crate::TOOL_VERSION.to_string(),
+        sealed: None,
     };
     let mut outcomes = Vec::new();
     let mut shown: Option<Manifest> = None;
@@ -353,7 +354,16 @@ async fn write_manifest(
     let manifest_key = dest
         .layout
         .manifest_key(job.target, &manifest.id, manifest.started_at);
-    let mut body = serde_json::to_vec_pretty(manifest).expect("manifest serializes");
+    let stored = match job.encryption {
+        Some(r) => manifest.sealed_for(r).map_err(|e| {
+            StageError::new(
+                Stage::Manifest,
+                format!("sealing manifest {manifest_key}: {e:#}"),
+            )
+        })?,
+        None => manifest.clone(),
+    };
+    let mut body = serde_json::to_vec_pretty(&stored).expect("manifest serializes");
     body.push(b'\n');
     if job.cancel.is_cancelled() {
         remove_committed(job, dest.storage, &manifest.objects).await;

@@ -54,6 +54,20 @@ pub async fn choose_backup(
     }
 }
 
+/// [`choose_backup`], with the manifest's sealed part (what describes the
+/// database, when the backup is encrypted) opened by `identity`.
+pub async fn open_backup(
+    storage: &dyn Storage,
+    layout: &Layout,
+    target: &str,
+    id: Option<&str>,
+    identity: Option<&std::path::Path>,
+) -> anyhow::Result<Backup> {
+    let mut b = choose_backup(storage, layout, target, id).await?;
+    b.manifest.unseal(identity, &b.manifest_key)?;
+    Ok(b)
+}
+
 /// What happens to the destination database name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -53,6 +53,7 @@ async fn fake_backup(
         started_at: at,
         finished_at: at,
         tool_version: "test".into(),
+        sealed: None,
     };
     put_bytes(
         s,

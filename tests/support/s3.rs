@@ -104,6 +104,27 @@ impl S3Server {
         ]
     }
 
+    /// Every key in the bucket, listed directly (not through backstop).
+    pub fn keys(&self, bucket: &str) -> Vec<String> {
+        let url = self
+            .bucket(bucket)
+            .list_objects_v2(Some(&self.creds()))
+            .sign(Duration::from_secs(600));
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--fail", url.as_str()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "LIST {bucket}");
+        let listed =
+            rusty_s3::actions::ListObjectsV2::parse_response(&String::from_utf8_lossy(&out.stdout))
+                .unwrap();
+        assert!(
+            listed.next_continuation_token.is_none(),
+            "one page is enough here"
+        );
+        listed.contents.into_iter().map(|o| o.key).collect()
+    }
+
     /// An object's bytes, fetched directly (not through backstop).
     pub fn get(&self, bucket: &str, key: &str) -> Vec<u8> {
         let url = self

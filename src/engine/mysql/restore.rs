@@ -8,7 +8,7 @@ use super::tools::{self, ident, literal, MyConn, MyTools};
 use crate::catalog::{Layout, Manifest, ObjectRecord};
 use crate::fetch::{fetch_into, StoredObject};
 use crate::report::VerifySummary;
-use crate::restore::{choose_backup, Mode, RestoreOutcome, VerifyRequest};
+use crate::restore::{open_backup, Mode, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context};
 use std::path::PathBuf;
@@ -165,7 +165,14 @@ async fn chosen(
     layout: &Layout,
     req: &MysqlRestore,
 ) -> anyhow::Result<(Manifest, Vec<Dumped>)> {
-    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
+    let backup = open_backup(
+        storage,
+        layout,
+        &req.target,
+        req.backup.as_deref(),
+        req.identity.as_deref(),
+    )
+    .await?;
     let m = backup.manifest;
     if m.source_type != "mysql" {
         bail!(crate::error::usage(format!(

@@ -17,7 +17,7 @@ use crate::engine::postgres::tools::{self as pgtools, PgConn, PgVersion};
 use crate::error::usage;
 use crate::fetch::{fetch_into, open_dump_file, pump, Pumped, StoredObject};
 use crate::process::{Finished, Running};
-pub use crate::restore::{choose_backup, Mode, RestoreOutcome};
+pub use crate::restore::{open_backup, Mode, RestoreOutcome};
 use crate::sql::{ident, literal};
 use crate::storage::Storage;
 use anyhow::{anyhow, bail, Context};
@@ -77,7 +77,14 @@ pub async fn restore(
     layout: &Layout,
     req: RestoreRequest,
 ) -> anyhow::Result<RestoreOutcome> {
-    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
+    let backup = open_backup(
+        storage,
+        layout,
+        &req.target,
+        req.backup.as_deref(),
+        req.identity.as_deref(),
+    )
+    .await?;
     let m = backup.manifest;
     if m.source_type != "postgres" {
         bail!(usage(format!(
@@ -300,7 +307,7 @@ pub async fn restore_globals(
     conn: &PgConn,
     identity: Option<&std::path::Path>,
 ) -> anyhow::Result<(String, GlobalsPlan)> {
-    let b = choose_backup(storage, layout, target, backup).await?;
+    let b = open_backup(storage, layout, target, backup, identity).await?;
     let m = &b.manifest;
     let object = m.object("globals").ok_or_else(|| {
         usage(format!(

@@ -5,7 +5,7 @@
 use crate::catalog::Layout;
 use crate::fetch::{fetch_into, StoredObject};
 use crate::report::VerifySummary;
-use crate::restore::{choose_backup, Mode, RestoreOutcome, VerifyRequest};
+use crate::restore::{open_backup, Mode, RestoreOutcome, VerifyRequest};
 use crate::storage::Storage;
 use anyhow::{bail, Context};
 use rusqlite::Connection;
@@ -34,7 +34,14 @@ pub async fn restore(
     req: SqliteRestore,
 ) -> anyhow::Result<RestoreOutcome> {
     let usage = crate::error::usage;
-    let backup = choose_backup(storage, layout, &req.target, req.backup.as_deref()).await?;
+    let backup = open_backup(
+        storage,
+        layout,
+        &req.target,
+        req.backup.as_deref(),
+        req.identity.as_deref(),
+    )
+    .await?;
     let m = backup.manifest;
     if m.source_type != "sqlite" {
         bail!(usage(format!(

@@ -13,6 +13,8 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
+mod sealed;
+
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 const MANIFEST_LIMIT: usize = 1 << 20;
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
@@ -172,6 +174,12 @@ pub struct Manifest {
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
     pub tool_version: String,
+    /// With encryption: what describes the database (its name, server,
+    /// properties, table names and row counts), encrypted for the same
+    /// recipients as the objects; those fields are blank beside it until
+    /// [`Manifest::unseal`] opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed: Option<String>,
 }
 
 impl Manifest {
