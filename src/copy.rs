@@ -30,11 +30,15 @@ pub struct CopyReport {
     pub failed: Vec<(String, String)>,
 }
 
+/// `check`: read the destination's complete-looking copies too, and
+/// replace one whose bytes do not match its manifest (a listing sees sizes,
+/// not a flipped byte).
 pub async fn copy_target(
     from: End<'_>,
     to: End<'_>,
     target: &str,
     selection: Selection<'_>,
+    check: bool,
 ) -> anyhow::Result<CopyReport> {
     let source = list_target(from.storage, from.layout, target).await?;
     let dest = list_target(to.storage, to.layout, target).await?;
@@ -55,9 +59,20 @@ pub async fn copy_target(
     };
     for b in chosen {
         let id = &b.manifest.id.0;
-        if dest.backups.iter().any(|d| &d.manifest.id.0 == id) {
-            report.skipped.push(id.clone());
-            continue;
+        if let Some(there) = dest.backups.iter().find(|d| &d.manifest.id.0 == id) {
+            let damage = match check {
+                true => first_damaged_object(to, &there.manifest).await?,
+                false => None,
+            };
+            let Some(why) = damage else {
+                report.skipped.push(id.clone());
+                continue;
+            };
+            tracing::warn!(target_name = target, backup = %id, storage = to.name, "{why}: replacing the copy");
+            if let Err(e) = remove_damaged(to, &there.manifest_key, id).await {
+                report.failed.push((id.clone(), format!("{e:#}")));
+                continue;
+            }
         }
         if let Some(d) = dest.damaged.iter().find(|d| &d.id.0 == id) {
             // A damaged copy is replaced by the intact one: its manifest
@@ -79,6 +94,32 @@ pub async fn copy_target(
         }
     }
     Ok(report)
+}
+
+/// The first object of `m` in `to` whose stored bytes do not match the
+/// manifest, read through.
+async fn first_damaged_object(to: End<'_>, m: &Manifest) -> anyhow::Result<Option<String>> {
+    for o in &m.objects {
+        let mut stream = to
+            .storage
+            .open(&o.key)
+            .await
+            .with_context(|| format!("opening {} in {}", o.key, to.name))?;
+        let (mut hasher, mut size) = (Sha256::new(), 0u64);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.with_context(|| format!("reading {} in {}", o.key, to.name))?;
+            size += chunk.len() as u64;
+            hasher.update(&chunk);
+        }
+        let actual = hex::encode(hasher.finalize());
+        if size != o.stored_bytes || actual != o.sha256 {
+            return Ok(Some(format!(
+                "{} in storage `{}` does not match its manifest (SHA-256 {actual})",
+                o.key, to.name
+            )));
+        }
+    }
+    Ok(None)
 }
 
 async fn remove_damaged(to: End<'_>, manifest_key: &str, id: &str) -> anyhow::Result<()> {

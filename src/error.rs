@@ -62,6 +62,19 @@ impl fmt::Display for NoFittingTools {
 
 impl std::error::Error for NoFittingTools {}
 
+/// A stored copy whose bytes do not match its manifest (size or SHA-256):
+/// the same backup may still be intact in another storage.
+#[derive(Debug)]
+pub struct DamagedCopy(pub String);
+
+impl fmt::Display for DamagedCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for DamagedCopy {}
+
 /// Whether an error's chain holds an error of type `E`, also inside an
 /// `io::Error` (a writer in a stream refuses what it is fed that way, and
 /// `io::Error::source` skips the error it carries).

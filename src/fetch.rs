@@ -271,7 +271,9 @@ pub async fn fetch_into(
     }
     let size = pumped.size;
     if let Err(why) = obj.judge_checksum(size, pumped.hasher) {
-        bail!("{why}; nothing was restored");
+        return Err(anyhow::Error::new(crate::error::DamagedCopy(format!(
+            "{why}; nothing was restored"
+        ))));
     }
     if let Some(e) = pumped.error {
         return Err(e);

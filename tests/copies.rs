@@ -498,3 +498,64 @@ fn restore_takes_the_newest_intact_copy_and_never_an_older_backup() {
     );
     assert!(!database_exists(&other.name), "nothing was restored");
 }
+
+/// Regression: with two storages, the newest backup's copy in the first
+/// damaged (one byte flipped, same size) and the second intact, `restore`
+/// failed "checksum mismatch" without trying the second or naming it.
+/// Restore and verify now read the second copy and name the damaged one;
+/// verify fails (exit 1) until `backstop copy` repairs it.
+#[test]
+fn a_damaged_copy_falls_back_to_the_next_storage_and_fails_verify() {
+    let src = source_db();
+    let ws = Workspace::new();
+    let second = ws.path("second");
+    let cfg = write_config(
+        &ws,
+        &format!(
+            "[storages.second]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n",
+            second.display()
+        ),
+        &pg_target("shop", &src.name, ""),
+    );
+    let s3 = s3::server();
+    assert_eq!(go(&cfg, &s3, &["backup"]).code, 0);
+    let damaged = ws.damage_stored(".dump.zst");
+    let dest = TestDb::reserve("bs_copies_fallback");
+    let r = go(&cfg, &s3, &["restore", "--into", &dest.url(), "--create"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(dest.fingerprint(), src.fingerprint());
+    assert!(
+        r.stderr.contains("in storage `default` is damaged") && r.stderr.contains("backstop copy"),
+        "{}",
+        r.all()
+    );
+    let scratch = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/postgres");
+    let r = go(
+        &cfg,
+        &s3,
+        &["--log-format", "json", "verify", "--scratch", &scratch],
+    );
+    assert_eq!(r.code, 1, "{}", r.all());
+    let t = &r.summary()["targets"][0];
+    assert_eq!(t["status"], "failed", "{t}");
+    assert!(
+        t["error"]
+            .as_str()
+            .unwrap()
+            .contains("damaged in storage `default`"),
+        "{t}"
+    );
+    // `copy` repairs it, and verify passes again.
+    let r = go(
+        &cfg,
+        &s3,
+        &["copy", "--check", "--from", "second", "--to", "default"],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        std::fs::read(&damaged).is_ok(),
+        "the copy is back under its key"
+    );
+    let r = go(&cfg, &s3, &["verify", "--scratch", &scratch]);
+    assert_eq!(r.code, 0, "{}", r.all());
+}

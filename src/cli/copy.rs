@@ -21,6 +21,10 @@ pub struct CopyArgs {
     /// The storage to copy to; backups already complete there are skipped.
     #[arg(long, value_name = "NAME")]
     pub to: String,
+    /// Also read the backups already complete in --to, and replace any
+    /// whose bytes do not match its manifest (as `verify` reports them).
+    #[arg(long)]
+    pub check: bool,
     /// JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
@@ -55,7 +59,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<ExitKind> {
             "latest" => Selection::Latest,
             id => Selection::Id(id),
         };
-        let report = copy_target(end(&from), end(&to), t.name(), selection).await?;
+        let report = copy_target(end(&from), end(&to), t.name(), selection, args.check).await?;
         if !args.json {
             for id in &report.copied {
                 crate::outln!("{:<12} copied  {id}  {} → {}", t.name(), from.name, to.name);

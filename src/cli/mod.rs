@@ -304,6 +304,59 @@ pub async fn locate_backup<'a>(
     Err(first_error.unwrap_or_else(|| usage(format!("target `{target}` has no storage"))))
 }
 
+/// A copy of a backup that proved damaged when read, in one storage.
+pub struct DamagedCopyOf {
+    pub storage: String,
+    pub why: String,
+}
+
+/// Run `attempt` (a restore or verify) on the backup [`locate_backup`]
+/// finds. When the copy it reads proves damaged (its bytes do not match
+/// the manifest), the failure is named in a warning and the same backup is
+/// read from the next storage that holds it; only when every copy is
+/// damaged does the last failure stand. The damaged copies are returned so
+/// that verify can fail on them (they need `backstop copy`).
+pub async fn from_intact_copy<'a, T>(
+    storages: &[&'a OpenStorage],
+    target: &str,
+    id: Option<&str>,
+    mut attempt: impl AsyncFnMut(&'a OpenStorage, String) -> anyhow::Result<T>,
+) -> anyhow::Result<(T, Vec<DamagedCopyOf>)> {
+    let (first, id) = locate_backup(storages, target, id).await?;
+    let others = storages
+        .iter()
+        .copied()
+        .filter(|s| !std::ptr::eq(*s, first));
+    let mut damaged = Vec::new();
+    let mut last = None;
+    for s in std::iter::once(first).chain(others) {
+        if !std::ptr::eq(s, first)
+            && crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, Some(&id))
+                .await
+                .is_err()
+        {
+            continue; // not there, or damaged by its listing already
+        }
+        match attempt(s, id.clone()).await {
+            Err(e) if crate::error::has::<crate::error::DamagedCopy>(&e) => {
+                tracing::warn!(
+                    target_name = target,
+                    storage = %s.name,
+                    "the copy of backup {id} in storage `{}` is damaged ({e:#}); repair it with `backstop copy`",
+                    s.name
+                );
+                damaged.push(DamagedCopyOf {
+                    storage: s.name.clone(),
+                    why: format!("{e:#}"),
+                });
+                last = Some(e);
+            }
+            other => return other.map(|t| (t, damaged)),
+        }
+    }
+    Err(last.expect("the located storage was tried"))
+}
+
 /// The targets a command works on: all, or the ones named (each must exist).
 pub fn select_targets<'a>(
     config: &'a Config,

@@ -171,11 +171,25 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
             engine.url_form()
         )));
     }
-    let (from, backup_id) = locate(&args, &config, &target, &opened).await?;
-    let job = args.job(target, Some(backup_id), args.identity.path(Some(&config)));
-    let outcome = into
-        .restore(from.storage.as_ref(), &from.layout, job)
-        .await?;
+    let storages = args.storage.of_target(
+        &config,
+        &opened,
+        config.target(&target).expect("one_target checked it"),
+    );
+    let identity = args.identity.path(Some(&config));
+    let (outcome, _damaged) = super::from_intact_copy(
+        &storages,
+        &target,
+        args.backup.as_deref(),
+        async |from, backup_id| {
+            if opened.len() > 1 {
+                tracing::info!(storage = %from.name, backup = %backup_id, "restoring from storage {}", from.name);
+            }
+            let job = args.job(target.clone(), Some(backup_id), identity.clone());
+            into.restore(from.storage.as_ref(), &from.layout, job).await
+        },
+    )
+    .await?;
     Ok(print_outcome(outcome))
 }
 

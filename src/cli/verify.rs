@@ -83,19 +83,21 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
         let t_started = Utc::now();
         let storages = args.storage.of_target(&config, &opened, t);
         let identity = args.identity.path(Some(&config));
-        let checked = async {
-            let (from, backup_id) =
-                super::locate_backup(&storages, t.name(), Some(&args.backup)).await?;
-            let (storage, layout) = (from.storage.as_ref(), &from.layout);
-            let v = VerifyRequest {
-                target: t.name(),
-                backup_id,
-                identity,
-                keep: args.keep,
-                cancel: &cancel,
-            };
-            scratch.verify(storage, layout, v).await
-        }
+        let checked = super::from_intact_copy(
+            &storages,
+            t.name(),
+            Some(&args.backup),
+            async |from, backup_id| {
+                let v = VerifyRequest {
+                    target: t.name(),
+                    backup_id,
+                    identity: identity.clone(),
+                    keep: args.keep,
+                    cancel: &cancel,
+                };
+                scratch.verify(from.storage.as_ref(), &from.layout, v).await
+            },
+        )
         .await;
         // Regression (SIGTERM during the read-through was ignored and the
         // run reported success): a signal at any point fails the target.
@@ -107,7 +109,25 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
         };
         let report = TargetReport::ok(t.name(), t_started, clock.elapsed().as_secs_f64());
         let report = match checked {
-            Ok((outcome, summary)) => {
+            // The backup restores, but a copy of it is damaged: that copy
+            // fails verify until `backstop copy` repairs it.
+            Ok(((outcome, _), damaged)) if !damaged.is_empty() => {
+                let named: Vec<String> = damaged
+                    .iter()
+                    .map(|d| format!("storage `{}`: {}", d.storage, d.why))
+                    .collect();
+                report.failed(
+                    Stage::Verify,
+                    format!(
+                        "backup {} verified from another storage, but its copy is damaged in {}; repair it with `backstop copy --check --from OTHER --to {}`",
+                        outcome.backup_id,
+                        named.join("; "),
+                        damaged[0].storage
+                    ),
+                    Vec::new(),
+                )
+            }
+            Ok(((outcome, summary), _)) => {
                 tracing::info!(target_name = t.name(), backup = %outcome.backup_id, tables = summary.tables, rows = summary.rows, "verified: the backup restores");
                 TargetReport {
                     backup_id: Some(outcome.backup_id),

@@ -320,11 +320,10 @@ pub async fn restore_globals(
         .with_context(|| format!("reading {}", object.key))?;
     let actual = hex::encode(Sha256::digest(&stored));
     if stored.len() as u64 != object.stored_bytes || actual != object.sha256 {
-        bail!(
+        return Err(anyhow::Error::new(crate::error::DamagedCopy(format!(
             "checksum mismatch for {}: the manifest says SHA-256 {}, storage returned {actual}",
-            object.key,
-            object.sha256
-        );
+            object.key, object.sha256
+        ))));
     }
     let stored = match StoredObject::of_backup(m, object, identity)?.decrypt {
         None => stored,
@@ -880,6 +879,7 @@ async fn stream_into(
     // A checksum failure (or a truncated dump) is the root cause even though
     // it made us kill the restore tool, so it is reported first.
     match feed_result {
+        Err(FeedError::Damaged(msg)) => Err(anyhow::Error::new(crate::error::DamagedCopy(msg))),
         Err(FeedError::Checksum(msg)) => bail!(msg),
         // Damaged data, or a statement the dump may not run: why the tool
         // was stopped, or why it failed (it was fed garbage).
@@ -892,6 +892,9 @@ async fn stream_into(
 }
 
 enum FeedError {
+    /// The stored bytes do not match the manifest.
+    Damaged(String),
+    /// The dump is not complete.
     Checksum(String),
     Decode(anyhow::Error),
     Io(std::io::Error),
@@ -970,7 +973,11 @@ fn feed(
                 "{why}; the restore was stopped before it committed"
             ))
         };
-        load.judge_checksum(size, hasher).map_err(stopped)?;
+        load.judge_checksum(size, hasher).map_err(|why| {
+            FeedError::Damaged(format!(
+                "{why}; the restore was stopped before it committed"
+            ))
+        })?;
         if let Some(e) = decode_error {
             return Err(FeedError::Decode(e));
         }
