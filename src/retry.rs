@@ -119,6 +119,61 @@ pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+/// Why a failed backup is not worth another try, when it is not: what a
+/// database server or storage said that only a person can change (a wrong
+/// password, an unknown role or database, a missing permission, a bucket
+/// that does not exist). Decided here once, from the messages every engine
+/// and storage pass on; refused connections, resets, timeouts and 5xx
+/// answers match nothing here and are retried.
+pub fn permanent_cause(text: &str) -> Option<&'static str> {
+    const PERMANENT: &[(&str, &str)] = &[
+        // PostgreSQL (libpq, server)
+        ("password authentication failed", "authentication failed"),
+        ("no password supplied", "authentication failed"),
+        (
+            "no pg_hba.conf entry",
+            "the server refuses this client (pg_hba.conf)",
+        ),
+        (
+            "pg_hba.conf rejects",
+            "the server refuses this client (pg_hba.conf)",
+        ),
+        ("\" does not exist", "a role or database does not exist"),
+        ("` does not exist on ", "the database does not exist"),
+        ("permission denied", "a permission is missing"),
+        ("must be superuser", "a permission is missing"),
+        (
+            "server version mismatch",
+            "the dump tool does not fit the server",
+        ),
+        // MariaDB/MySQL
+        ("Access denied for user", "authentication failed"),
+        ("Unknown database", "the database does not exist"),
+        ("command denied to user", "a permission is missing"),
+        ("privilege(s) for this operation", "a permission is missing"),
+        // SQLite and local storage
+        (
+            "unable to open database file",
+            "the database file cannot be opened",
+        ),
+        ("Permission denied (os error 13)", "a permission is missing"),
+        // S3-compatible storage
+        ("InvalidAccessKeyId", "the storage refuses the credentials"),
+        (
+            "SignatureDoesNotMatch",
+            "the storage refuses the credentials",
+        ),
+        ("AccessDenied", "the storage denies access"),
+        ("NoSuchBucket", "the bucket does not exist"),
+        ("403 Forbidden", "the storage denies access"),
+        ("401 Unauthorized", "the storage refuses the credentials"),
+    ];
+    PERMANENT
+        .iter()
+        .find(|(pattern, _)| text.contains(pattern))
+        .map(|(_, why)| *why)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +198,32 @@ mod tests {
         assert_eq!(c(503, &none), HttpClass::Transient(None));
         assert_eq!(c(400, &none), HttpClass::Permanent);
         assert_eq!(c(403, &none), HttpClass::Permanent);
+    }
+
+    #[test]
+    fn permanent_failures_are_told_from_ones_that_can_heal() {
+        for permanent in [
+            "connection to server at \"127.0.0.1\", port 5432 failed: FATAL:  password authentication failed for user \"app\"",
+            "FATAL:  role \"nobody\" does not exist",
+            "FATAL:  database \"shopp\" does not exist",
+            "ERROR:  permission denied for table secrets",
+            "mariadb-dump: Got error: 1045: \"Access denied for user 'app'@'localhost' (using password: YES)\"",
+            "mariadb-dump: Got error: 1049: \"Unknown database 'shopp'\"",
+            "S3 PUT k: 403 Forbidden: <Code>AccessDenied</Code>",
+            "S3 LIST: <Code>NoSuchBucket</Code>",
+        ] {
+            assert!(permanent_cause(permanent).is_some(), "{permanent}");
+        }
+        for transient in [
+            "connection to server at \"127.0.0.1\", port 5432 failed: Connection refused",
+            "FATAL:  the database system is starting up",
+            "Can't connect to server on '127.0.0.1' (111)",
+            "S3 PUT k: 503 Service Unavailable",
+            "error sending request: operation timed out",
+            "connection reset by peer",
+        ] {
+            assert_eq!(permanent_cause(transient), None, "{transient}");
+        }
     }
 
     #[test]

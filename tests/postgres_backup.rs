@@ -889,6 +889,59 @@ fn a_failing_target_is_retried_alone_and_healthy_ones_are_dumped_once() {
     );
 }
 
+/// Regression: a wrong password, an unknown role or database made the
+/// first manual backup wait 10 minutes (3 attempts, 5 minutes apart)
+/// before saying so. Such failures are reported on the first attempt, for
+/// PostgreSQL and MariaDB alike; a refused connection is still retried.
+#[test]
+fn a_permanent_error_is_reported_on_the_first_attempt() {
+    let src = TestDb::create("bs_permanent");
+    let ws = Workspace::new();
+    let mysql = |extra: &str| {
+        format!(
+            "[[targets]]\nname = \"my\"\ntype = \"mysql\"\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\ndatabase = \"mysql\"\n{extra}\n"
+        )
+    };
+    for (what, target) in [
+        (
+            "unknown database",
+            pg_target("t", &format!("{}_missing", src.name), "# top-level retry"),
+        ),
+        (
+            "unknown role",
+            pg_target("t", &src.name, "# top-level retry")
+                .replace("user = \"postgres\"", "user = \"bs_no_such_role\""),
+        ),
+        (
+            "MariaDB wrong password",
+            mysql("password = \"wrong-password\""),
+        ),
+        (
+            "MariaDB unknown database",
+            mysql("").replace("database = \"mysql\"", "database = \"bs_no_such_db\""),
+        ),
+    ] {
+        let cfg = ws.config(&format!(
+            "[retry]\nattempts = 3\ndelay = \"1s\"\n\n{target}"
+        ));
+        let r = run(&["backup"], &cfg);
+        assert_eq!(r.code, 1, "{what}: {}", r.all());
+        let t = &r.summary()["targets"][0];
+        assert_eq!(t["status"], "failed", "{what}: {t}");
+        assert!(t.get("attempts").is_none(), "{what}: tried once: {t}");
+        assert!(!r.stderr.contains("trying again"), "{what}: {}", r.stderr);
+        assert!(r.stderr.contains("not retried"), "{what}: {}", r.stderr);
+    }
+    // A refused connection can heal: it is retried.
+    let cfg = ws.config(&format!(
+        "[retry]\nattempts = 2\ndelay = \"1s\"\n\n{}",
+        pg_target("t", &src.name, "# top-level retry").replace("port = 5432", "port = 1")
+    ));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.contains("trying again in 1s"), "{}", r.all());
+}
+
 /// Regression (no progress on a terminal, only a log line every 10 s; and
 /// with stdout on a terminal but stderr redirected the summary came out as
 /// JSON). On a pseudo-terminal (`script`) the bar shows the percentage of

@@ -112,7 +112,15 @@ impl<'a> Plan<'a> {
                     done_copies.push(c.clone());
                     held_id = held_id.or(report.backup_id.clone());
                 }
-                let can_retry = report.stage.is_some_and(crate::report::Stage::retryable);
+                let permanent = permanent_cause_of(&report);
+                if let (Some(why), Status::Failed) = (permanent, report.status) {
+                    tracing::error!(
+                        target_name = target.name(),
+                        "not retried: {why}, which another try will not change"
+                    );
+                }
+                let can_retry = report.stage.is_some_and(crate::report::Stage::retryable)
+                    && permanent.is_none();
                 if report.status == Status::Success || !can_retry || attempt >= retry.attempts {
                     break report;
                 }
@@ -245,4 +253,12 @@ async fn prune_after_backup(
             }
         }
     }
+}
+
+/// A failed attempt's permanent cause, from its error and the tool's last
+/// lines (see [`crate::retry::permanent_cause`]).
+fn permanent_cause_of(report: &crate::report::TargetReport) -> Option<&'static str> {
+    std::iter::once(report.error.as_deref().unwrap_or(""))
+        .chain(report.stderr_tail.iter().map(String::as_str))
+        .find_map(crate::retry::permanent_cause)
 }

@@ -65,6 +65,13 @@ keep_daily = 7
 keep_weekly = 4
 keep_monthly = 12
 
+# A backup that fails for a reason that can pass (the server restarting, a
+# storage hiccup) is tried again; a wrong password, a missing database or
+# permission fails at once.
+[retry]
+attempts = {attempts}                          # tries in all, the first included
+delay = "{delay}"                          # wait between tries
+
 [[targets]]
 name = "{name}"
 type = "{kind}"
@@ -80,6 +87,8 @@ type = "{kind}"
 "#,
         kind = engine.kind(),
         keys = starter.keys,
+        attempts = crate::config::RetryConfig::default().attempts,
+        delay = humantime::format_duration(crate::config::RetryConfig::default().delay.0),
     );
     // The written file must be one backstop accepts (with its variables set).
     crate::config::Config::parse(
