@@ -28,6 +28,16 @@ pub struct CopyReport {
     pub skipped: Vec<String>,
     /// Backup id and why its copy failed.
     pub failed: Vec<(String, String)>,
+    /// A failure needs a person (credentials): exit 3.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub needs_person: bool,
+}
+
+impl CopyReport {
+    fn fail(&mut self, id: &str, e: anyhow::Error) {
+        self.needs_person |= crate::error::has::<crate::error::AuthNeeded>(&e);
+        self.failed.push((id.to_string(), format!("{e:#}")));
+    }
 }
 
 /// `check`: read the destination's complete-looking copies too, and
@@ -70,7 +80,7 @@ pub async fn copy_target(
             };
             tracing::warn!(target_name = target, backup = %id, storage = to.name, "{why}: replacing the copy");
             if let Err(e) = remove_damaged(to, &there.manifest_key, id).await {
-                report.failed.push((id.clone(), format!("{e:#}")));
+                report.fail(id, e);
                 continue;
             }
         }
@@ -78,7 +88,7 @@ pub async fn copy_target(
             // A damaged copy is replaced by the intact one: its manifest
             // goes first, so it never looks complete on the way.
             if let Err(e) = remove_damaged(to, &d.manifest_key, id).await {
-                report.failed.push((id.clone(), format!("{e:#}")));
+                report.fail(id, e);
                 continue;
             }
         }
@@ -89,7 +99,7 @@ pub async fn copy_target(
             }
             Err(e) => {
                 tracing::error!(target_name = target, backup = %id, "copy failed: {e:#}");
-                report.failed.push((id.clone(), format!("{e:#}")));
+                report.fail(id, e);
             }
         }
     }

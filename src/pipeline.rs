@@ -223,7 +223,9 @@ async fn backup(job: &BackupJob<'_>) -> Result<Done, StageError> {
         if crate::error::has::<crate::error::NoFittingTools>(&e) {
             return StageError::new(Stage::Tools, message);
         }
-        match crate::engine::postgres::tools::connect_hint(&message) {
+        let hint =
+            crate::engine::engine(job.source.info().kind).and_then(|e| e.connect_hint(&message));
+        match hint {
             Some(hint) => StageError::new(Stage::Connect, format!("{message}; hint: {hint}")),
             None => StageError::new(Stage::Connect, message),
         }

@@ -263,12 +263,32 @@ async fn invalid_grant_exits_3_and_says_how_to_reauthorise() {
         vec!["prune"],
         vec!["restore", "--into", &into, "--create"],
         vec!["verify", "--scratch", &into],
+        vec!["check"],
     ] {
         let r = run_env(&args, cfg.clone()).await;
         assert_eq!(r.code, 3, "{args:?}: {}", r.all());
         assert!(r.all().contains("invalid_grant"), "{args:?}: {}", r.all());
         assert!(!r.all().contains(CLIENT_SECRET));
     }
+    // Regression (`check` and `copy --to box` exited 1): copying a local
+    // backup into the Box storage meets the token too.
+    let local = ws.path("local");
+    let with_local = ws.path("with-local.toml");
+    std::fs::write(
+        &with_local,
+        format!(
+            "{}\n[storages.local]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n\n{}",
+            fake.config_toml("f", &oauth(&token), ws.dir.path()),
+            local.display(),
+            pg_target("x", &db.name, "storages = [\"local\"]")
+        ),
+    )
+    .unwrap();
+    let r = run_env(&["backup"], with_local.clone()).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run_env(&["copy", "--from", "local", "--to", "default"], with_local).await;
+    assert_eq!(r.code, 3, "copy --to box: {}", r.all());
+    assert!(r.all().contains("invalid_grant"), "{}", r.all());
 }
 
 fn secret_store_auth() -> String {

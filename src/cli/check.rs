@@ -8,6 +8,7 @@ use super::ConfigArg;
 use crate::config::StorageConfig;
 use crate::error::ExitKind;
 use crate::storage::{get_bytes, put_bytes};
+use anyhow::Context;
 use bytes::Bytes;
 use clap::Args;
 
@@ -22,26 +23,37 @@ pub struct CheckArgs {
 
 /// One line of the check table.
 struct Line {
-    ok: bool,
+    /// None when the check passed; else the exit code its failure maps to.
+    failed: Option<ExitKind>,
     what: String,
     detail: String,
 }
 
 impl Line {
     fn of(what: impl Into<String>, result: anyhow::Result<String>) -> Line {
+        Line::hinted(what, result, None)
+    }
+
+    /// A target's line: its failure gets its engine's hint.
+    fn hinted(
+        what: impl Into<String>,
+        result: anyhow::Result<String>,
+        engine: Option<&dyn crate::engine::Engine>,
+    ) -> Line {
         match result {
             Ok(detail) => Line {
-                ok: true,
+                failed: None,
                 what: what.into(),
                 detail,
             },
             Err(e) => {
                 let text = format!("{e:#}");
-                let hint = crate::engine::postgres::tools::connect_hint(&text)
+                let hint = engine
+                    .and_then(|engine| engine.connect_hint(&text))
                     .map(|h| format!("\n      hint: {h}"))
                     .unwrap_or_default();
                 Line {
-                    ok: false,
+                    failed: Some(crate::error::exit_kind_of(&e)),
                     what: what.into(),
                     detail: format!("{text}{hint}"),
                 }
@@ -66,7 +78,11 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
                 plan.tool, plan.tool_version
             )
         });
-        lines.push(Line::of(format!("target {}", t.name()), result));
+        lines.push(Line::hinted(
+            format!("target {}", t.name()),
+            result,
+            Some(t.engine()),
+        ));
     }
     let several = config.storages.len() > 1;
     for s in super::open_storages(&config, None)? {
@@ -106,17 +122,23 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
             ));
         }
     }
-    let failed = lines.iter().filter(|l| !l.ok).count();
+    let failed = lines.iter().filter(|l| l.failed.is_some()).count();
     for l in &lines {
-        crate::outln!("{} {}: {}", if l.ok { "✓" } else { "✗" }, l.what, l.detail);
+        let mark = if l.failed.is_none() { "✓" } else { "✗" };
+        crate::outln!("{mark} {}: {}", l.what, l.detail);
     }
     if failed == 0 {
         crate::outln!("all {} checks passed", lines.len());
-        Ok(ExitKind::Success)
-    } else {
-        crate::outln!("{failed} of {} checks failed", lines.len());
-        Ok(ExitKind::Failed)
+        return Ok(ExitKind::Success);
     }
+    crate::outln!("{failed} of {} checks failed", lines.len());
+    // Credentials that need a person decide the exit code, as in every
+    // command: the watchdog must not retry what only a person can fix.
+    let needs_person = lines.iter().any(|l| l.failed == Some(ExitKind::AuthNeeded));
+    Ok(match needs_person {
+        true => ExitKind::AuthNeeded,
+        false => ExitKind::Failed,
+    })
 }
 
 /// Write a probe object, read it back, delete it.
@@ -133,14 +155,14 @@ async fn probe_storage(
     let body = format!("backstop check {}\n", chrono::Utc::now().to_rfc3339());
     put_bytes(storage, &key, Bytes::from(body.clone()))
         .await
-        .map_err(|e| anyhow::anyhow!("writing {key}: {e}"))?;
+        .with_context(|| format!("writing {key}"))?;
     let back = get_bytes(storage, &key, 1 << 16).await;
     let deleted = storage.delete(&key).await;
-    let back = back.map_err(|e| anyhow::anyhow!("reading {key} back: {e}"))?;
+    let back = back.with_context(|| format!("reading {key} back"))?;
     anyhow::ensure!(
         back == body.as_bytes(),
         "{key} read back differs from what was written"
     );
-    deleted.map_err(|e| anyhow::anyhow!("deleting {key}: {e}"))?;
+    deleted.with_context(|| format!("deleting {key}"))?;
     Ok("wrote, read back and deleted a probe object".into())
 }

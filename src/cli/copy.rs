@@ -3,6 +3,7 @@
 use super::{select_targets, ConfigArg};
 use crate::copy::{copy_target, End, Selection};
 use crate::error::{usage, ExitKind};
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -51,7 +52,7 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<ExitKind> {
     to.storage
         .preflight()
         .await
-        .map_err(|e| anyhow::anyhow!("storage `{}`: {e:#}", to.name))?;
+        .with_context(|| format!("storage `{}`", to.name))?;
     let mut reports = Vec::new();
     for t in targets {
         let selection = match args.backup.as_str() {
@@ -83,8 +84,11 @@ pub async fn run(args: CopyArgs) -> anyhow::Result<ExitKind> {
             serde_json::to_string_pretty(&reports).expect("reports serialize")
         );
     }
-    Ok(match reports.iter().any(|r| !r.failed.is_empty()) {
-        true => ExitKind::Failed,
-        false => ExitKind::Success,
+    Ok(if reports.iter().any(|r| r.needs_person) {
+        ExitKind::AuthNeeded
+    } else if reports.iter().any(|r| !r.failed.is_empty()) {
+        ExitKind::Failed
+    } else {
+        ExitKind::Success
     })
 }

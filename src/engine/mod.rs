@@ -230,6 +230,11 @@ pub trait Engine: Sync {
     fn helper(&self, _args: &[std::ffi::OsString]) -> Option<anyhow::Result<()>> {
         None
     }
+    /// What to check when connecting or dumping failed with `message`:
+    /// each engine's hints belong to its own failures.
+    fn connect_hint(&self, _message: &str) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A starter config's target, from `backstop init`.

@@ -13,6 +13,20 @@ use async_trait::async_trait;
 pub struct Mysql;
 
 impl Engine for Mysql {
+    fn connect_hint(&self, message: &str) -> Option<&'static str> {
+        let hints: [(&str, &str); 5] = [
+            ("Access denied for user", "the server refused the credentials: check `user` and `password`/`password_file`, and that the account's host part ('user'@'host') admits this client"),
+            ("Unknown database", "check `database`: the server has no database of that name"),
+            ("does not exist on", "check `database`: the server has no database of that name"),
+            ("Can't connect", "nothing answers there: is the server running, on that host and port (bind-address; in Kubernetes the Service and its targetPort)?"),
+            ("Unknown server host", "the host name does not resolve: check `host` (in Kubernetes the Service name, and the namespace as `name.namespace`)"),
+        ];
+        hints
+            .iter()
+            .find(|(needle, _)| message.contains(needle))
+            .map(|(_, hint)| *hint)
+    }
+
     fn kind(&self) -> &'static str {
         "mysql"
     }

@@ -13,6 +13,10 @@ use async_trait::async_trait;
 pub struct Postgres;
 
 impl Engine for Postgres {
+    fn connect_hint(&self, message: &str) -> Option<&'static str> {
+        super::tools::connect_hint(message)
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }

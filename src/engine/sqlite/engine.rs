@@ -13,6 +13,11 @@ use std::path::PathBuf;
 pub struct Sqlite;
 
 impl Engine for Sqlite {
+    fn connect_hint(&self, message: &str) -> Option<&'static str> {
+        (message.contains("unable to open database file") || message.contains("No such file"))
+            .then_some("check `path`: the file must exist and be readable by this user")
+    }
+
     fn kind(&self) -> &'static str {
         "sqlite"
     }
