@@ -177,3 +177,36 @@ fn init_writes_a_starter_config_that_backs_up() {
     let r = init("ftp://x", &["--force"]);
     assert_eq!(r.code, 2, "{}", r.all());
 }
+
+/// Regression: `check` showed PostgreSQL's "check `database` and `user`"
+/// hint on a missing local storage directory, and no hint on MariaDB's
+/// `Access denied`. Each hint belongs to its failure and engine.
+#[test]
+fn check_hints_belong_to_their_engine_and_failure() {
+    let ws = Workspace::new();
+    let missing = ws.path("no-such-dir");
+    let cfg = ws.path("hints.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[storage]\ntype = \"local\"\npath = \"{}\"\n\n\
+             [[targets]]\nname = \"my\"\ntype = \"mysql\"\nhost = \"127.0.0.1\"\nport = 3306\nuser = \"root\"\npassword = \"wrong-password\"\ndatabase = \"mysql\"\n",
+            missing.display()
+        ),
+    )
+    .unwrap();
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let line_of = |what: &str| -> String {
+        let at = r.stdout.find(what).unwrap_or_else(|| panic!("{what}: {}", r.stdout));
+        let rest = &r.stdout[at..];
+        // A line and its hint line.
+        rest.lines().take(2).collect::<Vec<_>>().join("\n")
+    };
+    let target = line_of("✗ target my");
+    assert!(target.contains("Access denied"), "{target}");
+    assert!(target.contains("hint:") && target.contains("'user'@'host'"), "{target}");
+    let storage = line_of("✗ storage");
+    assert!(storage.contains("does not exist"), "{storage}");
+    assert!(!storage.contains("hint: check `database`"), "{storage}");
+}
