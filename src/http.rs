@@ -13,13 +13,22 @@ pub fn install_crypto_provider() {
     });
 }
 
-/// A client with sane timeouts; `read_timeout` bounds a stalled transfer
+/// How long a request may wait with nothing received before it counts as
+/// stalled (and its caller retries it).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client with sane timeouts; the idle timeout bounds a stalled transfer
 /// without bounding a long healthy one.
 pub fn client() -> anyhow::Result<reqwest::Client> {
+    client_with_idle_timeout(IDLE_TIMEOUT)
+}
+
+/// [`client`] with its own idle timeout (a storage's `idle_timeout`).
+pub fn client_with_idle_timeout(idle: Duration) -> anyhow::Result<reqwest::Client> {
     install_crypto_provider();
     reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(15))
-        .read_timeout(Duration::from_secs(120))
+        .read_timeout(idle)
         .user_agent(concat!("backstop/", env!("CARGO_PKG_VERSION")))
         .build()
         .map_err(|e| anyhow::anyhow!("building HTTP client: {e}"))

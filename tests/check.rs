@@ -198,14 +198,20 @@ fn check_hints_belong_to_their_engine_and_failure() {
     let r = run(&["check"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     let line_of = |what: &str| -> String {
-        let at = r.stdout.find(what).unwrap_or_else(|| panic!("{what}: {}", r.stdout));
+        let at = r
+            .stdout
+            .find(what)
+            .unwrap_or_else(|| panic!("{what}: {}", r.stdout));
         let rest = &r.stdout[at..];
         // A line and its hint line.
         rest.lines().take(2).collect::<Vec<_>>().join("\n")
     };
     let target = line_of("✗ target my");
     assert!(target.contains("Access denied"), "{target}");
-    assert!(target.contains("hint:") && target.contains("'user'@'host'"), "{target}");
+    assert!(
+        target.contains("hint:") && target.contains("'user'@'host'"),
+        "{target}"
+    );
     let storage = line_of("✗ storage");
     assert!(storage.contains("does not exist"), "{storage}");
     assert!(!storage.contains("hint: check `database`"), "{storage}");

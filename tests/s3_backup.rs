@@ -534,6 +534,50 @@ async fn connection_resets_and_delays_publish_exactly_one_good_backup() {
     }
 }
 
+/// Regression: a stalled S3 request took 120 s per try (a manifest PUT
+/// 722 s in all). With `idle_timeout`, a request that receives nothing is
+/// dropped and retried: the manifest PUT that stalls (the proxy holds it
+/// far longer than the timeout) is retried, and the backup completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stalled_request_is_dropped_after_idle_timeout_and_retried() {
+    use support::faulty_proxy::Fault;
+    let server = s3::server();
+    let src = TestDb::create("bs_s3_stall");
+    src.sql("CREATE TABLE t AS SELECT g FROM generate_series(1, 1000) g");
+    let bucket = server.create_bucket("bs-stall");
+    let proxy = FaultyProxy::start_with(
+        &server.endpoint,
+        "PUT  && .manifest.json?",
+        1,
+        Fault::Delay(std::time::Duration::from_secs(600)),
+    )
+    .await;
+    let ws = Workspace::new();
+    let cfg = write_config(
+        &ws,
+        &format!(
+            "{}idle_timeout = \"2s\"\n",
+            server.storage_toml(&bucket, &proxy.url)
+        ),
+        &pg_target("stall", &src.name, ""),
+    );
+    let r = run_s3_async(vec!["backup".into()], &cfg).await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(
+        proxy.state.failed.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert!(
+        r.stderr.contains("retrying"),
+        "the stalled PUT was retried: {}",
+        r.all()
+    );
+    let list = run_s3_async(vec!["list".into(), "--json".into()], &cfg).await;
+    let rows: serde_json::Value = serde_json::from_str(&list.stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{}", list.all());
+    server.delete_bucket(&bucket);
+}
+
 /// A server (or proxy) that drops `If-None-Match` still cannot make a
 /// commit replace an existing object: the existence check refuses first,
 /// and the object that was there stays.

@@ -76,6 +76,7 @@ fn example_config_parses_and_documents_every_key() {
         access_key_id: Some("k".into()),
         secret_access_key: Some(Secret::new("s")),
         storage_class: Some("c".into()),
+        idle_timeout: crate::config::HumanDuration(std::time::Duration::from_secs(30)),
     });
     collect_keys(&toml::Value::try_from(&s3).unwrap(), &mut keys);
     // Every notifier and the metrics table, with every optional key set.

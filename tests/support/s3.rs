@@ -89,6 +89,7 @@ impl S3Server {
             access_key_id: Some(self.key.clone()),
             secret_access_key: Some(Secret::new(self.secret.clone())),
             storage_class: None,
+            idle_timeout: backstop::config::HumanDuration(Duration::from_secs(30)),
         }
     }
 

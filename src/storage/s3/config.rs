@@ -26,10 +26,18 @@ pub struct S3StorageConfig {
     pub secret_access_key: Option<Secret>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class: Option<String>,
+    /// A request that receives nothing for this long is stalled: it is
+    /// dropped and retried.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout: crate::config::HumanDuration,
 }
 
 fn default_region() -> String {
     "us-east-1".into()
+}
+
+fn default_idle_timeout() -> crate::config::HumanDuration {
+    crate::config::HumanDuration(crate::http::IDLE_TIMEOUT)
 }
 
 impl S3StorageConfig {
@@ -47,6 +55,9 @@ impl S3StorageConfig {
                     "endpoint: `{e}` is not an http:// or https:// URL with a host"
                 ));
             }
+        }
+        if self.idle_timeout.0 < std::time::Duration::from_secs(1) {
+            return Err("idle_timeout: must be at least 1s".into());
         }
         if self.access_key_id.is_some() != self.secret_access_key.is_some() {
             return Err(

@@ -90,7 +90,7 @@ impl S3Storage {
                 credentials,
                 endpoint,
                 storage_class: cfg.storage_class.clone(),
-                http: crate::http::client()?,
+                http: crate::http::client_with_idle_timeout(cfg.idle_timeout.0)?,
                 retry: RetryPolicy::default(),
             }),
         })
