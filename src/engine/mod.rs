@@ -37,7 +37,7 @@ impl Inspector for postgres::archive::DumpInspector {
 
 impl Inspector for mysql::MysqlInspector {
     fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
-        self.verdict().map(|()| Default::default())
+        mysql::MysqlInspector::finish(*self).map(|tables| postgres::archive::DumpFacts { tables })
     }
 }
 

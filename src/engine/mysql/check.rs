@@ -7,15 +7,26 @@ use std::io::{self, Write};
 const TRAILER: &str = "-- Dump completed";
 const KEEP: usize = 4096;
 
-#[derive(Default)]
 pub struct MysqlInspector {
     tail: Vec<u8>,
     seen: u64,
+    rows: super::rows::RowCounter,
+}
+
+impl Default for MysqlInspector {
+    fn default() -> Self {
+        MysqlInspector {
+            tail: Vec::new(),
+            seen: 0,
+            rows: super::rows::RowCounter::new(),
+        }
+    }
 }
 
 impl Write for MysqlInspector {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.seen += buf.len() as u64;
+        self.rows.feed(buf);
         self.tail
             .extend_from_slice(&buf[buf.len().saturating_sub(KEEP)..]);
         if self.tail.len() > 2 * KEEP {
@@ -30,6 +41,11 @@ impl Write for MysqlInspector {
 }
 
 impl MysqlInspector {
+    /// The rows per table, once the dump is judged whole.
+    pub fn finish(self) -> Result<Vec<crate::engine::postgres::archive::TableRows>, String> {
+        self.verdict().map(|()| self.rows.tables())
+    }
+
     pub fn verdict(&self) -> Result<(), String> {
         let tail = String::from_utf8_lossy(&self.tail);
         let last = tail.trim_end().rsplit('\n').next().unwrap_or("");

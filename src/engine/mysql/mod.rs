@@ -11,6 +11,7 @@ mod engine;
 mod events;
 pub mod flavour;
 pub mod restore;
+mod rows;
 mod swap;
 pub mod tools;
 
@@ -116,7 +117,7 @@ fn plan_blocking(
     let mut streams = Vec::new();
     let mut properties = serde_json::Map::new();
     for db in &names {
-        let (character_set, collation) = tools::charset_of(&tools, conn, db)?;
+        let defaults = tools::database_defaults(&tools, conn, db)?;
         warn_non_transactional(&tools, &server, db)?;
         let mut command = tools::command(&chosen.tool.path, &options);
         for a in &chosen.extra_args {
@@ -152,7 +153,7 @@ fn plan_blocking(
         });
         properties.insert(
             db.clone(),
-            serde_json::json!({ "character_set": character_set, "collation": collation }),
+            serde_json::to_value(&defaults).expect("defaults serialize"),
         );
     }
     let database_properties = match several {

@@ -4,7 +4,7 @@
 //! beside the existing database that is swapped in whole (`swap.rs`). Any
 //! failure drops what was created, so the name is restored or as it was.
 
-use super::tools::{self, ident, literal, MyConn, MyTools};
+use super::tools::{self, ident, literal, DbDefaults, MyConn, MyTools};
 use crate::catalog::{Layout, Manifest, ObjectRecord};
 use crate::fetch::{fetch_into, StoredObject};
 use crate::report::VerifySummary;
@@ -101,8 +101,7 @@ fn objects_in(tools: &MyTools, conn: &MyConn, db: &str) -> anyhow::Result<u64> {
 struct Dumped {
     name: String,
     object: ObjectRecord,
-    charset: String,
-    collation: Option<String>,
+    defaults: DbDefaults,
 }
 
 /// The databases a backup holds: the one of a `database` target, or each
@@ -112,8 +111,7 @@ fn dumped(m: &Manifest, manifest_key: &str) -> anyhow::Result<Vec<Dumped>> {
     let of = |name: &str, object: &ObjectRecord, p: &serde_json::Value| Dumped {
         name: name.to_string(),
         object: object.clone(),
-        charset: p["character_set"].as_str().unwrap_or("utf8mb4").to_string(),
-        collation: p["collation"].as_str().map(str::to_string),
+        defaults: serde_json::from_value(p.clone()).unwrap_or_default(),
     };
     if let Some(object) = m.object("database") {
         return Ok(vec![of(&m.database, object, &props)]);
@@ -205,8 +203,7 @@ async fn restore_one(
     let what = Loadable {
         label: m.id.0.clone(),
         stored,
-        charset: one.charset,
-        collation: one.collation,
+        defaults: one.defaults,
         manifest: Some(m),
         check_trailer: false,
     };
@@ -240,8 +237,7 @@ pub async fn restore_file(
     let what = Loadable {
         label: key.to_string(),
         stored,
-        charset: "utf8mb4".into(),
-        collation: None,
+        defaults: DbDefaults::default(),
         manifest: None,
         check_trailer: true,
     };
@@ -254,8 +250,7 @@ struct Loadable {
     label: String,
     stored: StoredObject,
     /// What a database created for it gets.
-    charset: String,
-    collation: Option<String>,
+    defaults: DbDefaults,
     manifest: Option<Manifest>,
     /// A file backstop did not write has no checksum: the dump's own
     /// trailer must be there.
@@ -271,8 +266,7 @@ async fn restore_loadable(
     let Loadable {
         label,
         stored,
-        charset,
-        collation,
+        defaults,
         manifest,
         check_trailer,
     } = what;
@@ -343,7 +337,7 @@ async fn restore_loadable(
     };
     {
         let (t, c, name) = (tools.clone(), server.clone(), into.database.clone());
-        let create = tools::create_sql(&name, &charset, collation.as_deref());
+        let create = tools::create_sql(&name, &defaults);
         tokio::task::spawn_blocking(move || tools::query(&t, &c, &create))
             .await
             .context("create task")??;
@@ -536,16 +530,18 @@ pub async fn verify(
             false => base.clone(),
         };
         let source = one.name.clone();
+        let expected = one.object.tables.clone();
         req.into = scratch.with_database(&name);
         let outcome = restore_one(storage, m.clone(), one, req.clone()).await?;
         let c = req.into.clone();
-        let read = tokio::task::spawn_blocking(move || read_through(&c)).await?;
+        let read = tokio::task::spawn_blocking(move || read_through(&c, &expected)).await?;
         if !v.keep {
             drop_or_warn(&req.into).await;
         }
         let read = read.with_context(|| format!("database {source}"))?;
         summary.tables += read.tables;
         summary.rows += read.rows;
+        summary.tables_compared += read.tables_compared;
         bytes += outcome.bytes;
         names.push(name);
     }
@@ -578,7 +574,12 @@ async fn drop_or_warn(db: &MyConn) {
     }
 }
 
-fn read_through(conn: &MyConn) -> anyhow::Result<VerifySummary> {
+/// Read every table through, and compare each one's rows with the count
+/// the dump holds for it (`expected`, counted as the dump streamed).
+fn read_through(
+    conn: &MyConn,
+    expected: &[crate::engine::postgres::archive::TableRows],
+) -> anyhow::Result<VerifySummary> {
     let tools = tools::discover()?;
     let tables = tools::query(
         &tools,
@@ -604,6 +605,15 @@ fn read_through(conn: &MyConn) -> anyhow::Result<VerifySummary> {
             .last()
             .and_then(|l| l.trim().parse().ok())
             .with_context(|| format!("counting the rows of {t}"))?;
+        if let Some(e) = expected.iter().find(|e| e.table == t) {
+            if e.rows != count {
+                bail!(
+                    "table {t} has {count} rows after the restore, but the dump holds {}",
+                    e.rows
+                );
+            }
+            summary.tables_compared += 1;
+        }
         summary.tables += 1;
         summary.rows += count;
     }

@@ -87,12 +87,8 @@ impl Swap<'_> {
         let new_code = self.code(&dump, self.restored)?;
         let old_code = self.code(&dump, self.live)?;
         self.probe_locks()?;
-        let (charset, collation) = tools::charset_of(self.tools, self.server, self.live)?;
-        self.sql(&tools::create_sql(
-            self.aside,
-            &charset,
-            collation.as_deref(),
-        ))?;
+        let defaults = tools::database_defaults(self.tools, self.server, self.live)?;
+        self.sql(&tools::create_sql(self.aside, &defaults))?;
         *created_aside = true;
         self.drop_code(self.restored)?;
         Ok((new_code, old_code))

@@ -183,38 +183,93 @@ pub fn query(tools: &MyTools, conn: &MyConn, sql: &str) -> anyhow::Result<String
     Ok(out.trim_end_matches('\n').to_string())
 }
 
-/// A database's default character set and collation; an error when it
-/// does not exist.
-pub fn charset_of(
-    tools: &MyTools,
-    server: &MyConn,
-    db: &str,
-) -> anyhow::Result<(String, Option<String>)> {
+/// What a database is created with: character set, collation, comment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DbDefaults {
+    #[serde(rename = "character_set")]
+    pub charset: String,
+    #[serde(default)]
+    pub collation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+impl Default for DbDefaults {
+    fn default() -> Self {
+        DbDefaults {
+            charset: "utf8mb4".into(),
+            collation: None,
+            comment: None,
+        }
+    }
+}
+
+/// A database's character set, collation and comment, as the server has
+/// them (the comment from `SHOW CREATE DATABASE`: MySQL has no column
+/// for it).
+pub fn database_defaults(tools: &MyTools, server: &MyConn, db: &str) -> anyhow::Result<DbDefaults> {
+    let server = server.with_database("");
     let found = query(
         tools,
-        &server.with_database(""),
+        &server,
         &format!(
             "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = {};",
             literal(db)
         ),
     )?;
-    match found.split_once('\t') {
-        Some((cs, coll)) => Ok((
-            cs.to_string(),
-            Some(coll.to_string()).filter(|c| !c.is_empty()),
-        )),
-        None => bail!("database `{db}` does not exist on {}", server.endpoint()),
-    }
+    let Some((cs, coll)) = found.split_once('\t') else {
+        bail!("database `{db}` does not exist on {}", server.endpoint());
+    };
+    let create = query(
+        tools,
+        &server,
+        &format!("SHOW CREATE DATABASE {};", ident(db)),
+    )?;
+    Ok(DbDefaults {
+        charset: cs.to_string(),
+        collation: Some(coll.to_string()).filter(|c| !c.is_empty()),
+        comment: comment_of(&create),
+    })
 }
 
-/// CREATE DATABASE with a character set and collation.
-pub fn create_sql(db: &str, charset: &str, collation: Option<&str>) -> String {
+/// The `COMMENT '…'` that ends a `SHOW CREATE DATABASE` line (batch
+/// output: `\\`, `\n` and `\t` escaped; quotes doubled in the literal).
+fn comment_of(create: &str) -> Option<String> {
+    let (_, quoted) = create.split_once(" COMMENT '")?;
+    let inner = quoted.trim_end().strip_suffix('\'')?;
+    let mut out = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('n') => out.push('\n'),
+                Some('t') => out.push('\t'),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '\'' => {
+                chars.next(); // the doubled quote
+                out.push('\'');
+            }
+            c => out.push(c),
+        }
+    }
+    Some(out)
+}
+
+/// CREATE DATABASE as `d` says.
+pub fn create_sql(db: &str, d: &DbDefaults) -> String {
     format!(
-        "CREATE DATABASE {} CHARACTER SET {}{};",
+        "CREATE DATABASE {} CHARACTER SET {}{}{};",
         ident(db),
-        ident(charset),
-        collation
+        ident(&d.charset),
+        d.collation
+            .as_deref()
             .map(|c| format!(" COLLATE {}", ident(c)))
+            .unwrap_or_default(),
+        d.comment
+            .as_deref()
+            .map(|c| format!(" COMMENT {}", literal(c)))
             .unwrap_or_default()
     )
 }
@@ -252,5 +307,20 @@ mod tests {
         assert!(!gone.exists());
         assert!(live.exists());
         assert!(other.exists());
+    }
+}
+
+#[cfg(test)]
+mod defaults_tests {
+    use super::*;
+
+    #[test]
+    fn the_comment_is_read_back_from_show_create_database() {
+        let line = "shop\tCREATE DATABASE `shop` /*!40100 DEFAULT CHARACTER SET utf8mb4 */ COMMENT 'it''s a \\\\ \\n test'";
+        assert_eq!(comment_of(line).as_deref(), Some("it's a \\ \n test"));
+        assert_eq!(
+            comment_of("shop\tCREATE DATABASE `shop` /*!40100 DEFAULT CHARACTER SET utf8mb4 */"),
+            None
+        );
     }
 }
