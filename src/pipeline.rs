@@ -531,7 +531,7 @@ async fn stream_object(
         }
     };
     let (facts, levels) = facts;
-    let tables = facts.map(|f| f.tables).unwrap_or_default();
+    let facts = facts.unwrap_or_default();
     for ((c, upload), key) in copies.iter_mut().zip(uploads).zip(keys) {
         let Some(upload) = upload else { continue };
         match commit_verified(c.dest.storage, upload, key, stored, &sha256).await {
@@ -541,7 +541,8 @@ async fn stream_object(
                 raw_bytes,
                 stored_bytes: stored,
                 sha256: sha256.clone(),
-                tables: tables.clone(),
+                tables: facts.tables.clone(),
+                large_objects: facts.large_objects,
             }),
             Err(e) => {
                 let doing = format!("committing {key} to {}", c.dest.storage.describe());

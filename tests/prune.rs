@@ -48,6 +48,7 @@ async fn fake_backup(
             stored_bytes: data.len() as u64,
             sha256: "0".repeat(64),
             tables: vec![],
+            large_objects: None,
         }],
         database_properties: None,
         started_at: at,

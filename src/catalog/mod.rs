@@ -139,6 +139,9 @@ pub struct ObjectRecord {
     /// format lets them be counted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tables: Vec<crate::engine::postgres::archive::TableRows>,
+    /// Large objects the dump creates (PostgreSQL), for `verify`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub large_objects: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

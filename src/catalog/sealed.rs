@@ -31,6 +31,8 @@ struct Private {
 struct PrivateObject {
     role: String,
     tables: Vec<TableRows>,
+    #[serde(default)]
+    large_objects: Option<u64>,
 }
 
 impl Manifest {
@@ -48,6 +50,7 @@ impl Manifest {
                 .map(|o| PrivateObject {
                     role: o.role.clone(),
                     tables: o.tables.clone(),
+                    large_objects: o.large_objects,
                 })
                 .collect(),
         };
@@ -66,6 +69,7 @@ impl Manifest {
             .map(|(i, o)| ObjectRecord {
                 role: public_role(&o.role, i),
                 tables: Vec::new(),
+                large_objects: None,
                 ..o.clone()
             })
             .collect();
@@ -104,6 +108,7 @@ impl Manifest {
         for (o, po) in self.objects.iter_mut().zip(p.objects) {
             o.role = po.role;
             o.tables = po.tables;
+            o.large_objects = po.large_objects;
         }
         self.database = p.database;
         self.server_version = p.server_version;

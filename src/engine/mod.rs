@@ -37,7 +37,10 @@ impl Inspector for postgres::archive::DumpInspector {
 
 impl Inspector for mysql::MysqlInspector {
     fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
-        mysql::MysqlInspector::finish(*self).map(|tables| postgres::archive::DumpFacts { tables })
+        mysql::MysqlInspector::finish(*self).map(|tables| postgres::archive::DumpFacts {
+            tables,
+            large_objects: None,
+        })
     }
 }
 

@@ -32,6 +32,8 @@ pub struct TableRows {
 pub struct DumpFacts {
     /// Per table, when the format lets us count (uncompressed COPY data).
     pub tables: Vec<TableRows>,
+    /// Large objects the dump creates (PostgreSQL), for verify to compare.
+    pub large_objects: Option<u64>,
 }
 
 /// Which pg_dump output a stream is.
@@ -96,6 +98,7 @@ struct PlainScanner {
     copying: Option<(String, String, u64)>,
     tables: Vec<TableRows>,
     tail: Vec<u8>,
+    large_objects: u64,
     /// The key of the `\restrict KEY` line that pg_dump 15.14/16.10/17.6/18
     /// and later write first: such a dump is whole only when the matching
     /// `\unrestrict KEY` line closes it.
@@ -150,7 +153,9 @@ impl PlainScanner {
                 }
             }
             None => {
-                if whole && self.restrict_key.is_none() && line.starts_with(b"\\restrict ") {
+                if whole && line.starts_with(b"SELECT pg_catalog.lo_create('") {
+                    self.large_objects += 1;
+                } else if whole && self.restrict_key.is_none() && line.starts_with(b"\\restrict ") {
                     self.restrict_key = Some(String::from_utf8_lossy(&line[10..]).into_owned());
                 } else if whole && line.starts_with(b"COPY ") && line.ends_with(b" FROM stdin;") {
                     let text = String::from_utf8_lossy(&line[5..]);
@@ -187,6 +192,7 @@ impl PlainScanner {
         }
         Ok(DumpFacts {
             tables: self.tables,
+            large_objects: Some(self.large_objects),
         })
     }
 }
@@ -270,6 +276,7 @@ struct CustomScanner {
     toc_left: i64,
     /// The header's server version.
     server_version: Option<String>,
+    large_objects: u64,
     rows: BTreeMap<i64, u64>,
     counter: RowCounter,
 }
@@ -613,6 +620,7 @@ impl CustomScanner {
             }
             CustomState::BlobOid { id } => {
                 let oid = cur.int()?;
+                self.large_objects += u64::from(oid != 0);
                 self.state = if oid == 0 {
                     CustomState::BlockStart
                 } else {
@@ -700,7 +708,10 @@ impl CustomScanner {
                 })
                 .collect()
         };
-        Ok(DumpFacts { tables })
+        Ok(DumpFacts {
+            tables,
+            large_objects: Some(self.large_objects),
+        })
     }
 }
 

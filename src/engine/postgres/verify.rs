@@ -55,15 +55,14 @@ pub async fn verify(
     let (into_c, psql_c) = (into.clone(), psql.clone());
     let checked = match result {
         Ok(outcome) => {
-            let expected = outcome
-                .manifest
-                .as_ref()
-                .and_then(|m| m.object("database"))
-                .map(|o| o.tables.clone())
-                .unwrap_or_default();
-            tokio::task::spawn_blocking(move || read_through(&into_c, &psql_c, &expected))
-                .await?
-                .map(|summary| (outcome, summary))
+            let object = outcome.manifest.as_ref().and_then(|m| m.object("database"));
+            let expected = object.map(|o| o.tables.clone()).unwrap_or_default();
+            let large_objects = object.and_then(|o| o.large_objects);
+            tokio::task::spawn_blocking(move || {
+                read_through(&into_c, &psql_c, &expected, large_objects)
+            })
+            .await?
+            .map(|summary| (outcome, summary))
         }
         Err(e) => Err(e),
     };
@@ -84,6 +83,7 @@ fn read_through(
     conn: &PgConn,
     psql: &Path,
     expected: &[TableRows],
+    large_objects: Option<u64>,
 ) -> anyhow::Result<VerifySummary> {
     let list = conn.query(
         psql,
@@ -122,9 +122,11 @@ fn read_through(
             t.rows
         ));
     }
-    if script.is_empty() {
-        return Ok(summary);
-    }
+    // Every large object's data is read too (as the tables' rows are).
+    script.push_str(&format!(
+        "SELECT 'lo', count(*), {}, coalesce(sum(octet_length(lo_get(oid))), 0) FROM pg_largeobject_metadata;\n",
+        large_objects.map_or("NULL".to_string(), |n| n.to_string())
+    ));
     let out = conn
         .query(psql, &script)
         .context("reading the restored tables")?;
@@ -136,6 +138,15 @@ fn read_through(
                 if *kind != "p" {
                     summary.rows += rows.parse::<u64>().unwrap_or(0);
                 }
+            }
+            ["lo", found, expected, _] => {
+                let found: u64 = found.parse().unwrap_or(0);
+                if !expected.is_empty() && *expected != found.to_string() {
+                    anyhow::bail!(
+                        "the restored database has {found} large objects, but the dump holds {expected}"
+                    );
+                }
+                summary.large_objects = (!expected.is_empty()).then_some(found);
             }
             ["count", name, rows, expected] => {
                 if rows != expected {
