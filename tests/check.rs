@@ -216,3 +216,25 @@ fn check_hints_belong_to_their_engine_and_failure() {
     assert!(storage.contains("does not exist"), "{storage}");
     assert!(!storage.contains("hint: check `database`"), "{storage}");
 }
+
+/// Regression: `--help` said `init` writes a config "for a PostgreSQL URL"
+/// and `restore` restores "into a PostgreSQL database".
+#[test]
+fn help_names_every_engine() {
+    let out = backstop().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for (command, words) in [
+        ("init", ["postgres://", "mysql://", "sqlite://"]),
+        ("restore", ["PostgreSQL", "MariaDB/MySQL", "SQLite"]),
+    ] {
+        let line = help
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with(command))
+            .take(2)
+            .collect::<Vec<_>>()
+            .join(" ");
+        for w in words {
+            assert!(line.contains(w), "{command}: {w} missing in: {line}");
+        }
+    }
+}

@@ -55,11 +55,13 @@ pub enum Command {
     /// Try everything a backup needs: targets, storage, token store,
     /// notifiers (--notify). The first step after deploying.
     Check(check::CheckArgs),
-    /// Write a commented starter config for a PostgreSQL URL and a storage.
+    /// Write a commented starter config for a database URL (postgres://,
+    /// mysql://, sqlite:///) and a storage.
     Init(init::InitArgs),
     /// List the complete backups in storage.
     List(list::ListArgs),
-    /// Restore a backup into a PostgreSQL database.
+    /// Restore a backup (or a dump file) into a PostgreSQL, MariaDB/MySQL
+    /// or SQLite database, named by --into URL.
     Restore(restore::RestoreArgs),
     /// Copy existing backups from one storage to another (seed a new
     /// storage, repair a missing copy); what is there already is skipped.
