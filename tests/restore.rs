@@ -565,9 +565,17 @@ fn a_damaged_newest_backup_fails_verify_and_restore_latest_names_both() {
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(dest.sql("SELECT count(*) FROM t"), "1");
 
+    // Regression: status called the damaged newest backup STALE with the
+    // age of the older one. It says DAMAGED and names the newest intact.
     let r = run(&["status"], &cfg);
     assert_eq!(r.code, 1, "{}", r.all());
     assert!(r.stdout.contains("DAMAGED"), "{}", r.all());
+    assert!(
+        r.stdout.contains(&format!("newest intact: {older}")),
+        "{}",
+        r.all()
+    );
+    assert!(!r.stdout.contains("STALE"), "{}", r.all());
 
     // Metrics say so too, after a run that could not replace it.
     let failing = ws.script("pg_dump_fails", "exit 1");

@@ -138,17 +138,26 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                 true => format!("{} ({})", r.target, r.storage),
                 false => r.target.clone(),
             };
-            if let Some(d) = &r.damaged_newest {
-                crate::outln!("{label:<20} {:<6} newest backup is damaged: {d}", "DAMAGED");
-            }
-            match (&r.newest, r.age_seconds) {
-                (Some(id), Some(age)) => crate::outln!(
-                    "{label:<20} {:<6} newest {id}, {} old, {}",
-                    if r.fresh { "ok" } else { "STALE" },
+            let newest = match (&r.newest, r.age_seconds) {
+                (Some(id), Some(age)) => Some(format!(
+                    "{id}, {} old, {}",
                     humantime::format_duration(std::time::Duration::from_secs(age.max(0) as u64)),
                     human_bytes(r.stored_bytes.unwrap_or(0))
+                )),
+                _ => None,
+            };
+            match (&r.damaged_newest, newest) {
+                // The newest attempt is what is judged: not an age.
+                (Some(d), intact) => crate::outln!(
+                    "{label:<20} {:<7} newest backup {d}; newest intact: {}",
+                    "DAMAGED",
+                    intact.as_deref().unwrap_or("none")
                 ),
-                _ => crate::outln!("{label:<20} {:<6} no complete backup", "STALE"),
+                (None, Some(newest)) => crate::outln!(
+                    "{label:<20} {:<7} newest {newest}",
+                    if r.fresh { "ok" } else { "STALE" }
+                ),
+                (None, None) => crate::outln!("{label:<20} {:<7} no complete backup", "STALE"),
             }
         }
     }
