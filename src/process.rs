@@ -88,7 +88,17 @@ impl ChildCommand {
                     text.truncate(cut);
                     text.push('…');
                 }
-                tracing::info!(target: "backstop::child", child = %program, target_name = %label, "{text}");
+                match Severity::of(&text) {
+                    Severity::Error => {
+                        tracing::error!(target: "backstop::child", child = %program, target_name = %label, "{text}")
+                    }
+                    Severity::Warning => {
+                        tracing::warn!(target: "backstop::child", child = %program, target_name = %label, "{text}")
+                    }
+                    Severity::Info => {
+                        tracing::info!(target: "backstop::child", child = %program, target_name = %label, "{text}")
+                    }
+                }
                 let mut t = tail_writer.lock().expect("stderr tail lock");
                 if t.len() == STDERR_TAIL_LINES {
                     t.pop_front();
@@ -103,6 +113,30 @@ impl ChildCommand {
             tail,
             stderr_thread: Some(stderr_thread),
         })
+    }
+}
+
+/// How a child's stderr line is logged: its errors as errors (psql's and
+/// pg_restore's `ERROR:`/`FATAL:`, pg_dump's `error:`, the MariaDB
+/// client's `ERROR 1064 (42000)`), its warnings as warnings.
+#[derive(Debug, PartialEq, Eq)]
+enum Severity {
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    fn of(line: &str) -> Severity {
+        const ERRORS: [&str; 5] = ["ERROR:", "FATAL:", "PANIC:", "error:", "ERROR "];
+        const WARNINGS: [&str; 2] = ["WARNING:", "warning:"];
+        if ERRORS.iter().any(|e| line.contains(e)) {
+            Severity::Error
+        } else if WARNINGS.iter().any(|w| line.contains(w)) {
+            Severity::Warning
+        } else {
+            Severity::Info
+        }
     }
 }
 
@@ -267,6 +301,29 @@ pub fn run_capture(
 
 #[cfg(test)]
 mod tests {
+
+    /// Regression: a failing restore's `ERROR:` lines were logged at INFO.
+    #[test]
+    fn child_errors_are_logged_as_errors() {
+        assert_eq!(
+            Severity::of("psql:<stdin>:12: ERROR:  relation \"t\" does not exist"),
+            Severity::Error
+        );
+        assert_eq!(
+            Severity::of("pg_dump: error: query failed"),
+            Severity::Error
+        );
+        assert_eq!(
+            Severity::of("ERROR 1064 (42000) at line 3: You have an error"),
+            Severity::Error
+        );
+        assert_eq!(
+            Severity::of("pg_restore: warning: errors ignored on restore: 1"),
+            Severity::Warning
+        );
+        assert_eq!(Severity::of("SET"), Severity::Info);
+    }
+
     use super::*;
     use std::os::unix::process::ExitStatusExt;
 

@@ -169,3 +169,28 @@ fn a_damaged_gzip_file_is_named_damaged_not_truncated() {
     assert!(!r.stderr.contains("truncated"), "{}", r.all());
     assert!(!database_exists(&dest.name));
 }
+
+/// Regression: a failing restore's `ERROR:` lines from psql were logged at
+/// INFO with `target_name=""`. They are errors, under the destination.
+#[test]
+fn a_failing_restores_tool_errors_are_logged_as_errors_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.sql");
+    std::fs::write(
+        &file,
+        "--\n-- PostgreSQL database dump\n--\nCREATE TABLE t (a int);\nINSERT INTO nope VALUES (1);\n--\n-- PostgreSQL database dump complete\n--\n",
+    )
+    .unwrap();
+    let dest = TestDb::reserve("bs_scope_errlog");
+    let r = restore_file(&file, &dest, &["--create"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("relation \\\"nope\\\" does not exist") && l.contains("\"child\""))
+        .unwrap_or_else(|| panic!("{}", r.all()));
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert_eq!(v["level"], "ERROR", "{line}");
+    assert_eq!(v["target_name"], dest.name.as_str(), "{line}");
+    assert!(!database_exists(&dest.name));
+}

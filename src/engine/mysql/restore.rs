@@ -440,7 +440,11 @@ async fn load(
         .arg("--default-character-set=utf8mb4")
         .arg("--binary-mode")
         .arg(format!("--database={}", into.database));
-    let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
+    let who = match req.target.is_empty() {
+        true => into.database.as_str(),
+        false => req.target.as_str(),
+    };
+    let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), who)?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let sink: Box<dyn std::io::Write + Send> = match req.events_disabled {

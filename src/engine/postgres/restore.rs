@@ -215,16 +215,21 @@ async fn restore_into(
     let temp_conn = req.into.with_database(&prepared.temp);
     let psql = prepared.tools.require("psql")?;
 
+    // The tool's lines are logged under the target (the destination, for a file).
+    let who = match req.target.is_empty() {
+        true => req.into.database.as_str(),
+        false => req.target.as_str(),
+    };
     let loaded = async {
         let cmd = restore_command(&prepared.tools, format, &temp_conn, req.fidelity)?;
         match &req.parallel {
             Some(p) => {
                 let spool = spool_object(storage, &r.load, &p.spool_dir, &req.cancel).await?;
                 let cmd = cmd.arg(format!("--jobs={}", p.jobs)).arg(spool.as_os_str());
-                run_to_end(&cmd, &req.cancel).await?;
+                run_to_end(&cmd, who, &req.cancel).await?;
                 Ok(r.load.expected.as_ref().map_or(0, |(n, _)| *n))
             }
-            None => stream_into(storage, &r.load, &cmd, &prepared.temp, &req.cancel).await,
+            None => stream_into(storage, &r.load, &cmd, &prepared.temp, who, &req.cancel).await,
         }
     }
     .await;
@@ -768,9 +773,10 @@ async fn spool_object(
 /// Run a restore tool that reads its own input, to the end; a signal kills it.
 async fn run_to_end(
     cmd: &crate::process::ChildCommand,
+    who: &str,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let running = cmd.spawn(Stdio::null(), Stdio::null(), "restore")?;
+    let running = cmd.spawn(Stdio::null(), Stdio::null(), who)?;
     let kill = running.kill_handle();
     let mut wait = tokio::task::spawn_blocking(move || running.wait());
     let finished = tokio::select! {
@@ -829,6 +835,7 @@ async fn stream_into(
     load: &Load,
     cmd: &crate::process::ChildCommand,
     cmd_database: &str,
+    who: &str,
     cancel: &CancellationToken,
 ) -> anyhow::Result<u64> {
     let key = load.key.clone();
@@ -836,7 +843,7 @@ async fn stream_into(
         .open(&key)
         .await
         .with_context(|| format!("opening {key}"))?;
-    let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), "restore")?;
+    let mut running = cmd.spawn(Stdio::piped(), Stdio::null(), who)?;
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
