@@ -33,3 +33,41 @@ pub fn client_with_idle_timeout(idle: Duration) -> anyhow::Result<reqwest::Clien
         .build()
         .map_err(|e| anyhow::anyhow!("building HTTP client: {e}"))
 }
+
+/// A request's error with its causes (DNS, TLS, connect, timeout: what
+/// "error sending request" alone hides) and without its URL, which may
+/// carry a signature.
+pub fn cause(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    /// Regression: Box network errors said only `error sending request`.
+    #[tokio::test]
+    async fn a_failed_request_names_its_cause_and_not_its_url() {
+        super::install_crypto_provider();
+        let client = super::client().unwrap();
+        // Nothing listens on port 1 of loopback.
+        let err = client
+            .get("http://127.0.0.1:1/secret-path?sig=abc")
+            .send()
+            .await
+            .unwrap_err();
+        let text = super::cause(err);
+        assert!(text.contains("error sending request"), "{text}");
+        assert!(text.to_lowercase().contains("connect"), "{text}");
+        assert!(!text.contains("sig=abc"), "{text}");
+    }
+}

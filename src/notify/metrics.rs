@@ -256,7 +256,7 @@ pub async fn publish(
                 .timeout(std::time::Duration::from_secs(30))
                 .send()
                 .await
-                .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+                .map_err(|e| anyhow::anyhow!("{}", crate::http::cause(e)))?;
             anyhow::ensure!(resp.status().is_success(), "HTTP {}", resp.status());
             Ok(())
         }

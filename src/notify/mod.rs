@@ -80,7 +80,7 @@ pub async fn send_checked(req: reqwest::RequestBuilder) -> anyhow::Result<()> {
     let resp = req
         .send()
         .await
-        .map_err(|e| anyhow::anyhow!("{}", e.without_url()))?;
+        .map_err(|e| anyhow::anyhow!("{}", crate::http::cause(e)))?;
     match crate::retry::classify(resp.status(), resp.headers()) {
         HttpClass::Success => Ok(()),
         HttpClass::Transient(after) => Err(TryLater(resp.status(), after).into()),

@@ -270,7 +270,7 @@ impl BoxAuthProvider {
             .form(form)
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("Box token endpoint: {}", e.without_url()))?;
+            .map_err(|e| anyhow::anyhow!("Box token endpoint: {}", crate::http::cause(e)))?;
         let status = resp.status();
         let body = resp.text().await.unwrap_or_default();
         if status.is_success() {

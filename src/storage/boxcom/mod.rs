@@ -140,7 +140,7 @@ impl Inner {
                     Ok(r) => r,
                     Err(e) => {
                         return Attempt::Transient(
-                            self.err(what, format!("{key}: {}", e.without_url())),
+                            self.err(what, format!("{key}: {}", crate::http::cause(e))),
                             None,
                         )
                     }
@@ -194,7 +194,7 @@ impl Inner {
             let page: ItemPage = resp
                 .json()
                 .await
-                .map_err(|e| self.err("list folder", e.without_url()))?;
+                .map_err(|e| self.err("list folder", crate::http::cause(e)))?;
             out.extend(page.entries);
             match page.next_marker {
                 Some(m) if !m.is_empty() => marker = Some(m),
@@ -272,7 +272,7 @@ impl Inner {
         let c: Created = resp
             .json()
             .await
-            .map_err(|e| self.err("create folder", e.without_url()))?;
+            .map_err(|e| self.err("create folder", crate::http::cause(e)))?;
         Ok(c.id)
     }
 
@@ -435,7 +435,7 @@ impl Storage for BoxStorage {
             let this = Arc::clone(inner);
             let key = key.to_string();
             return Ok(Box::pin(resp.bytes_stream().map(move |r| {
-                r.map_err(|e| this.err("download", format!("{key}: {}", e.without_url())))
+                r.map_err(|e| this.err("download", format!("{key}: {}", crate::http::cause(e))))
             })));
         }
     }
@@ -568,7 +568,7 @@ impl BoxUpload {
         let session: Session = resp
             .json()
             .await
-            .map_err(|e| inner.err("upload session", e.without_url()))?;
+            .map_err(|e| inner.err("upload session", crate::http::cause(e)))?;
         let result = self.upload_parts(&session, sha1).await;
         if result.is_err() {
             let abort = session.session_endpoints.abort.clone();
@@ -621,7 +621,7 @@ impl BoxUpload {
                     let v: serde_json::Value = resp
                         .json()
                         .await
-                        .map_err(|e| inner.err("upload part", e.without_url()))?;
+                        .map_err(|e| inner.err("upload part", crate::http::cause(e)))?;
                     Ok((start, v["part"].clone()))
                 });
                 offset += len;

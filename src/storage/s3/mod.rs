@@ -133,7 +133,7 @@ impl S3Storage {
             .await?
             .text()
             .await
-            .map_err(|e| inner.err("list multipart uploads", prefix, e.without_url()))?;
+            .map_err(|e| inner.err("list multipart uploads", prefix, crate::http::cause(e)))?;
         Ok(body
             .split("<Upload>")
             .skip(1)
@@ -201,7 +201,7 @@ impl Inner {
         self.retry
             .run(&format!("S3 {what} {key}"), || async {
                 match build().send().await {
-                    Err(e) => Attempt::Transient(self.err(what, key, e.without_url()), None),
+                    Err(e) => Attempt::Transient(self.err(what, key, crate::http::cause(e)), None),
                     Ok(resp) => {
                         let status = resp.status();
                         let class = classify(status, resp.headers());
@@ -340,7 +340,7 @@ impl Storage for S3Storage {
         let this = Arc::clone(inner);
         let key = key.to_string();
         Ok(Box::pin(resp.bytes_stream().map(move |r| {
-            r.map_err(|e| this.err("read", &key, e.without_url()))
+            r.map_err(|e| this.err("read", &key, crate::http::cause(e)))
         })))
     }
 
@@ -360,7 +360,7 @@ impl Storage for S3Storage {
                 .await?
                 .text()
                 .await
-                .map_err(|e| inner.err("list", prefix, e.without_url()))?;
+                .map_err(|e| inner.err("list", prefix, crate::http::cause(e)))?;
             let page = ListObjectsV2::parse_response(&body)
                 .map_err(|e| inner.err("parse listing of", prefix, e))?;
             for c in page.contents {
@@ -453,7 +453,7 @@ impl S3Upload {
             .await?
             .text()
             .await
-            .map_err(|e| inner.err("create multipart upload", &self.key, e.without_url()))?;
+            .map_err(|e| inner.err("create multipart upload", &self.key, crate::http::cause(e)))?;
         let id = CreateMultipartUpload::parse_response(&body)
             .map_err(|e| inner.err("parse create multipart upload", &self.key, e))?
             .upload_id()
