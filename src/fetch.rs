@@ -240,6 +240,9 @@ pub async fn fetch_into(
         })
     };
     let mut read_error = None;
+    let progress =
+        crate::progress::Progress::reading(&obj.key, obj.expected.as_ref().map(|(n, _)| *n));
+    let mut read = 0u64;
     loop {
         tokio::select! {
             biased;
@@ -249,6 +252,10 @@ pub async fn fetch_into(
             }
             next = stream.next() => match next {
                 Some(Ok(chunk)) => {
+                    read += chunk.len() as u64;
+                    if let Some(p) = &progress {
+                        p.read(read);
+                    }
                     if tx.send(chunk).await.is_err() {
                         break; // the worker stopped; it says why
                     }

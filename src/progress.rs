@@ -1,7 +1,8 @@
-//! A live progress bar for a backup on a terminal: bytes dumped and stored,
-//! rate, elapsed time, and a percentage with an ETA when the previous
-//! backup's raw size is known (from its manifest). Off a terminal the
-//! pipeline logs a progress line every 10 seconds instead.
+//! A live progress bar on a terminal: for a backup, bytes dumped and
+//! stored, rate, elapsed time, and a percentage with an ETA when the
+//! previous backup's raw size is known (from its manifest); for a restore,
+//! the stored bytes read of the object's size. Off a terminal the pipeline
+//! logs a progress line every 10 seconds instead, and restores show none.
 
 use crate::report::human_bytes;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -11,34 +12,54 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// A bar on stderr; `expected` is the raw size the dump will likely
-    /// reach (the previous backup's), when there was one.
+    /// A backup's bar on stderr; `expected` is the raw size the dump will
+    /// likely reach (the previous backup's), when there was one.
     pub fn new(target: &str, expected: Option<u64>) -> Progress {
-        let bar = match expected.filter(|&n| n > 0) {
-            Some(total) => {
-                let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {percent:>3}% {bytes}/~{total_bytes} dumped, {msg}, {bytes_per_sec}, {elapsed} (eta {eta})",
-                    )
-                    .expect("a valid template")
-                    .progress_chars("=> "),
-                );
-                bar
-            }
-            None => {
-                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{prefix} {spinner} {bytes} dumped, {msg}, {bytes_per_sec}, {elapsed}",
-                    )
-                    .expect("a valid template"),
-                );
-                bar
-            }
+        Progress::start(
+            target,
+            expected,
+            "{bytes}/~{total_bytes} dumped, {msg}",
+            "{bytes} dumped, {msg}",
+            "0 B stored",
+        )
+    }
+
+    /// A restore's bar on stderr when it is a terminal: the stored bytes
+    /// read of `size` (the manifest's; unknown for a dump file).
+    pub fn reading(label: &str, size: Option<u64>) -> Option<Progress> {
+        if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            return None;
+        }
+        Some(Progress::start(
+            label,
+            size,
+            "{bytes}/{total_bytes} read",
+            "{bytes} read",
+            "",
+        ))
+    }
+
+    fn start(prefix: &str, total: Option<u64>, counted: &str, open: &str, msg: &str) -> Progress {
+        let (bar, template) = match total.filter(|&n| n > 0) {
+            Some(total) => (
+                ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr()),
+                format!("{{prefix}} [{{bar:30}}] {{percent:>3}}% {counted}, {{bytes_per_sec}}, {{elapsed}} (eta {{eta}})"),
+            ),
+            None => (
+                ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()),
+                format!("{{prefix}} {{spinner}} {open}, {{bytes_per_sec}}, {{elapsed}}"),
+            ),
         };
-        bar.set_prefix(target.to_string());
-        bar.set_message("0 B stored");
+        // Prefix and message before the style: the first frame is whole
+        // (regression: it showed `dumped, , 0 B/s`).
+        let bar = bar
+            .with_prefix(prefix.to_string())
+            .with_message(msg.to_string());
+        bar.set_style(
+            ProgressStyle::with_template(&template)
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
         Progress { bar }
     }
@@ -48,6 +69,11 @@ impl Progress {
         self.bar.set_position(dumped);
         self.bar
             .set_message(format!("{} stored", human_bytes(stored)));
+    }
+
+    /// Stored bytes read so far (a restore).
+    pub fn read(&self, bytes: u64) {
+        self.bar.set_position(bytes);
     }
 
     pub fn finish(&self) {

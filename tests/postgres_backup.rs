@@ -987,9 +987,46 @@ fn a_terminal_gets_a_progress_bar_and_a_human_summary() {
     );
     assert!(screen.contains("summary:"), "{screen}");
     assert!(!screen.contains("{\"event\":\"summary\""), "{screen}");
+    assert!(
+        !screen.contains("dumped, ,"),
+        "the first frame is whole: {screen}"
+    );
     let screen = on_tty("2>/dev/null");
     assert!(
         screen.contains("summary:") && !screen.contains("{\"event\""),
         "{screen}"
     );
+}
+
+/// Regression: `restore` showed no progress on a terminal, and the backup
+/// bar's first frame read `dumped, , 0 B/s`. A restore on a pseudo-terminal
+/// (`script`) shows the stored bytes read with a percentage.
+#[test]
+fn a_restore_on_a_terminal_shows_its_progress() {
+    let src = TestDb::create("bs_restore_bar");
+    src.sql("CREATE TABLE t AS SELECT g AS id, md5(g::text) || md5((g * 3)::text) AS v FROM generate_series(1, 200000) g");
+    let ws = Workspace::new();
+    let cfg = ws.config(&pg_target("rbar", &src.name, ""));
+    assert_eq!(run(&["backup"], &cfg).code, 0);
+    let dest = TestDb::reserve("bs_restore_bar_dest");
+    let out = std::process::Command::new("script")
+        .args(["-qec"])
+        .arg(format!(
+            "'{}' restore --config '{}' --into '{}' --create",
+            env!("CARGO_BIN_EXE_backstop"),
+            cfg.display(),
+            dest.url()
+        ))
+        .arg("/dev/null")
+        .env("TERM", "xterm")
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{screen}");
+    assert!(
+        screen.contains("rbar") && screen.contains('%') && screen.contains(" read"),
+        "{screen}"
+    );
+    assert!(!screen.contains(", ,"), "{screen}");
+    assert_eq!(dest.fingerprint(), src.fingerprint());
 }

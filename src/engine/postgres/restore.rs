@@ -847,10 +847,13 @@ async fn stream_into(
     let stdin = running.child.stdin.take().expect("stdin was piped");
     let kill = running.kill_handle();
     let (tx, rx) = mpsc::channel::<Bytes>(4);
+    let size = load.expected.as_ref().map(|(n, _)| *n);
     let (load, into) = (load.clone(), cmd_database.to_string());
     let worker = std::thread::spawn(move || feed(rx, stdin, running, &load, &into));
 
     let mut read_error = None;
+    let progress = crate::progress::Progress::reading(who, size);
+    let mut read = 0u64;
     loop {
         tokio::select! {
             biased;
@@ -861,6 +864,10 @@ async fn stream_into(
             }
             next = stream.next() => match next {
                 Some(Ok(chunk)) => {
+                    read += chunk.len() as u64;
+                    if let Some(p) = &progress {
+                        p.read(read);
+                    }
                     if tx.send(chunk).await.is_err() {
                         break; // the feeder stopped; it reports why
                     }
