@@ -3,6 +3,17 @@
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
+# What this shell started, to stop again with stop_started (scripts/test
+# runs it on exit: a test run leaves no server running).
+STARTED_STOPS=()
+stop_started() {
+  local i
+  for ((i = ${#STARTED_STOPS[@]} - 1; i >= 0; i--)); do
+    eval "${STARTED_STOPS[$i]}" >/dev/null 2>&1 || true
+  done
+  STARTED_STOPS=()
+}
+
 # pip install, then make new console scripts visible through pyenv's shims.
 pip_install() {
   log "installing $* from PyPI"
@@ -34,6 +45,7 @@ ensure_postgres() {
     v=$(ls /etc/postgresql | sort -n | tail -n 1)
     log "starting PostgreSQL $v"
     pg_ctlcluster --skip-systemctl-redirect "$v" main start
+    STARTED_STOPS+=("pg_ctlcluster --skip-systemctl-redirect $v main stop -m fast")
   fi
   for _ in $(seq 1 30); do
     pg_isready -q -h 127.0.0.1 -p 5432 && return 0
@@ -54,6 +66,7 @@ ensure_mariadb() {
     log "starting MariaDB"
     mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
     (service mariadb start || (mysqld_safe --bind-address=127.0.0.1 >/dev/null 2>&1 &)) >/dev/null 2>&1 || true
+    STARTED_STOPS+=("mariadb-admin -h 127.0.0.1 -P 3306 -u root shutdown")
   fi
   for _ in $(seq 1 60); do
     if mariadb -h 127.0.0.1 -P 3306 -u root -e 'SELECT 1' >/dev/null 2>&1; then
@@ -85,6 +98,7 @@ ensure_seaweedfs() {
     (cd "$state" && env -u AWS_CA_BUNDLE AWS_ACCESS_KEY_ID="$S3_KEY" AWS_SECRET_ACCESS_KEY="$S3_SECRET" \
       nohup weed mini -dir="$state/weed-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
         -master.telemetry=false -admin.ui=false -s3.port="$S3_PORT" >"$state/weed.log" 2>&1 &)
+    STARTED_STOPS+=("stop_weed '$state'")
     for _ in $(seq 1 90); do
       curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/" && break
       sleep 1
@@ -93,6 +107,15 @@ ensure_seaweedfs() {
   fi
   export BACKSTOP_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
   export BACKSTOP_TEST_S3_KEY="$S3_KEY" BACKSTOP_TEST_S3_SECRET="$S3_SECRET"
+}
+
+stop_weed() {
+  pkill -f "weed mini -dir=$1/weed-data" || true
+  for _ in $(seq 1 40); do
+    pgrep -f "weed mini -dir=$1/weed-data" >/dev/null || return 0
+    sleep 0.25
+  done
+  pkill -9 -f "weed mini -dir=$1/weed-data" || true
 }
 
 # Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
@@ -146,6 +169,7 @@ PY
       runuser -u postgres -- "$dir/bin/initdb" -D "$dir-data" -A trust -U postgres -E UTF8 --locale=C >/dev/null
       runuser -u postgres -- "$dir/bin/pg_ctl" -D "$dir-data" -l "$dir-data/log" -w \
         -o "-p $port -c listen_addresses=127.0.0.1 -k /tmp -c max_connections=40 -c shared_buffers=32MB" start >/dev/null
+      STARTED_STOPS+=("runuser -u postgres -- '$dir/bin/pg_ctl' -D '$dir-data' -m fast -w stop")
     fi
     entries+=("$major:$port:$dir/bin")
   done
