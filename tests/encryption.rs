@@ -435,11 +435,8 @@ fn encrypted_backups_store_nothing_that_describes_the_database() {
     let ws = Workspace::new();
     let (key, public) = age_key(&ws, "key.txt");
     let text = format!(
-        "{}[storages.s3]\n{}{}{}",
-        format!(
-            "[storage]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n\n",
-            ws.backups().display()
-        ),
+        "[storage]\ntype = \"local\"\npath = \"{}\"\ncreate = true\n\n[storages.s3]\n{}{}{}",
+        ws.backups().display(),
         s3.storage_toml(&bucket, &s3.endpoint)
             .trim_start_matches("[storage]\n"),
         encryption(&[&public]),
