@@ -18,6 +18,7 @@ pub mod fetch;
 pub mod fsutil;
 pub mod http;
 pub mod keys;
+pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod pipeline;

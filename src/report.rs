@@ -36,6 +36,8 @@ pub enum Stage {
     Auth,
     /// `verify`: the backup did not restore.
     Verify,
+    /// Another run on this host holds the target (backup or prune).
+    Busy,
 }
 
 impl Stage {
@@ -70,6 +72,7 @@ impl Stage {
             Stage::Stale => "stale",
             Stage::Auth => "auth",
             Stage::Verify => "verify",
+            Stage::Busy => "busy",
         }
     }
 }

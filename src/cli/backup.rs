@@ -20,12 +20,46 @@ pub struct BackupArgs {
     /// where a wrong password should fail now, not after the retries.
     #[arg(long)]
     pub no_retry: bool,
+    /// When another run on this host is backing up or pruning a target,
+    /// wait for it instead of failing that target.
+    #[arg(long)]
+    pub wait: bool,
+    /// Back up only shard I of N (`I/N`, 0 ≤ I < N): the targets at
+    /// positions I, I+N, I+2N… of the config. N pods of one Indexed Job,
+    /// each given `$JOB_COMPLETION_INDEX/N`, back up every target once.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(usize, usize)>,
+}
+
+fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let parsed = text
+        .split_once('/')
+        .and_then(|(i, n)| Some((i.trim().parse().ok()?, n.trim().parse().ok()?)));
+    match parsed {
+        Some((i, n)) if n > 0 && i < n => Ok((i, n)),
+        _ => Err(format!("`{text}` is not I/N with 0 <= I < N (e.g. 0/3)")),
+    }
 }
 
 pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
     let config = args.config.load()?;
     let mut plan = Plan::new(&config, &args.targets)?;
     plan.once = args.no_retry;
+    plan.wait = args.wait;
+    if let Some((i, n)) = args.shard {
+        plan.targets = plan
+            .targets
+            .into_iter()
+            .enumerate()
+            .filter(|(at, _)| at % n == i)
+            .map(|(_, t)| t)
+            .collect();
+        tracing::info!(
+            shard = %format!("{i}/{n}"),
+            targets = %plan.targets.iter().map(|t| t.name()).collect::<Vec<_>>().join(", "),
+            "backing up this shard's targets"
+        );
+    }
     let cancel = crate::signals::install();
     let run = plan.run(&cancel, json).await;
     Ok(run.exit_kind())
@@ -43,6 +77,8 @@ pub struct Plan<'a> {
     encryption: Option<crate::crypto::Recipients>,
     /// Each target is tried once (`--no-retry`).
     pub once: bool,
+    /// Wait for a target another run holds (`--wait`).
+    pub wait: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -60,6 +96,7 @@ impl<'a> Plan<'a> {
                 .map_err(|e| crate::error::usage(format!("notify: {e:#}")))?,
             config,
             once: false,
+            wait: false,
         })
     }
 
@@ -82,6 +119,23 @@ impl<'a> Plan<'a> {
                 false => config.retry_for(target),
             };
             let storages = super::storages_of(config, &self.storages, target);
+            let places: Vec<String> = storages.iter().map(|s| s.storage.describe()).collect();
+            let lock = crate::lock::lock_target(target.name(), &places, self.wait);
+            let _held = match lock {
+                Ok(held) => held,
+                Err(e) => {
+                    tracing::error!(target_name = target.name(), "{e:#}");
+                    let now = Utc::now();
+                    reports.push(
+                        crate::report::TargetReport::ok(target.name(), now, 0.0).failed(
+                            crate::report::Stage::Busy,
+                            format!("{e:#}"),
+                            Vec::new(),
+                        ),
+                    );
+                    continue;
+                }
+            };
             let mut attempt = 1;
             // A retry dumps again only for the storages still without a copy.
             let mut pending: Vec<&str> = storages.iter().map(|s| s.name.as_str()).collect();

@@ -19,6 +19,10 @@ pub struct PruneArgs {
     /// JSON on stdout instead of text.
     #[arg(long)]
     pub json: bool,
+    /// When another run on this host is backing up or pruning a target,
+    /// wait for it instead of skipping that target.
+    #[arg(long)]
+    pub wait: bool,
     /// With any --keep-… flag, this policy replaces the config's retention
     /// for this run (for every target and storage selected).
     #[command(flatten)]
@@ -32,7 +36,29 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let now = Utc::now();
     let mut reports = Vec::new();
-    let pairs = targets.into_iter().flat_map(|t| {
+    // The lock a backup of each target takes (over all its storages): a
+    // prune never runs beside a backup of the same target.
+    let all = super::open_storages(&config, None)?;
+    let mut held = Vec::new();
+    let mut busy = false;
+    let mut free = Vec::new();
+    for t in targets {
+        let places: Vec<String> = super::storages_of(&config, &all, t)
+            .iter()
+            .map(|s| s.storage.describe())
+            .collect();
+        match crate::lock::lock_target(t.name(), &places, args.wait) {
+            Ok(lock) => {
+                held.push(lock);
+                free.push(t);
+            }
+            Err(e) => {
+                tracing::error!(target_name = t.name(), "{e:#}");
+                busy = true;
+            }
+        }
+    }
+    let pairs = free.into_iter().flat_map(|t| {
         args.storage
             .of_target(&config, &opened, t)
             .into_iter()
@@ -76,7 +102,8 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
             serde_json::to_string_pretty(&reports).expect("reports serialize")
         );
     }
-    Ok(if reports.iter().any(|r| !r.errors.is_empty()) {
+    drop(held);
+    Ok(if busy || reports.iter().any(|r| !r.errors.is_empty()) {
         ExitKind::Failed
     } else {
         ExitKind::Success

@@ -221,13 +221,15 @@ impl Config {
                 "storage: no storage; add a [storage] table (or [storages.NAME] tables)".into(),
             );
         }
-        for (name, entry) in &self.storages {
-            let at = if name == DEFAULT_STORAGE && self.storages.len() == 1 {
+        let only_one = self.storages.len() == 1;
+        for (name, entry) in self.storages.iter_mut() {
+            let at = if name == DEFAULT_STORAGE && only_one {
                 "storage".to_string()
             } else {
                 format!("storages.{name}")
             };
             validate_storage_name(name).map_err(|e| format!("{at}: {e}"))?;
+            resolve_storage(&mut entry.storage, base);
             validate_storage(&entry.storage).map_err(|e| format!("{at}.{e}"))?;
             if let Some(r) = &entry.retention {
                 validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
@@ -248,7 +250,8 @@ impl Config {
         for (i, n) in self.notify.iter_mut().enumerate() {
             notify::validate(n, base).map_err(|e| format!("notify[{i}].{e}"))?;
         }
-        if let Some(m) = &self.metrics {
+        if let Some(m) = &mut self.metrics {
+            m.textfile = m.textfile.take().map(|t| base.join(t));
             notify::validate_metrics(m).map_err(|e| format!("metrics.{e}"))?;
         }
         if let Some(sched) = &self.schedule {
@@ -371,6 +374,24 @@ pub const DEFAULT_STORAGE: &str = "default";
 
 fn validate_storage_name(name: &str) -> Result<(), String> {
     validate_target_name(name).map_err(|e| format!("storage name {e}"))
+}
+
+/// Relative paths in a storage's keys are relative to the config file's
+/// directory, not the working directory (cron runs in `$HOME`).
+fn resolve_storage(storage: &mut StorageConfig, base: &Path) {
+    match storage {
+        StorageConfig::Local(l) => l.path = base.join(&l.path),
+        StorageConfig::S3(_) => {}
+        StorageConfig::Box(b) => {
+            b.spool_dir = base.join(&b.spool_dir);
+            if let boxcom::BoxAuth::Oauth(o) = &mut b.auth {
+                if let boxcom::TokenStoreConfig::File(f) = &mut o.token_store {
+                    f.path = base.join(&f.path);
+                }
+            }
+        }
+        StorageConfig::Rclone(r) => r.rclone_config = r.rclone_config.take().map(|c| base.join(c)),
+    }
 }
 
 /// One storage's own keys (each backend checks its own); errors start with

@@ -105,7 +105,8 @@ impl TargetSpec for SqliteTarget {
     fn source(&self) -> Box<dyn Source> {
         Box::new(super::SqliteSource::from_config(self))
     }
-    fn resolve(&mut self, _base: &std::path::Path) -> Result<(), String> {
+    fn resolve(&mut self, base: &std::path::Path) -> Result<(), String> {
+        self.path = base.join(&self.path);
         self.validate()
     }
 }
