@@ -502,8 +502,10 @@ fn restore_takes_the_newest_intact_copy_and_never_an_older_backup() {
 /// Regression: with two storages, the newest backup's copy in the first
 /// damaged (one byte flipped, same size) and the second intact, `restore`
 /// failed "checksum mismatch" without trying the second or naming it.
-/// Restore and verify now read the second copy and name the damaged one;
-/// verify fails (exit 1) until `backstop copy` repairs it.
+/// Restore and verify now read the second copy, name the damaged one and
+/// mark it damaged in its storage: `status` shows it DAMAGED and verify
+/// fails (exit 1) until `backstop copy` replaces it; `copy --check` finds
+/// a damaged copy nobody has read yet.
 #[test]
 fn a_damaged_copy_falls_back_to_the_next_storage_and_fails_verify() {
     let src = source_db();
@@ -529,6 +531,16 @@ fn a_damaged_copy_falls_back_to_the_next_storage_and_fails_verify() {
         "{}",
         r.all()
     );
+    // The read marked the copy damaged: status and verify say so.
+    let r = go(&cfg, &s3, &["status"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout
+            .lines()
+            .any(|l| l.contains("(default)") && l.contains("DAMAGED")),
+        "{}",
+        r.all()
+    );
     let scratch = format!("postgres://postgres@{PG_HOST}:{PG_PORT}/postgres");
     let r = go(
         &cfg,
@@ -545,12 +557,8 @@ fn a_damaged_copy_falls_back_to_the_next_storage_and_fails_verify() {
             .contains("damaged in storage `default`"),
         "{t}"
     );
-    // `copy` repairs it, and verify passes again.
-    let r = go(
-        &cfg,
-        &s3,
-        &["copy", "--check", "--from", "second", "--to", "default"],
-    );
+    // `copy` replaces the marked copy; verify and status pass again.
+    let r = go(&cfg, &s3, &["copy", "--from", "second", "--to", "default"]);
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         std::fs::read(&damaged).is_ok(),
@@ -558,4 +566,22 @@ fn a_damaged_copy_falls_back_to_the_next_storage_and_fails_verify() {
     );
     let r = go(&cfg, &s3, &["verify", "--scratch", &scratch]);
     assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(go(&cfg, &s3, &["status"]).code, 0);
+
+    // A flipped byte nobody read yet: `copy --check` finds and replaces it.
+    flip_middle_bit(&damaged);
+    let r = go(
+        &cfg,
+        &s3,
+        &["copy", "--check", "--from", "second", "--to", "default"],
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.all().contains("does not match its manifest"),
+        "{}",
+        r.all()
+    );
+    let r = go(&cfg, &s3, &["verify", "--scratch", &scratch]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(!r.all().contains("is damaged"), "{}", r.all());
 }

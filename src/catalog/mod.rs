@@ -16,6 +16,10 @@ use std::collections::HashSet;
 mod sealed;
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Beside a manifest: a read (restore, verify) found this copy's bytes do
+/// not match it. The backup is damaged in this storage until `backstop
+/// copy` replaces it (which removes the mark with the copy).
+pub const DAMAGE_SUFFIX: &str = ".damaged.txt";
 const MANIFEST_LIMIT: usize = 1 << 20;
 const STAMP_FORMAT: &str = "%Y%m%dT%H%M%S%.3fZ";
 /// Ids written before the random suffix (second resolution) still parse.
@@ -269,6 +273,11 @@ pub async fn list_target(
     // manifest-named file is claimed, whatever the manifest says.
     let mut claimed_ids = HashSet::new();
     let mut claimed_keys = HashSet::new();
+    let marked: std::collections::HashMap<BackupId, &str> = objects
+        .iter()
+        .filter(|o| o.key.ends_with(DAMAGE_SUFFIX))
+        .map(|o| (BackupId::of_key(&o.key), o.key.as_str()))
+        .collect();
     for meta in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
         let id = BackupId::of_key(&meta.key);
         claimed_ids.insert(id.clone());
@@ -281,7 +290,11 @@ pub async fn list_target(
         match read_manifest(storage, &meta.key).await {
             Ok(manifest) => {
                 claimed_keys.extend(manifest.objects.iter().map(|o| o.key.clone()));
-                match check_objects(&manifest, &objects) {
+                let checked = match marked.get(&id) {
+                    Some(mark) => Err(read_damage_mark(storage, mark).await),
+                    None => check_objects(&manifest, &objects),
+                };
+                match checked {
                     Ok(()) => listing.backups.push(Backup {
                         manifest_key: meta.key.clone(),
                         manifest,
@@ -325,6 +338,33 @@ fn check_objects(manifest: &Manifest, listed: &[ObjectMeta]) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+async fn read_damage_mark(storage: &dyn Storage, key: &str) -> String {
+    match get_bytes(storage, key, 64 << 10).await {
+        Ok(why) => format!(
+            "a read found it damaged: {}",
+            String::from_utf8_lossy(&why).trim()
+        ),
+        Err(e) => format!("marked damaged ({key}, unreadable: {e})"),
+    }
+}
+
+/// Mark the copy of the backup whose manifest is `manifest_key` damaged in
+/// `storage` (see [`DAMAGE_SUFFIX`]), saying why.
+pub async fn mark_damaged(
+    storage: &dyn Storage,
+    manifest_key: &str,
+    why: &str,
+) -> anyhow::Result<()> {
+    let stem = manifest_key
+        .strip_suffix(MANIFEST_SUFFIX)
+        .with_context(|| format!("{manifest_key} is not a manifest key"))?;
+    let key = format!("{stem}{DAMAGE_SUFFIX}");
+    match crate::storage::put_bytes(storage, &key, bytes::Bytes::from(why.to_string())).await {
+        Ok(_) | Err(crate::storage::StorageError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("writing {key}"))),
+    }
 }
 
 pub async fn read_manifest(storage: &dyn Storage, key: &str) -> anyhow::Result<Manifest> {

@@ -314,10 +314,12 @@ pub struct DamagedCopyOf {
 
 /// Run `attempt` (a restore or verify) on the backup [`locate_backup`]
 /// finds. When the copy it reads proves damaged (its bytes do not match
-/// the manifest), the failure is named in a warning and the same backup is
-/// read from the next storage that holds it; only when every copy is
-/// damaged does the last failure stand. The damaged copies are returned so
-/// that verify can fail on them (they need `backstop copy`).
+/// the manifest), the failure is named in a warning, the copy is marked
+/// damaged in its storage (so `status` and the next runs see it), and the
+/// same backup is read from the next storage that holds it; only when
+/// every copy is damaged does the last failure stand. Every damaged copy of
+/// the backup (found now or marked before) is returned, so that verify
+/// fails on them until `backstop copy` replaces them.
 pub async fn from_intact_copy<'a, T>(
     storages: &[&'a OpenStorage],
     target: &str,
@@ -347,16 +349,47 @@ pub async fn from_intact_copy<'a, T>(
                     "the copy of backup {id} in storage `{}` is damaged ({e:#}); repair it with `backstop copy`",
                     s.name
                 );
+                mark_damaged(s, target, &id, &format!("{e:#}")).await;
                 damaged.push(DamagedCopyOf {
                     storage: s.name.clone(),
                     why: format!("{e:#}"),
                 });
                 last = Some(e);
             }
-            other => return other.map(|t| (t, damaged)),
+            Ok(t) => {
+                let known: Vec<String> = damaged.iter().map(|d| d.storage.clone()).collect();
+                for other in storages.iter().filter(|o| !known.contains(&o.name)) {
+                    if let Ok(listing) =
+                        crate::catalog::list_target(other.storage.as_ref(), &other.layout, target)
+                            .await
+                    {
+                        if let Some(d) = listing.damaged.iter().find(|d| d.id.0 == id) {
+                            damaged.push(DamagedCopyOf {
+                                storage: other.name.clone(),
+                                why: d.why.clone(),
+                            });
+                        }
+                    }
+                }
+                return Ok((t, damaged));
+            }
+            Err(e) => return Err(e),
         }
     }
     Err(last.expect("the located storage was tried"))
+}
+
+/// Best effort: a mark a person can act on, not a condition of the run.
+async fn mark_damaged(s: &OpenStorage, target: &str, id: &str, why: &str) {
+    let marked = async {
+        let b =
+            crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, Some(id)).await?;
+        crate::catalog::mark_damaged(s.storage.as_ref(), &b.manifest_key, why).await
+    }
+    .await;
+    if let Err(e) = marked {
+        tracing::warn!(target_name = target, storage = %s.name, "could not mark the damaged copy: {e:#}");
+    }
 }
 
 /// The targets a command works on: all, or the ones named (each must exist).
