@@ -17,17 +17,16 @@ use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 
 /// Where the lock files live: `$BACKSTOP_LOCK_DIR`, else
-/// `$XDG_RUNTIME_DIR/backstop`, else `/tmp/backstop-locks-UID`.
+/// `/tmp/backstop-locks-UID`. One fixed place, not `$TMPDIR` or
+/// `$XDG_RUNTIME_DIR`: a cron run and a run by hand have different
+/// environments and must still find each other's lock.
 pub fn lock_dir() -> PathBuf {
     if let Some(d) = std::env::var_os("BACKSTOP_LOCK_DIR") {
         return PathBuf::from(d);
     }
-    if let Some(d) = std::env::var_os("XDG_RUNTIME_DIR") {
-        return PathBuf::from(d).join("backstop");
-    }
     // SAFETY: getuid cannot fail.
     let uid = unsafe { libc::getuid() };
-    std::env::temp_dir().join(format!("backstop-locks-{uid}"))
+    PathBuf::from(format!("/tmp/backstop-locks-{uid}"))
 }
 
 /// Held while it lives.

@@ -95,13 +95,16 @@ fn start(cfg: &std::path::Path, args: &[&str], lock_dir: &std::path::Path) -> st
         .unwrap()
 }
 
-fn wait_for_lock_holder(lock_dir: &std::path::Path) {
+/// Until the run with process id `pid` holds its lock.
+fn wait_for_lock_holder(lock_dir: &std::path::Path, pid: u32) {
     let start = std::time::Instant::now();
+    let holder = format!("pid {pid} ");
     loop {
         let held = std::fs::read_dir(lock_dir)
             .map(|d| {
-                d.flatten()
-                    .any(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.len() > 0))
+                d.flatten().any(|e| {
+                    std::fs::read_to_string(e.path()).is_ok_and(|t| t.starts_with(&holder))
+                })
             })
             .unwrap_or(false);
         if held {
@@ -128,7 +131,7 @@ fn a_second_run_of_a_busy_target_fails_naming_the_holder_or_waits() {
     let locks = tempfile::tempdir().unwrap();
 
     let first = start(&cfg, &["backup"], locks.path());
-    wait_for_lock_holder(locks.path());
+    wait_for_lock_holder(locks.path(), first.id());
     let second = Run::from(
         backstop()
             .args(["backup", "--config"])
@@ -160,7 +163,7 @@ fn a_second_run_of_a_busy_target_fails_naming_the_holder_or_waits() {
 
     // With --wait the second run waits its turn, then backs up.
     let first = start(&cfg, &["backup"], locks.path());
-    wait_for_lock_holder(locks.path());
+    wait_for_lock_holder(locks.path(), first.id());
     let waited = Run::from(
         backstop()
             .args(["backup", "--wait", "--config"])
@@ -203,4 +206,73 @@ fn shards_of_an_indexed_job_back_up_every_target_exactly_once() {
     assert!(per_target.values().all(|&n| n == 1), "{per_target:?}");
     let r = run(&["backup", "--shard", "3/3"], &cfg);
     assert_eq!(r.code, 2, "{}", r.all());
+}
+
+/// Regression: docs/kubernetes.md's restore failed as written with exit 2,
+/// because `BOX_CLIENT_ID` (another target's storage), `DB_PASSWORD` (the
+/// source's password) and `HC_PING_URL` (a notifier) were unset. A restore
+/// expands only what it reads; a backup still needs them all.
+#[test]
+fn a_restore_needs_only_the_variables_of_what_it_reads() {
+    let src = TestDb::create("bs_scoped");
+    src.sql("CREATE TABLE t AS SELECT 1 AS a");
+    let ws = Workspace::new();
+    let body = format!(
+        "[storages.box]\ntype = \"box\"\nfolder = \"f\"\n[storages.box.auth]\nmethod = \"ccg\"\n\
+         client_id = \"${{BOX_CLIENT_ID}}\"\nclient_secret = \"${{BOX_CLIENT_SECRET}}\"\n\
+         subject_type = \"enterprise\"\nsubject_id = \"1\"\n\n\
+         [[notify]]\ntype = \"ping\"\nurl = \"${{HC_PING_URL}}\"\n\n{}\
+         [[targets]]\nname = \"other\"\ntype = \"postgres\"\ndatabase = \"other\"\nstorages = [\"box\"]\n",
+        pg_target(
+            "prod",
+            &src.name,
+            "password = \"${DB_PASSWORD}\"\nstorages = [\"default\"]"
+        )
+    );
+    let cfg = ws.config(&body);
+    let with_env = |args: &[&str], set: bool| {
+        let mut c = backstop();
+        c.args(args).arg("--config").arg(&cfg);
+        for v in [
+            "BOX_CLIENT_ID",
+            "BOX_CLIENT_SECRET",
+            "HC_PING_URL",
+            "DB_PASSWORD",
+        ] {
+            c.env_remove(v);
+        }
+        if set {
+            c.env("BOX_CLIENT_ID", "id")
+                .env("BOX_CLIENT_SECRET", "secret")
+                .env("HC_PING_URL", "http://127.0.0.1:1/ping")
+                .env("DB_PASSWORD", "unused-with-trust-auth");
+        }
+        Run::from(c.output().unwrap())
+    };
+    let r = with_env(&["backup", "--target", "prod"], false);
+    assert_eq!(r.code, 2, "a backup reads everything: {}", r.all());
+    assert!(
+        r.stderr.contains("BOX_CLIENT_ID")
+            || r.stderr.contains("HC_PING_URL")
+            || r.stderr.contains("DB_PASSWORD"),
+        "{}",
+        r.all()
+    );
+    let r = with_env(&["backup", "--target", "prod"], true);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    let dest = TestDb::reserve("bs_scoped_copy");
+    let r = with_env(
+        &[
+            "restore",
+            "--target",
+            "prod",
+            "--into",
+            &dest.url(),
+            "--create",
+        ],
+        false,
+    );
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(dest.fingerprint(), src.fingerprint());
 }

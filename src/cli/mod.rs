@@ -131,6 +131,11 @@ impl ConfigArg {
     pub fn load(&self) -> anyhow::Result<Config> {
         Config::load(&self.path()?)
     }
+
+    /// Only what the command uses (see [`crate::config::Uses`]).
+    pub fn load_for(&self, uses: crate::config::Uses) -> anyhow::Result<Config> {
+        Config::load_for(&self.path()?, uses)
+    }
 }
 
 /// Where a config is looked for when none is named, in order.

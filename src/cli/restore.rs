@@ -158,7 +158,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
         }
         return run_globals(&args, PgDestination(parse_pg_url(&args.into)?)).await;
     }
-    let config = args.config.load()?;
+    let config = args.config.load_for(args.uses())?;
     let (target, opened) = open_target(&args, &config)?;
     let engine = config
         .target(&target)
@@ -171,6 +171,10 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
             engine.url_form()
         )));
     }
+    // Options the engine cannot honour are refused before storage is read.
+    args.job(target.clone(), None, None)
+        .options
+        .refuse_unsupported(engine.label(), engine.restore_options())?;
     let storages = args.storage.of_target(
         &config,
         &opened,
@@ -194,6 +198,16 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
 }
 
 impl RestoreArgs {
+    /// A restore reads the backup (its target's storages and the
+    /// identity): not notifiers, other targets, or the source's password.
+    fn uses(&self) -> crate::config::Uses<'_> {
+        crate::config::Uses {
+            target: self.target.as_deref(),
+            notify: false,
+            source_credentials: false,
+        }
+    }
+
     fn job(
         &self,
         target: String,
@@ -245,7 +259,7 @@ async fn run_file(
             args.identity.path(None),
         )
     } else {
-        let config = args.config.load()?;
+        let config = args.config.load_for(args.uses())?;
         let mut opened = super::open_storages(&config, args.storage.storage.as_deref())?;
         (
             opened.swap_remove(0).storage,
@@ -260,7 +274,7 @@ async fn run_file(
 
 /// `--globals`: PostgreSQL's roles and tablespaces.
 async fn run_globals(args: &RestoreArgs, into: PgDestination) -> anyhow::Result<ExitKind> {
-    let config = args.config.load()?;
+    let config = args.config.load_for(args.uses())?;
     let (target, opened) = open_target(args, &config)?;
     let (from, backup_id) = locate(args, &config, &target, &opened).await?;
     let pg = &into.0;

@@ -4,6 +4,7 @@
 
 mod duration;
 mod expand;
+mod uses;
 #[macro_use]
 pub(crate) mod tagged;
 pub mod notify;
@@ -19,6 +20,7 @@ pub use crate::storage::rclone::{RcloneConfigSecret, RcloneStorageConfig};
 pub use crate::storage::s3::S3StorageConfig;
 pub use duration::{HumanDuration, TimeZoneName};
 pub use expand::expand_str;
+pub use uses::Uses;
 
 use crate::error::usage;
 use indexmap::IndexMap;
@@ -172,17 +174,27 @@ tagged_enum!(StorageConfig, "storage type", { "local" => Local, "s3" => S3, "box
 impl Config {
     /// Read, expand, parse and validate a config file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
+        Config::load_for(path, Uses::ALL)
+    }
+
+    /// [`Config::load`] of only what a command uses (see [`Uses`]).
+    pub fn load_for(path: &Path, uses: Uses) -> anyhow::Result<Config> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("{}: cannot read config: {e}", path.display())))?;
-        Config::parse(&text, path)
+        Config::parse_for(&text, path, uses)
     }
 
     /// Parse config text; `origin` names the file in errors and anchors
     /// relative `*_file` paths.
     pub fn parse(text: &str, origin: &Path) -> anyhow::Result<Config> {
+        Config::parse_for(text, origin, Uses::ALL)
+    }
+
+    fn parse_for(text: &str, origin: &Path, uses: Uses) -> anyhow::Result<Config> {
         let file = origin.display();
         let mut tree: toml::Value =
             toml::from_str(text).map_err(|e| usage(format!("{file}: {e}")))?;
+        uses.prune(&mut tree);
         let mut errors = Vec::new();
         expand::expand_tree(&mut tree, &mut Vec::new(), &mut errors);
         if !errors.is_empty() {
@@ -229,8 +241,8 @@ impl Config {
                 format!("storages.{name}")
             };
             validate_storage_name(name).map_err(|e| format!("{at}: {e}"))?;
-            resolve_storage(&mut entry.storage, base);
             validate_storage(&entry.storage).map_err(|e| format!("{at}.{e}"))?;
+            resolve_storage(&mut entry.storage, base);
             if let Some(r) = &entry.retention {
                 validate_retention(r).map_err(|e| format!("{at}.retention: {e}"))?;
             }

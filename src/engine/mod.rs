@@ -233,6 +233,11 @@ pub trait Engine: Sync {
     fn helper(&self, _args: &[std::ffi::OsString]) -> Option<anyhow::Result<()>> {
         None
     }
+    /// The restore options (by flag) this engine honours; the others are
+    /// refused by name before anything is read.
+    fn restore_options(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// What to check when connecting or dumping failed with `message`:
     /// each engine's hints belong to its own failures.
     fn connect_hint(&self, _message: &str) -> Option<&'static str> {

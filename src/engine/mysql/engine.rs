@@ -13,6 +13,10 @@ use async_trait::async_trait;
 pub struct Mysql;
 
 impl Engine for Mysql {
+    fn restore_options(&self) -> &'static [&'static str] {
+        &["--database"]
+    }
+
     fn connect_hint(&self, message: &str) -> Option<&'static str> {
         let hints: [(&str, &str); 5] = [
             ("Access denied for user", "the server refused the credentials: check `user` and `password`/`password_file`, and that the account's host part ('user'@'host') admits this client"),
@@ -91,7 +95,7 @@ impl Destination for MyDestination {
 impl MyDestination {
     fn request(&self, job: RestoreJob) -> anyhow::Result<super::restore::MysqlRestore> {
         job.options
-            .refuse_unsupported(Mysql.label(), &["--database"])?;
+            .refuse_unsupported(Mysql.label(), Mysql.restore_options())?;
         Ok(super::restore::MysqlRestore {
             target: job.target,
             backup: job.backup,

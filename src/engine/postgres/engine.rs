@@ -17,6 +17,17 @@ impl Engine for Postgres {
         super::tools::connect_hint(message)
     }
 
+    fn restore_options(&self) -> &'static [&'static str] {
+        &[
+            "--no-owner",
+            "--no-acl",
+            "--no-tablespaces",
+            "--server-locale",
+            "--jobs",
+            "--maintenance-db",
+        ]
+    }
+
     fn kind(&self) -> &'static str {
         "postgres"
     }
@@ -83,17 +94,8 @@ impl PgDestination {
     /// PostgreSQL's own request (`restore --file` and `--globals` use it
     /// directly).
     pub fn request(&self, job: RestoreJob) -> anyhow::Result<super::restore::RestoreRequest> {
-        job.options.refuse_unsupported(
-            Postgres.label(),
-            &[
-                "--no-owner",
-                "--no-acl",
-                "--no-tablespaces",
-                "--server-locale",
-                "--jobs",
-                "--maintenance-db",
-            ],
-        )?;
+        job.options
+            .refuse_unsupported(Postgres.label(), Postgres.restore_options())?;
         let maintenance = job.options.maintenance_db.as_deref().unwrap_or("postgres");
         Ok(super::restore::RestoreRequest {
             target: job.target,

@@ -75,7 +75,8 @@ impl Destination for SqliteDestination {
         layout: &Layout,
         job: RestoreJob,
     ) -> anyhow::Result<RestoreOutcome> {
-        job.options.refuse_unsupported(Sqlite.label(), &[])?;
+        job.options
+            .refuse_unsupported(Sqlite.label(), Sqlite.restore_options())?;
         let req = super::restore::SqliteRestore {
             target: job.target,
             backup: job.backup,
@@ -106,7 +107,8 @@ impl TargetSpec for SqliteTarget {
         Box::new(super::SqliteSource::from_config(self))
     }
     fn resolve(&mut self, base: &std::path::Path) -> Result<(), String> {
+        self.validate()?;
         self.path = base.join(&self.path);
-        self.validate()
+        Ok(())
     }
 }
