@@ -1,4 +1,4 @@
-//! One backup or prune per target at a time, on this host.
+//! One backup or prune per target of a config at a time, on this host.
 //!
 //! Under Kubernetes `concurrencyPolicy: Forbid` keeps runs apart; under
 //! cron, systemd or by hand nothing did, and two runs of one config started
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Where the lock files live: `$BACKSTOP_LOCK_DIR`, else
 /// `/tmp/backstop-locks-UID`. One fixed place, not `$TMPDIR` or
@@ -35,17 +35,14 @@ pub struct TargetLock {
     _file: File,
 }
 
-/// Take the lock of `target` writing to `places` (the storages'
-/// descriptions: two configs naming the same storage share the lock).
-/// With `wait`, block until it is free; else fail at once naming the
-/// holder.
-pub fn lock_target(target: &str, places: &[String], wait: bool) -> anyhow::Result<TargetLock> {
+/// Take the lock of `target` of the config file `config` (its canonical
+/// path: every run of that file, from any directory, shares it). With
+/// `wait`, block until it is free; else fail at once naming the holder.
+pub fn lock_target(target: &str, config: &Path, wait: bool) -> anyhow::Result<TargetLock> {
     let dir = lock_dir();
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("creating the lock directory {}", dir.display()))?;
-    let mut places = places.to_vec();
-    places.sort();
-    let digest = hex::encode(Sha256::digest(places.join("\n").as_bytes()));
+    let digest = hex::encode(Sha256::digest(config.as_os_str().as_encoded_bytes()));
     let path = dir.join(format!("{target}-{}.lock", &digest[..16]));
     let mut file = std::fs::OpenOptions::new()
         .read(true)
@@ -102,18 +99,18 @@ mod tests {
     fn a_second_holder_is_refused_naming_the_first_and_gets_it_once_free() {
         let dir = tempfile::tempdir().unwrap();
         std::env::set_var("BACKSTOP_LOCK_DIR", dir.path());
-        let places = vec!["local:/backups".to_string()];
-        let first = lock_target("prod", &places, false).unwrap();
+        let config = Path::new("/etc/backstop/backstop.toml");
+        let first = lock_target("prod", config, false).unwrap();
         // flock locks belong to the open file: a second open is a second holder.
-        let err = lock_target("prod", &places, false).unwrap_err().to_string();
+        let err = lock_target("prod", config, false).unwrap_err().to_string();
         assert!(
             err.contains("is busy") && err.contains(&format!("pid {}", std::process::id())),
             "{err}"
         );
-        // Another target, or the same name in another storage, is free.
-        assert!(lock_target("dev", &places, false).is_ok());
-        assert!(lock_target("prod", &["s3:other".to_string()], false).is_ok());
+        // Another target, or the same name in another config, is free.
+        assert!(lock_target("dev", config, false).is_ok());
+        assert!(lock_target("prod", Path::new("/home/me/backstop.toml"), false).is_ok());
         drop(first);
-        assert!(lock_target("prod", &places, false).is_ok());
+        assert!(lock_target("prod", config, false).is_ok());
     }
 }

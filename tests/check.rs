@@ -149,6 +149,11 @@ fn init_writes_a_starter_config_that_backs_up() {
     let local = format!("local:{}", ws.backups().display());
     let r = init(&local, &[]);
     assert_eq!(r.code, 0, "{}", r.all());
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains("[retry]\nattempts = 3") && text.contains("delay = \"5m\""),
+        "the retry defaults are shown: {text}"
+    );
     let r = run(&["backup"], &out);
     assert_eq!(r.code, 0, "{}", r.all());
     assert_eq!(r.summary()["targets"][0]["status"], "success");

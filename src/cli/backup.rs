@@ -119,8 +119,7 @@ impl<'a> Plan<'a> {
                 false => config.retry_for(target),
             };
             let storages = super::storages_of(config, &self.storages, target);
-            let places: Vec<String> = storages.iter().map(|s| s.storage.describe()).collect();
-            let lock = crate::lock::lock_target(target.name(), &places, self.wait);
+            let lock = crate::lock::lock_target(target.name(), &config.origin, self.wait);
             let _held = match lock {
                 Ok(held) => held,
                 Err(e) => {

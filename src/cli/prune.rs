@@ -36,18 +36,13 @@ pub async fn run(args: PruneArgs) -> anyhow::Result<ExitKind> {
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;
     let now = Utc::now();
     let mut reports = Vec::new();
-    // The lock a backup of each target takes (over all its storages): a
-    // prune never runs beside a backup of the same target.
-    let all = super::open_storages(&config, None)?;
+    // The lock a backup of each target takes: a prune never runs beside a
+    // backup of the same target.
     let mut held = Vec::new();
     let mut busy = false;
     let mut free = Vec::new();
     for t in targets {
-        let places: Vec<String> = super::storages_of(&config, &all, t)
-            .iter()
-            .map(|s| s.storage.describe())
-            .collect();
-        match crate::lock::lock_target(t.name(), &places, args.wait) {
+        match crate::lock::lock_target(t.name(), &config.origin, args.wait) {
             Ok(lock) => {
                 held.push(lock);
                 free.push(t);

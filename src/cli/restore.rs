@@ -203,6 +203,7 @@ impl RestoreArgs {
     fn uses(&self) -> crate::config::Uses<'_> {
         crate::config::Uses {
             target: self.target.as_deref(),
+            storage: self.storage.storage.as_deref(),
             notify: false,
             source_credentials: false,
         }

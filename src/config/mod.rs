@@ -26,11 +26,15 @@ use crate::error::usage;
 use indexmap::IndexMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The file this config was read from (set at load): runs of the same
+    /// file share their per-target locks.
+    #[serde(skip)]
+    pub origin: PathBuf,
     /// The single storage of a simple config; named "default" at load.
     #[serde(default, skip_serializing)]
     pub storage: Option<StorageConfig>,
@@ -213,6 +217,7 @@ impl Config {
     }
 
     fn resolve_and_validate(&mut self, origin: &Path) -> Result<(), String> {
+        self.origin = std::fs::canonicalize(origin).unwrap_or_else(|_| origin.to_path_buf());
         let base = origin.parent().unwrap_or(Path::new("."));
         if let Some(single) = self.storage.take() {
             if self.storages.contains_key(DEFAULT_STORAGE) {

@@ -15,6 +15,9 @@ use toml::Value;
 pub struct Uses<'a> {
     /// Only this target (and the storages it writes to); None: all.
     pub target: Option<&'a str>,
+    /// A storage named on the command line (`--storage`), kept even when
+    /// the target does not write to it (a copy made by `backstop copy`).
+    pub storage: Option<&'a str>,
     /// `[[notify]]` and `[metrics]`.
     pub notify: bool,
     /// The target's own credentials for its source database (`password`,
@@ -26,6 +29,7 @@ impl Uses<'_> {
     /// Everything: backup, check, schedule.
     pub const ALL: Uses<'static> = Uses {
         target: None,
+        storage: None,
         notify: true,
         source_credentials: true,
     };
@@ -71,9 +75,10 @@ impl Uses<'_> {
                     .collect()
             });
         root.insert("targets".into(), Value::Array(vec![target]));
-        let Some(used) = writes_to else {
+        let Some(mut used) = writes_to else {
             return; // every storage
         };
+        used.extend(self.storage.map(str::to_string));
         if !used.iter().any(|s| s == super::DEFAULT_STORAGE) {
             root.remove("storage");
         }
@@ -129,6 +134,7 @@ storages = ["box"]
         let mut tree: Value = toml::from_str(CONFIG).unwrap();
         Uses {
             target: Some("prod"),
+            storage: None,
             notify: false,
             source_credentials: false,
         }
