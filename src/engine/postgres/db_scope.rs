@@ -139,31 +139,11 @@ fn refuse(line: &str, why: &str) -> Verdict {
     ))
 }
 
-/// An identifier at the start of `s` as pg_dump prints it (quoted when
-/// needed): the name and how many bytes it took.
+/// An identifier at the start of `s` as pg_dump prints it: the name and
+/// how many bytes it took.
 fn parse_ident(s: &str) -> Option<(String, usize)> {
-    if let Some(q) = s.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = q.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '"' {
-                if chars.peek().map(|(_, c)| *c) == Some('"') {
-                    chars.next();
-                    name.push('"');
-                } else {
-                    return Some((name, i + 2));
-                }
-            } else {
-                name.push(c);
-            }
-        }
-        None
-    } else {
-        let len = s
-            .find(|c: char| c.is_whitespace() || c == ';')
-            .unwrap_or(s.len());
-        (len > 0).then(|| (s[..len].to_lowercase(), len))
-    }
+    let (name, rest) = crate::sql::split_ident(s);
+    (!name.is_empty()).then(|| (name, s.len() - rest.len()))
 }
 
 #[cfg(test)]

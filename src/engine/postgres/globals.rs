@@ -8,6 +8,7 @@
 //! server lacks is skipped with a warning. pg_dumpall writes each statement
 //! on one line, which is what makes this planning safe.
 
+use crate::sql::split_ident;
 use std::collections::HashSet;
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -49,7 +50,7 @@ pub fn plan(
             continue;
         }
         if let Some(rest) = l.strip_prefix("CREATE ROLE ") {
-            let name = ident(rest).0;
+            let name = split_ident(rest).0;
             if existing.contains(&name) {
                 p.existing_roles.push(name);
             } else {
@@ -63,14 +64,14 @@ pub fn plan(
             .or_else(|| l.strip_prefix("COMMENT ON ROLE "))
             .or_else(|| l.strip_prefix("SECURITY LABEL FOR "))
         {
-            let name = ident(rest).0;
+            let name = split_ident(rest).0;
             if !existing.contains(&name) {
                 p.roles_sql.push(l.to_string());
             }
             continue;
         }
         if let Some(rest) = l.strip_prefix("CREATE TABLESPACE ") {
-            let (name, after) = ident(rest);
+            let (name, after) = split_ident(rest);
             let location = after
                 .split_once("LOCATION '")
                 .map(|(_, loc)| loc.trim_end_matches("';").replace("''", "'"))
@@ -94,14 +95,14 @@ pub fn plan(
             .strip_prefix("ALTER TABLESPACE ")
             .or_else(|| l.strip_prefix("COMMENT ON TABLESPACE "))
         {
-            if !skip_tablespaces.contains(&ident(rest).0) {
+            if !skip_tablespaces.contains(&split_ident(rest).0) {
                 p.tablespaces_sql.push(l.to_string());
             }
             continue;
         }
         if l.starts_with("GRANT ") || l.starts_with("REVOKE ") {
             if let Some((_, on)) = l.split_once(" ON TABLESPACE ") {
-                if !skip_tablespaces.contains(&ident(on).0) {
+                if !skip_tablespaces.contains(&split_ident(on).0) {
                     p.tablespaces_sql.push(l.to_string());
                 }
                 continue;
@@ -110,7 +111,7 @@ pub fn plan(
             let member = l
                 .split_once(" TO ")
                 .or_else(|| l.split_once(" FROM "))
-                .map(|(_, m)| ident(m).0)
+                .map(|(_, m)| split_ident(m).0)
                 .unwrap_or_default();
             if !existing.contains(&member) {
                 p.roles_sql.push(l.to_string());
@@ -121,31 +122,6 @@ pub fn plan(
         p.roles_sql.push(l.to_string());
     }
     p
-}
-
-/// The identifier at the start of `s` (quoted or bare), and what follows.
-fn ident(s: &str) -> (String, &str) {
-    let s = s.trim_start();
-    if let Some(body) = s.strip_prefix('"') {
-        let mut name = String::new();
-        let mut chars = body.char_indices().peekable();
-        while let Some((i, c)) = chars.next() {
-            if c == '"' {
-                if chars.peek().map(|(_, c)| *c) == Some('"') {
-                    chars.next();
-                    name.push('"');
-                } else {
-                    return (name, &body[i + 1..]);
-                }
-            } else {
-                name.push(c);
-            }
-        }
-        (name, "")
-    } else {
-        let end = s.find([' ', ';', ',']).unwrap_or(s.len());
-        (s[..end].to_string(), &s[end..])
-    }
 }
 
 #[cfg(test)]
