@@ -108,7 +108,7 @@ pub async fn copy_target(
 
 /// The first object of `m` in `to` whose stored bytes do not match the
 /// manifest, read through.
-async fn first_damaged_object(to: End<'_>, m: &Manifest) -> anyhow::Result<Option<String>> {
+pub async fn first_damaged_object(to: End<'_>, m: &Manifest) -> anyhow::Result<Option<String>> {
     for o in &m.objects {
         let mut stream = to
             .storage

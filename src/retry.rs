@@ -138,7 +138,11 @@ pub fn permanent_cause(text: &str) -> Option<&'static str> {
             "pg_hba.conf rejects",
             "the server refuses this client (pg_hba.conf)",
         ),
-        ("\" does not exist", "a role or database does not exist"),
+        // Connecting as an unknown role or to an unknown database (FATAL
+        // at connect), not a relation dropped while pg_dump ran (an ERROR
+        // that the next try does not meet).
+        ("FATAL:  role \"", "the role does not exist"),
+        ("FATAL:  database \"", "the database does not exist"),
         ("` does not exist on ", "the database does not exist"),
         ("permission denied", "a permission is missing"),
         ("must be superuser", "a permission is missing"),
@@ -221,6 +225,7 @@ mod tests {
             "S3 PUT k: 503 Service Unavailable",
             "error sending request: operation timed out",
             "connection reset by peer",
+            "pg_dump: error: query failed: ERROR:  relation \"public.t\" does not exist",
         ] {
             assert_eq!(permanent_cause(transient), None, "{transient}");
         }

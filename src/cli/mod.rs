@@ -354,7 +354,7 @@ pub async fn from_intact_copy<'a, T>(
                     "the copy of backup {id} in storage `{}` is damaged ({e:#}); repair it with `backstop copy`",
                     s.name
                 );
-                mark_damaged(s, target, &id, &format!("{e:#}")).await;
+                mark_damaged(s, target, &id).await;
                 damaged.push(DamagedCopyOf {
                     storage: s.name.clone(),
                     why: format!("{e:#}"),
@@ -385,11 +385,24 @@ pub async fn from_intact_copy<'a, T>(
 }
 
 /// Best effort: a mark a person can act on, not a condition of the run.
-async fn mark_damaged(s: &OpenStorage, target: &str, id: &str, why: &str) {
+/// The copy is read through once more first: only bytes that mismatch
+/// again are marked, never a copy a read cut short in transit.
+async fn mark_damaged(s: &OpenStorage, target: &str, id: &str) {
     let marked = async {
         let b =
             crate::restore::choose_backup(s.storage.as_ref(), &s.layout, target, Some(id)).await?;
-        crate::catalog::mark_damaged(s.storage.as_ref(), &b.manifest_key, why).await
+        let end = crate::copy::End {
+            name: &s.name,
+            storage: s.storage.as_ref(),
+            layout: &s.layout,
+        };
+        match crate::copy::first_damaged_object(end, &b.manifest).await? {
+            Some(why) => crate::catalog::mark_damaged(s.storage.as_ref(), &b.manifest_key, &why).await,
+            None => {
+                tracing::warn!(target_name = target, storage = %s.name, "backup {id} read back intact on a second read: not marked damaged");
+                Ok(())
+            }
+        }
     }
     .await;
     if let Err(e) = marked {
