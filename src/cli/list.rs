@@ -38,7 +38,14 @@ struct Row<'a> {
 }
 
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
-    let config = args.config.load()?;
+    // A listing reads storages only: no notifier's or source database's
+    // variable needs to be set (the runbook runs it on a laptop).
+    let config = args.config.load_for(crate::config::Uses {
+        target: args.target.as_deref(),
+        storage: args.storage.storage.as_deref(),
+        notify: false,
+        source_credentials: false,
+    })?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;

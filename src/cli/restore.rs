@@ -74,7 +74,7 @@ pub struct PlaceArgs {
     /// the application first; SQLite renames the file), drop the old one.
     #[arg(long)]
     pub replace: bool,
-    /// With --replace: keep the old database as DB_replaced_YYYYMMDDHHMMSS.
+    /// With --replace: keep the old database as DB_replaced_YYYYMMDDHHMMSS (PostgreSQL; `_2`… when taken) or DB_replaced_YYYYMMDDHHMMSS_XXXX (MariaDB).
     #[arg(long, requires = "replace")]
     pub keep_replaced: bool,
     /// PostgreSQL: the database through which databases are created,

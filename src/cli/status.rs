@@ -74,7 +74,13 @@ struct Row {
 /// target and whether it is recent enough. For a watchdog CronJob or any
 /// monitoring that can run a command.
 pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
-    let config = args.config.load()?;
+    // Without --notify a status reads storages only (see `list`).
+    let config = args.config.load_for(crate::config::Uses {
+        target: args.target.as_deref(),
+        storage: args.storage.storage.as_deref(),
+        notify: args.notify,
+        source_credentials: false,
+    })?;
     let names: Vec<String> = args.target.into_iter().collect();
     let targets = select_targets(&config, &names)?;
     let opened = super::open_storages(&config, args.storage.storage.as_deref())?;

@@ -311,9 +311,11 @@ async fn restore_loadable(
         Mode::Replace {
             keep_replaced: true,
         } => {
+            // The random part keeps two replaces within one second apart.
             let name = format!(
-                "{db}_replaced_{}",
-                chrono::Utc::now().format("%Y%m%d%H%M%S")
+                "{db}_replaced_{}_{}",
+                chrono::Utc::now().format("%Y%m%d%H%M%S"),
+                &stamp[..4]
             );
             if name.chars().count() > 64 {
                 bail!(usage(format!(

@@ -705,7 +705,23 @@ fn put_in_place(
     while old.len() > 40 {
         old.pop();
     }
-    let old = format!("{old}_replaced_{stamp}");
+    // Two replaces within one second (a runbook run twice) must not collide
+    // on the name the old database is kept under.
+    let base = format!("{old}_replaced_{stamp}");
+    let taken = maint
+        .query(
+            psql,
+            &format!(
+                "SELECT datname FROM pg_database WHERE datname LIKE {};",
+                literal(&format!("{base}%"))
+            ),
+        )
+        .with_context(|| format!("choosing the name {target} is kept under"))?;
+    let taken: Vec<&str> = taken.lines().map(str::trim).collect();
+    let old = std::iter::once(base.clone())
+        .chain((2..).map(|n| format!("{base}_{n}")))
+        .find(|name| !taken.contains(&name.as_str()))
+        .expect("an unused name");
     let terminate = if matches!(mode, Mode::Replace { .. }) {
         format!(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = {} AND pid <> pg_backend_pid();\n",
