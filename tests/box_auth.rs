@@ -122,11 +122,31 @@ async fn import_rclone_then_backup_and_status() {
         "status never prints tokens"
     );
 
+    let textfile = ws.path("backstop.prom");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[metrics]\ntextfile = \"{}\"\n",
+        textfile.display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
     let r = cli(vec!["backup".into(), "--config".into(), c.clone()]).await;
     assert_eq!(r.code, 0, "{}", r.all());
     assert!(
         !fake.refresh_token_is_valid(&refresh),
         "the imported token was used and rotated"
+    );
+    // The rotated refresh token's expiry, for the "near expiry" alert.
+    let metrics = std::fs::read_to_string(&textfile).unwrap();
+    let expiry: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("backstop_storage_credential_expiry_timestamp_seconds{"))
+        .and_then(|l| l.rsplit_once(' '))
+        .map(|(_, v)| v.parse().unwrap())
+        .unwrap_or_else(|| panic!("no expiry metric: {metrics}"));
+    let in_60_days = (chrono::Utc::now() + chrono::Duration::days(60)).timestamp() as f64;
+    assert!(
+        (expiry - in_60_days).abs() < 300.0,
+        "{expiry} vs {in_60_days}"
     );
     let r = cli(vec!["auth".into(), "status".into(), "--config".into(), c]).await;
     assert!(

@@ -386,6 +386,42 @@ async fn metrics_textfile_and_pushgateway() {
         "{}",
         pushes[1].body
     );
+    assert_eq!(
+        value("backstop_copy_stored", "ok", None),
+        Some(1.0),
+        "the copy in the one storage"
+    );
+
+    // verify writes its own file and group, leaving the backup figures be.
+    let r = run_async(
+        &[
+            "verify",
+            "--target",
+            "ok",
+            "--scratch",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        ],
+        cfg.clone(),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.all());
+    let verify_text = std::fs::read_to_string(ws.path("node/backstop-verify.prom")).unwrap();
+    assert!(
+        verify_text.contains("backstop_verify_success{target=\"ok\"} 1"),
+        "{verify_text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&textfile).unwrap(),
+        text,
+        "backup metrics untouched"
+    );
+    let pushes = gateway.take();
+    assert_eq!(pushes.len(), 3, "the two backups' pushes and the verify's");
+    assert_eq!(
+        pushes[2].path,
+        "/metrics/job/backstop-verify/instance/prod-cluster"
+    );
 }
 
 #[test]

@@ -263,3 +263,47 @@ fn the_kubernetes_incident_runbook_runs_as_written() {
     drop(dev);
     psql("postgres", &format!("DROP ROLE IF EXISTS {owner}"));
 }
+
+/// What the README's laptop blocks name that a test must not touch: its
+/// build command (the tests' binary is on PATH) and the copy's database.
+const SUBSTITUTIONS: [(&str, &str); 2] = [
+    ("cargo run --release -- ", "backstop "),
+    ("postgres_copy", "$COPY"),
+];
+
+#[test]
+fn the_readme_laptop_blocks_run_as_written() {
+    let ws = Workspace::new();
+    let examples = ws.path("examples");
+    std::fs::create_dir_all(&examples).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/backstop.toml"),
+        examples.join("backstop.toml"),
+    )
+    .unwrap();
+    let copy = unique("readme_copy");
+    let blocks: Vec<String> = runbook_blocks("README.md")
+        .into_iter()
+        .map(|b| {
+            SUBSTITUTIONS
+                .iter()
+                .fold(b, |b, (from, to)| b.replace(from, to))
+        })
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "the backup block and the list/restore/check block"
+    );
+    let out = run_blocks(&ws, &blocks, &[("COPY", copy.clone())], &ws.path(""));
+    assert!(
+        ws.path("examples/backups").is_dir(),
+        "the backups went beside the config: {out}"
+    );
+    assert!(support::database_exists(&copy), "{out}");
+    assert!(
+        out.contains("local"),
+        "list showed the target's backup: {out}"
+    );
+    psql("postgres", &format!("DROP DATABASE {copy} WITH (FORCE)"));
+}

@@ -323,7 +323,7 @@ async fn status(config: ConfigArg) -> anyhow::Result<ExitKind> {
             match stored.token.refresh_token_issued_at {
                 Some(at) => {
                     let days = (now - at).num_days();
-                    crate::outln!("refresh token: issued {} ({days} days ago; Box revokes it after 60 days unused)", at.to_rfc3339());
+                    crate::outln!("refresh token: issued {} ({days} days ago; Box revokes it after {} days unused)", at.to_rfc3339(), crate::tokens::REFRESH_TOKEN_DAYS);
                     if days >= 45 {
                         crate::outln!("WARNING: the refresh token is {days} days old: run a backup (which rotates it) or `backstop auth box login` before day 60");
                     }

@@ -164,6 +164,11 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
         targets: reports,
     };
     crate::notify::notify_all(&notifiers, crate::notify::Event::Finished(&run)).await;
+    if let Some(m) = &config.metrics {
+        if let Err(e) = crate::notify::metrics::publish_verify(m, &run).await {
+            tracing::error!("publishing verify metrics failed: {e:#}");
+        }
+    }
     if json {
         crate::outln!(
             "{}",

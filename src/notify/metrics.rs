@@ -24,6 +24,8 @@ pub struct TargetMetrics {
     pub backup_duration_seconds: f64,
     /// The newest backup attempt left a manifest but is damaged.
     pub newest_damaged: bool,
+    /// This run's copy per storage: stored or not.
+    pub copies: Vec<(String, bool)>,
 }
 
 /// (target, status) → count.
@@ -55,6 +57,11 @@ pub async fn collect(report: &RunReport, places: &Places<'_>) -> Vec<TargetMetri
             backup_size_bytes,
             backup_duration_seconds: t.duration_seconds,
             newest_damaged,
+            copies: t
+                .copies
+                .iter()
+                .map(|c| (c.storage.clone(), c.status == Status::Success))
+                .collect(),
         });
     }
     out
@@ -119,6 +126,26 @@ pub fn render(metrics: &[TargetMetrics], totals: &Totals) -> String {
         "gauge",
         "Duration of the last backup attempt.",
         per(&|m| Some(m.backup_duration_seconds.to_string())),
+    );
+    family(
+        "backstop_copy_stored",
+        "gauge",
+        "1 if the last backup attempt stored its copy in this storage, else 0.",
+        metrics
+            .iter()
+            .flat_map(|m| {
+                m.copies.iter().map(|(storage, ok)| {
+                    (
+                        format!(
+                            "target=\"{}\",storage=\"{}\"",
+                            label(&m.target),
+                            label(storage)
+                        ),
+                        if *ok { "1" } else { "0" }.to_string(),
+                    )
+                })
+            })
+            .collect(),
     );
     family(
         "backstop_backups_total",
@@ -230,20 +257,109 @@ pub async fn publish(
     places: &Places<'_>,
 ) -> anyhow::Result<()> {
     let metrics = collect(report, places).await;
+    let mut expiries = Vec::new();
+    for (storage, _) in places {
+        if let Some(at) = storage.credential_expires_at().await {
+            expiries.push((storage.describe(), ts(at)));
+        }
+    }
+    let extra = render_expiries(&expiries);
+    deliver(config, "", |previous| {
+        render(&metrics, &add_run(previous, &metrics)) + &extra
+    })
+    .await
+}
+
+/// A verify run's result per target, beside the backup metrics: its own
+/// textfile (`NAME-verify.prom` next to `NAME.prom`) or Pushgateway group
+/// (job `JOB-verify`), so neither run overwrites the other's figures.
+pub async fn publish_verify(config: &MetricsConfig, report: &RunReport) -> anyhow::Result<()> {
+    let body = render_verify(report);
+    deliver(config, "-verify", |_| body.clone()).await
+}
+
+/// The verify families: when each target was last verified, and whether
+/// that verify passed.
+pub fn render_verify(report: &RunReport) -> String {
+    let mut out = String::new();
+    let families: [(&str, &str, &dyn Fn(&crate::report::TargetReport) -> String); 2] = [
+        (
+            "backstop_verify_last_run_timestamp_seconds",
+            "End time of the last verify of the target's newest backup.",
+            &|t| ts(t.finished_at).to_string(),
+        ),
+        (
+            "backstop_verify_success",
+            "1 if the last verify restored the newest backup and its checks passed, else 0.",
+            &|t| {
+                if t.status == Status::Success {
+                    "1"
+                } else {
+                    "0"
+                }
+                .to_string()
+            },
+        ),
+    ];
+    for (name, help, value) in families {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for t in &report.targets {
+            out.push_str(&format!(
+                "{name}{{target=\"{}\"}} {}\n",
+                label(&t.target),
+                value(t)
+            ));
+        }
+    }
+    out
+}
+
+/// When each storage's self-refreshed credential expires.
+fn render_expiries(expiries: &[(String, f64)]) -> String {
+    if expiries.is_empty() {
+        return String::new();
+    }
+    let name = "backstop_storage_credential_expiry_timestamp_seconds";
+    let mut out = format!("# HELP {name} When the storage's refresh token is revoked unless a run uses it (Box OAuth).\n# TYPE {name} gauge\n");
+    for (storage, at) in expiries {
+        out.push_str(&format!("{name}{{storage=\"{}\"}} {at}\n", label(storage)));
+    }
+    out
+}
+
+/// `path` with `suffix` before its extension: backstop.prom → backstop-verify.prom.
+fn sibling(path: &Path, suffix: &str) -> std::path::PathBuf {
+    if suffix.is_empty() {
+        return path.to_path_buf();
+    }
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    let name = match path.extension() {
+        Some(ext) => format!("{stem}{suffix}.{}", ext.to_string_lossy()),
+        None => format!("{stem}{suffix}"),
+    };
+    path.with_file_name(name)
+}
+
+/// Write `body` (given the counters so far) to the textfile and/or the
+/// Pushgateway; `suffix` names a separate file and group.
+async fn deliver(
+    config: &MetricsConfig,
+    suffix: &str,
+    body: impl Fn(Totals) -> String,
+) -> anyhow::Result<()> {
     let mut errors = Vec::new();
     if let Some(path) = &config.textfile {
-        let previous = std::fs::read_to_string(path)
+        let path = sibling(path, suffix);
+        let previous = std::fs::read_to_string(&path)
             .map(|t| previous_totals(&t))
             .unwrap_or_default();
-        let body = render(&metrics, &add_run(previous, &metrics));
-        if let Err(e) = write_textfile(path, &body) {
+        if let Err(e) = write_textfile(&path, &body(previous)) {
             errors.push(format!("textfile {}: {e:#}", path.display()));
         }
     }
     if let Some(gateway) = &config.pushgateway {
-        let body = render(&metrics, &add_run(Totals::new(), &metrics));
         let url = format!(
-            "{}/metrics/job/{}/instance/{}",
+            "{}/metrics/job/{}{suffix}/instance/{}",
             gateway.expose().trim_end_matches('/'),
             config.job,
             config.instance
@@ -252,7 +368,7 @@ pub async fn publish(
             let resp = crate::http::client()?
                 .put(url)
                 .header("content-type", "text/plain; version=0.0.4")
-                .body(body)
+                .body(body(Totals::new()))
                 .timeout(std::time::Duration::from_secs(30))
                 .send()
                 .await
@@ -285,6 +401,7 @@ mod tests {
             backup_size_bytes: ok.then_some(1234),
             backup_duration_seconds: 3.25,
             newest_damaged: !ok,
+            copies: vec![("default".into(), ok), ("offsite".into(), true)],
         }
     }
 
@@ -310,5 +427,70 @@ mod tests {
             text.contains("backstop_newest_backup_damaged{target=\"prod\"} 1"),
             "a damaged newest backup is a metric of its own: {text}"
         );
+    }
+
+    #[test]
+    fn a_copy_missing_in_one_storage_is_a_sample_of_its_own() {
+        let text = render(&[m("prod", false)], &Totals::new());
+        assert!(
+            text.contains("backstop_copy_stored{target=\"prod\",storage=\"default\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backstop_copy_stored{target=\"prod\",storage=\"offsite\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn verify_metrics_go_to_their_own_file_and_group() {
+        assert_eq!(
+            sibling(Path::new("/var/lib/node/backstop.prom"), "-verify"),
+            Path::new("/var/lib/node/backstop-verify.prom")
+        );
+        assert_eq!(
+            sibling(Path::new("/var/lib/node/backstop.prom"), ""),
+            Path::new("/var/lib/node/backstop.prom")
+        );
+        let now = chrono::Utc::now();
+        let target = |name: &str, status| crate::report::TargetReport {
+            status,
+            ..crate::report::TargetReport::ok(name, now, 1.0)
+        };
+        let report = RunReport {
+            event: "verify",
+            tool_version: String::new(),
+            host: String::new(),
+            started_at: now,
+            finished_at: now,
+            targets: vec![
+                target("prod", Status::Success),
+                target("dev", Status::Failed),
+            ],
+        };
+        let text = render_verify(&report);
+        assert!(
+            text.contains("backstop_verify_success{target=\"prod\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("backstop_verify_success{target=\"dev\"} 0"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("backstop_verify_last_run_timestamp_seconds{")
+                .count(),
+            2
+        );
+    }
+
+    #[test]
+    fn a_refresh_token_expiry_is_exported_per_storage() {
+        let text = render_expiries(&[("box:backups".into(), 1_700_000_000.0)]);
+        assert!(
+            text.contains("backstop_storage_credential_expiry_timestamp_seconds{storage=\"box:backups\"} 1700000000"),
+            "{text}"
+        );
+        assert!(render_expiries(&[]).is_empty());
     }
 }

@@ -73,6 +73,11 @@ pub trait Upload: Send {
 pub trait Storage: Send + Sync {
     /// Where this storage points, for logs and errors (never a secret).
     fn describe(&self) -> String;
+    /// When the credential this storage refreshes by itself stops working
+    /// unless used (a Box OAuth refresh token); None when nothing expires.
+    async fn credential_expires_at(&self) -> Option<DateTime<Utc>> {
+        None
+    }
     /// Check that the storage is reachable and usable (bucket exists,
     /// credentials work) before a dump starts, so a misconfiguration costs
     /// no dump and gets a clear message.

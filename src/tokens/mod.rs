@@ -16,6 +16,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+/// Box revokes a refresh token this many days after it was issued.
+pub const REFRESH_TOKEN_DAYS: i64 = 60;
+
 /// What a store holds. Unknown fields are ignored so other tools' extra
 /// keys survive a read (they are not written back).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -45,6 +48,13 @@ impl TokenSet {
     }
 
     /// The stored form: the secret values themselves (never logged).
+    /// When Box revokes this refresh token if it is not used (60 days
+    /// after it was issued); unknown for an imported token.
+    pub fn refresh_token_expires_at(&self) -> Option<DateTime<Utc>> {
+        self.refresh_token_issued_at
+            .map(|at| at + chrono::Duration::days(REFRESH_TOKEN_DAYS))
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::json!({
             "access_token": self.access_token.as_ref().map(|s| s.expose()),

@@ -96,6 +96,22 @@ impl BoxAuthProvider {
         }
     }
 
+    /// When the stored refresh token will be revoked unless a run uses it
+    /// (OAuth only: CCG has no refresh token). For the metrics: an alert
+    /// fires while there is still time to run a backup or log in again.
+    pub async fn refresh_token_expires_at(&self) -> Option<chrono::DateTime<Utc>> {
+        let Method::Oauth { store, .. } = &self.method else {
+            return None;
+        };
+        match store.load().await {
+            Ok(stored) => stored.token.refresh_token_expires_at(),
+            Err(e) => {
+                tracing::warn!(store = %store.describe(), "cannot read the token store for its expiry: {e:#}");
+                None
+            }
+        }
+    }
+
     /// A valid access token; `stale` is one the API just rejected (401).
     pub async fn access_token(&self, stale: Option<&Secret>) -> Result<Secret, AuthError> {
         let mut current = self.current.lock().await;

@@ -332,6 +332,10 @@ const SPOOL_MARKER: &str = ".backstop-spool-";
 
 #[async_trait]
 impl Storage for BoxStorage {
+    async fn credential_expires_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.inner.auth.refresh_token_expires_at().await
+    }
+
     /// Box commits atomically (nothing half-done lives on Box's side); what
     /// a killed run leaves is its local spool file. Spool files cannot be
     /// told apart by target, so every one older than `before` is listed.
