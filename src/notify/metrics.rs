@@ -282,7 +282,8 @@ pub async fn publish_verify(config: &MetricsConfig, report: &RunReport) -> anyho
 /// that verify passed.
 pub fn render_verify(report: &RunReport) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &dyn Fn(&crate::report::TargetReport) -> String); 2] = [
+    type Value = dyn Fn(&crate::report::TargetReport) -> String;
+    let families: [(&str, &str, &Value); 2] = [
         (
             "backstop_verify_last_run_timestamp_seconds",
             "End time of the last verify of the target's newest backup.",
