@@ -155,6 +155,10 @@ pub fn permanent_cause(text: &str) -> Option<&'static str> {
         ("Unknown database", "the database does not exist"),
         ("command denied to user", "a permission is missing"),
         ("privilege(s) for this operation", "a permission is missing"),
+        (
+            "lacks privileges a complete dump",
+            "a permission is missing",
+        ),
         // SQLite and local storage
         (
             "unable to open database file",

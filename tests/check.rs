@@ -28,7 +28,12 @@ fn check_tries_targets_storage_and_notifiers_and_names_what_fails() {
     assert!(r.stdout.contains("pg_dump 15"), "{}", r.stdout);
     assert!(r.stdout.contains("✓ storage local:"), "{}", r.stdout);
     assert!(r.stdout.contains("✓ notify smtp"), "{}", r.stdout);
-    assert!(r.stdout.contains("all 3 checks passed"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("✓ target good privileges: role postgres is a superuser"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("all 4 checks passed"), "{}", r.stdout);
     assert_eq!(
         smtp.messages(1, Duration::from_secs(10)).len(),
         1,
@@ -55,7 +60,7 @@ fn check_tries_targets_storage_and_notifiers_and_names_what_fails() {
         "{}",
         r.stdout
     );
-    assert!(r.stdout.contains("1 of 3 checks failed"), "{}", r.stdout);
+    assert!(r.stdout.contains("1 of 4 checks failed"), "{}", r.stdout);
 }
 
 /// `backstop check` with the S3 credentials in the environment, off the
@@ -242,4 +247,85 @@ fn help_names_every_engine() {
             assert!(line.contains(w), "{command}: {w} missing in: {line}");
         }
     }
+}
+
+fn role_target(role: &str, db: &str, extra: &str) -> String {
+    format!(
+        "[[targets]]\nname = \"least\"\ntype = \"postgres\"\nhost = \"{PG_HOST}\"\nport = {PG_PORT}\nuser = \"{role}\"\ndatabase = \"{db}\"\nretry = {{ attempts = 1 }}\n{extra}\n"
+    )
+}
+
+/// The least-privilege backup role the docs and `init` give works, and
+/// `check` names each privilege a role lacks (and the GRANT) before a
+/// nightly backup fails on it.
+#[test]
+fn check_names_the_privilege_a_backup_role_lacks() {
+    let db = TestDb::create("bs_least");
+    db.sql("CREATE SCHEMA private; CREATE TABLE private.salaries (x int); CREATE TABLE public.orders (id serial primary key)");
+    let role = unique("bs_backup_role");
+    psql("postgres", &format!("CREATE ROLE {role} LOGIN"));
+    let ws = Workspace::new();
+    let cfg = ws.config(&role_target(&role, &db.name, ""));
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.contains("target least privileges"))
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .to_string();
+    assert!(line.starts_with('✗'), "{line}");
+    for named in [
+        "USAGE on schema private",
+        "public.orders",
+        "public.orders_id_seq",
+        &format!("GRANT pg_read_all_data TO {role};"),
+    ] {
+        assert!(line.contains(named), "{named} in {line}");
+    }
+    // What pg_dump would have said, had the backup run.
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("permission denied"), "{}", r.all());
+
+    psql("postgres", &format!("GRANT pg_read_all_data TO {role}"));
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("✓ target least privileges"),
+        "{}",
+        r.stdout
+    );
+
+    // globals = true reads role passwords: a superuser's privilege.
+    let cfg = ws.config(&role_target(&role, &db.name, "globals = true"));
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stdout.contains("role_passwords = false"), "{}", r.stdout);
+    let cfg = ws.config(&role_target(
+        &role,
+        &db.name,
+        "globals = true\nrole_passwords = false",
+    ));
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = run(&["backup"], &cfg);
+    assert_eq!(
+        r.code,
+        0,
+        "the backup role dumps the globals without passwords: {}",
+        r.all()
+    );
+    let globals = std::fs::read(ws.stored_file(".globals.sql.zst")).unwrap();
+    let globals = String::from_utf8(zstd::decode_all(&globals[..]).unwrap()).unwrap();
+    assert!(
+        globals.contains(&format!("CREATE ROLE {role}")),
+        "{globals}"
+    );
+    assert!(
+        !globals.contains("PASSWORD 'SCRAM") && !globals.contains("PASSWORD 'md5"),
+        "{globals}"
+    );
+    drop(db);
+    psql("postgres", &format!("DROP ROLE {role}"));
 }

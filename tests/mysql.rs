@@ -1179,3 +1179,84 @@ fn verify_compares_every_table_with_the_dump_and_create_keeps_the_comment() {
         r.all()
     );
 }
+
+/// Regression: mariadb-dump run by a user without TRIGGER, or without
+/// SELECT on mysql.proc, leaves the triggers and procedures out and exits
+/// 0: such a backup "succeeded" without them. Now the grants are read
+/// first: the backup fails naming the GRANT, `check` says the same, and
+/// with the documented grants the dump holds every trigger and routine.
+#[test]
+fn a_backup_user_without_trigger_privilege_no_longer_loses_triggers_silently() {
+    let src = shop();
+    let user = unique("bs_my_least");
+    mariadb(
+        "",
+        &format!(
+            "CREATE USER '{user}'@'%'; GRANT SELECT, SHOW VIEW, EVENT ON `{}`.* TO '{user}'@'%'",
+            src.name
+        ),
+    );
+    let ws = Workspace::new();
+    let cfg =
+        ws.config(&target(&src.name, "").replace("user = \"root\"", &format!("user = \"{user}\"")));
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    let error = r.summary()["targets"][0]["error"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("the triggers (left out without an error)"),
+        "{error}"
+    );
+    assert!(
+        error.contains(&format!(
+            "GRANT TRIGGER ON `{}`.* TO '{user}'@'%';",
+            src.name
+        )),
+        "{error}"
+    );
+    assert!(error.contains("GRANT SELECT ON `mysql`.`proc`"), "{error}");
+    assert!(
+        r.all().contains("not retried"),
+        "a permission is not retried: {}",
+        r.all()
+    );
+    assert!(ws.stored_files().is_empty(), "{:?}", ws.stored_files());
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("✗ target shop") && r.stdout.contains("GRANT TRIGGER"),
+        "{}",
+        r.stdout
+    );
+
+    // The grants the docs and `init` give.
+    mariadb(
+        "",
+        &format!(
+            "GRANT TRIGGER ON `{}`.* TO '{user}'@'%'; GRANT SELECT ON mysql.proc TO '{user}'@'%'",
+            src.name
+        ),
+    );
+    let r = run(&["check"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.stdout.contains("✓ target shop privileges: user"),
+        "{}",
+        r.stdout
+    );
+    let r = run(&["backup"], &cfg);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let dump = std::fs::read(ws.stored_file(".sql.zst")).unwrap();
+    let sql = String::from_utf8(zstd::decode_all(&dump[..]).unwrap()).unwrap();
+    assert!(
+        sql.contains("TRIGGER") && sql.contains("order_audit"),
+        "the trigger is in the dump"
+    );
+    assert!(
+        sql.contains("PROCEDURE") && sql.contains("order_count"),
+        "the procedure is in the dump"
+    );
+    mariadb("", &format!("DROP USER '{user}'@'%'"));
+}

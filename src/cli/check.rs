@@ -78,11 +78,17 @@ pub async fn run(args: CheckArgs) -> anyhow::Result<ExitKind> {
                 plan.tool, plan.tool_version
             )
         });
+        let reachable = result.is_ok();
         lines.push(Line::hinted(
             format!("target {}", t.name()),
             result,
             Some(t.engine()),
         ));
+        if reachable {
+            if let Some(result) = source.privileges().await {
+                lines.push(Line::of(format!("target {} privileges", t.name()), result));
+            }
+        }
     }
     let several = config.storages.len() > 1;
     for s in super::open_storages(&config, None)? {

@@ -106,6 +106,12 @@ pub trait Source: Send + Sync {
     fn info(&self) -> SourceInfo;
     /// Connect, find the server version, choose the tools. Reads no data.
     async fn plan(&self) -> anyhow::Result<DumpPlan>;
+    /// For `backstop check`: whether the backup user may read everything
+    /// a complete dump holds (Err names what is missing and the GRANT that
+    /// gives it); None where there is nothing to grant (SQLite).
+    async fn privileges(&self) -> Option<anyhow::Result<String>> {
+        None
+    }
 }
 
 /// The source a target config describes.

@@ -10,6 +10,7 @@ mod db_scope;
 mod engine;
 mod events;
 pub mod flavour;
+mod privileges;
 pub mod restore;
 mod rows;
 mod swap;
@@ -69,17 +70,13 @@ const WORKING_DATABASES: &str = "^backstop_verify_|_bs_(restore|old)_[0-9a-f]{8}
 /// [`crate::catalog::Manifest::database_raw_bytes`]).
 pub const ROLE_PREFIX: &str = "database:";
 
-/// Connect, read each database's character set, choose the tools; the
-/// option file returned must outlive the dumps.
-fn plan_blocking(
-    conn: &MyConn,
+/// The databases a selection names (`all = true`: every user database).
+fn databases(
+    tools: &tools::MyTools,
+    server: &MyConn,
     selection: &Selection,
-) -> anyhow::Result<(DumpPlan, tempfile::TempPath)> {
-    let tools = tools::discover()?;
-    let server = conn.with_database("");
-    let version = tools::query(&tools, &server, "SELECT VERSION();")
-        .with_context(|| format!("connecting to {}", conn.endpoint()))?;
-    let names = match selection {
+) -> anyhow::Result<Vec<String>> {
+    Ok(match selection {
         Selection::One(db) => vec![db.clone()],
         Selection::Listed(dbs) => dbs.clone(),
         Selection::All => {
@@ -89,8 +86,8 @@ fn plan_blocking(
                 .collect::<Vec<_>>()
                 .join(", ");
             let found = tools::query(
-                &tools,
-                &server,
+                tools,
+                server,
                 &format!(
                     "SELECT SCHEMA_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME NOT IN ({system}) \
                      AND SCHEMA_NAME NOT REGEXP {} ORDER BY 1;",
@@ -105,18 +102,40 @@ fn plan_blocking(
             if names.is_empty() {
                 anyhow::bail!(
                     "{} holds no database besides its own (all = true)",
-                    conn.endpoint()
+                    server.endpoint()
                 );
             }
             names
         }
-    };
+    })
+}
+
+/// Connect, read each database's character set, choose the tools; the
+/// option file returned must outlive the dumps.
+fn plan_blocking(
+    conn: &MyConn,
+    selection: &Selection,
+) -> anyhow::Result<(DumpPlan, tempfile::TempPath)> {
+    let tools = tools::discover()?;
+    let server = conn.with_database("");
+    let version = tools::query(&tools, &server, "SELECT VERSION();")
+        .with_context(|| format!("connecting to {}", conn.endpoint()))?;
+    let names = databases(&tools, &server, selection)?;
     let chosen = tools::dump_for(&version)?;
     let options = conn.option_file()?;
     let several = !matches!(selection, Selection::One(_));
     let mut streams = Vec::new();
     let mut properties = serde_json::Map::new();
+    let flavour = flavour::identify(&version).0;
     for db in &names {
+        match privileges::check(&tools, &server, flavour, db) {
+            Ok(None) => {}
+            Ok(Some(m)) if !m.roles_granted => anyhow::bail!(m.describe(&conn.user, db)),
+            Ok(Some(m)) => tracing::warn!(database = %db, "{}", m.describe(&conn.user, db)),
+            Err(e) => {
+                tracing::warn!(database = %db, "could not read the user's grants to check that the dump is complete: {e:#}")
+            }
+        }
         let defaults = tools::database_defaults(&tools, conn, db)?;
         warn_non_transactional(&tools, &server, db)?;
         let mut command = tools::command(&chosen.tool.path, &options);
@@ -228,5 +247,31 @@ impl Source for MysqlSource {
             .context("source planning task")??;
         *self.options.lock().expect("options lock") = Some(options);
         Ok(plan)
+    }
+
+    async fn privileges(&self) -> Option<anyhow::Result<String>> {
+        let (conn, selection) = (self.conn.clone(), self.selection.clone());
+        let checked = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+            let tools = tools::discover()?;
+            let server = conn.with_database("");
+            let flavour = flavour::identify(&tools::query(&tools, &server, "SELECT VERSION();")?).0;
+            let mut problems = Vec::new();
+            let names = databases(&tools, &server, &selection)?;
+            for db in &names {
+                if let Some(m) = privileges::check(&tools, &server, flavour, db)? {
+                    problems.push(m.describe(&conn.user, db));
+                }
+            }
+            match problems.is_empty() {
+                true => Ok(format!(
+                    "user {} may read everything a complete dump of {} holds",
+                    conn.user,
+                    names.join(", ")
+                )),
+                false => anyhow::bail!(problems.join("; ")),
+            }
+        })
+        .await;
+        Some(checked.unwrap_or_else(|e| Err(anyhow::anyhow!("privilege check task: {e}"))))
     }
 }

@@ -39,6 +39,10 @@ pub struct PostgresTarget {
     pub format: PgFormat,
     #[serde(default)]
     pub globals: bool,
+    /// With globals: dump the roles' passwords too (needs a superuser);
+    /// false adds `--no-role-passwords`.
+    #[serde(default = "default_true")]
+    pub role_passwords: bool,
     /// Empty means: choose the pg_dump that matches the server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pg_dump_path: Option<PathBuf>,
@@ -55,6 +59,10 @@ pub struct PostgresTarget {
     /// storage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub storages: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_pg_host() -> String {

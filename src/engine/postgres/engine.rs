@@ -43,6 +43,15 @@ impl Engine for Postgres {
         starter.keys.push_str(
             "format = \"custom\"                     # custom (pg_restore) | plain (SQL)\n",
         );
+        starter.keys.push_str(&format!(
+            "# A backup role needs to read, not to own (`backstop check` names what it lacks):\n\
+             #   CREATE ROLE backup LOGIN PASSWORD '…';\n\
+             #   GRANT CONNECT ON DATABASE {db} TO backup;\n\
+             #   GRANT pg_read_all_data TO backup;          -- PostgreSQL 14+: every table, sequence, large object\n\
+             # globals = true (roles, tablespaces) reads role passwords only as a superuser;\n\
+             # role_passwords = false dumps the roles without them, as backup.\n",
+            db = c.database
+        ));
         Ok(starter)
     }
     fn destination(&self, url: &str) -> Option<anyhow::Result<Box<dyn Destination>>> {

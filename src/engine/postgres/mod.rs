@@ -8,6 +8,7 @@ pub mod db_scope;
 pub mod engine;
 pub mod globals;
 pub mod plain_filter;
+pub mod privileges;
 pub mod restore;
 pub mod tools;
 pub mod url;
@@ -30,6 +31,7 @@ pub struct PostgresSource {
     pub conn: PgConn,
     pub format: PgFormat,
     pub globals: bool,
+    pub role_passwords: bool,
     pub pg_dump_path: Option<PathBuf>,
 }
 
@@ -39,6 +41,7 @@ impl PostgresSource {
             conn: conn_of(t),
             format: t.format,
             globals: t.globals,
+            role_passwords: t.role_passwords,
             pg_dump_path: t.pg_dump_path.clone(),
         }
     }
@@ -92,13 +95,18 @@ impl PostgresSource {
                     }
                 }
             };
+            let mut dumpall = ChildCommand::new(pg_dumpall)
+                .arg("--globals-only")
+                .arg("--no-password");
+            if !self.role_passwords {
+                // Reads pg_roles instead of pg_authid: no superuser needed.
+                dumpall = dumpall.arg("--no-role-passwords");
+            }
             streams.push(DumpStream {
                 role: "globals".into(),
                 extension: "globals.sql".into(),
                 command: self.conn.apply(
-                    ChildCommand::new(pg_dumpall)
-                        .arg("--globals-only")
-                        .arg("--no-password")
+                    dumpall
                         // -l takes a plain name; --dbname would parse it as a
                         // connection string.
                         .arg(format!("--database={}", self.conn.database)),
@@ -153,5 +161,15 @@ impl Source for PostgresSource {
         tokio::task::spawn_blocking(move || this.plan_blocking())
             .await
             .context("source planning task")?
+    }
+
+    async fn privileges(&self) -> Option<anyhow::Result<String>> {
+        let this = self.clone();
+        let checked = tokio::task::spawn_blocking(move || {
+            let psql = pgtools::newest_psql(&pgtools::discover())?;
+            privileges::check(&this.conn, &psql, this.globals, this.role_passwords)
+        })
+        .await;
+        Some(checked.unwrap_or_else(|e| Err(anyhow::anyhow!("privilege check task: {e}"))))
     }
 }
