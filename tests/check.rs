@@ -29,7 +29,8 @@ fn check_tries_targets_storage_and_notifiers_and_names_what_fails() {
     assert!(r.stdout.contains("✓ storage local:"), "{}", r.stdout);
     assert!(r.stdout.contains("✓ notify smtp"), "{}", r.stdout);
     assert!(
-        r.stdout.contains("✓ target good privileges: role postgres is a superuser"),
+        r.stdout
+            .contains("✓ target good privileges: role postgres is a superuser"),
         "{}",
         r.stdout
     );
