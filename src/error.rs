@@ -13,6 +13,11 @@ pub enum ExitKind {
     Failed = 1,
     Usage = 2,
     AuthNeeded = 3,
+    /// `wal fetch` failed for any reason but a WAL file known to be absent:
+    /// PostgreSQL stops recovery on a restore_command exit above 125,
+    /// instead of taking the failure for the end of the WAL and promoting
+    /// a cluster that is missing writes.
+    StopRecovery = 126,
 }
 
 impl ExitKind {

@@ -22,6 +22,7 @@ pub mod lock;
 pub mod logging;
 pub mod notify;
 pub mod pipeline;
+pub mod pitr;
 pub mod process;
 pub mod progress;
 pub mod prune;

@@ -543,6 +543,7 @@ async fn stream_object(
                 sha256: sha256.clone(),
                 tables: facts.tables.clone(),
                 large_objects: facts.large_objects,
+                physical: facts.physical.clone(),
             }),
             Err(e) => {
                 let doing = format!("committing {key} to {}", c.dest.storage.describe());

@@ -49,6 +49,7 @@ async fn fake_backup(
             sha256: "0".repeat(64),
             tables: vec![],
             large_objects: None,
+            physical: None,
         }],
         database_properties: None,
         started_at: at,

@@ -110,6 +110,16 @@ impl Layout {
         }
     }
 
+    /// A target's WAL (point-in-time recovery) lives beside its backups,
+    /// not under them: dump listings and their retention never see it.
+    pub fn wal_prefix(&self, target: &str) -> String {
+        if self.prefix.is_empty() {
+            format!("{target}.wal/")
+        } else {
+            format!("{}/{target}.wal/", self.prefix)
+        }
+    }
+
     fn stem(&self, target: &str, id: &BackupId, at: DateTime<Utc>) -> String {
         format!(
             "{}{}/{id}",
@@ -146,6 +156,10 @@ pub struct ObjectRecord {
     /// Large objects the dump creates (PostgreSQL), for `verify`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub large_objects: Option<u64>,
+    /// A physical base backup's cluster, timeline and WAL range: what a
+    /// point-in-time restore must find stored before it downloads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub physical: Option<crate::pitr::base_tar::PhysicalFacts>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -29,6 +29,11 @@ pub struct BackupArgs {
     /// each given `$JOB_COMPLETION_INDEX/N`, back up every target once.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<(usize, usize)>,
+    /// A physical base backup of each (PostgreSQL) target's whole cluster
+    /// with pg_basebackup, for point-in-time recovery with the WAL that
+    /// `backstop wal stream` stores. Needs a role with REPLICATION.
+    #[arg(long)]
+    pub physical: bool,
 }
 
 fn parse_shard(text: &str) -> Result<(usize, usize), String> {
@@ -46,6 +51,19 @@ pub async fn run(args: BackupArgs, json: bool) -> anyhow::Result<ExitKind> {
     let mut plan = Plan::new(&config, &args.targets)?;
     plan.once = args.no_retry;
     plan.wait = args.wait;
+    if args.physical {
+        if let Some(t) = plan
+            .targets
+            .iter()
+            .find(|t| !matches!(t, TargetConfig::Postgres(_)))
+        {
+            return Err(crate::error::usage(format!(
+                "--physical: target {} is not PostgreSQL (base backups and WAL are PostgreSQL's)",
+                t.name()
+            )));
+        }
+        plan.physical = true;
+    }
     if let Some((i, n)) = args.shard {
         plan.targets = plan
             .targets
@@ -79,6 +97,8 @@ pub struct Plan<'a> {
     pub once: bool,
     /// Wait for a target another run holds (`--wait`).
     pub wait: bool,
+    /// Base backups instead of dumps (`--physical`).
+    pub physical: bool,
 }
 
 impl<'a> Plan<'a> {
@@ -97,6 +117,7 @@ impl<'a> Plan<'a> {
             config,
             once: false,
             wait: false,
+            physical: false,
         })
     }
 
@@ -110,7 +131,10 @@ impl<'a> Plan<'a> {
         // Targets run one after another: a dump already takes a core, and the
         // compressor the others.
         for target in self.targets.iter().copied() {
-            let source = crate::engine::from_config(target);
+            let source = match (self.physical, target) {
+                (true, TargetConfig::Postgres(pg)) => crate::engine::postgres::physical_source(pg),
+                _ => crate::engine::from_config(target),
+            };
             let retry = match self.once {
                 true => crate::config::RetryConfig {
                     attempts: 1,

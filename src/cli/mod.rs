@@ -15,6 +15,7 @@ pub mod restore;
 pub mod schedule;
 pub mod status;
 pub mod verify;
+pub mod wal;
 
 use crate::config::Config;
 use crate::error::{usage, ExitKind};
@@ -78,6 +79,10 @@ pub enum Command {
     /// Notifications.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
+    /// PostgreSQL's write-ahead log, for point-in-time recovery: stream it
+    /// to the storages, fetch it back during recovery.
+    #[command(subcommand)]
+    Wal(wal::WalCommand),
     /// Storage credentials (Box OAuth tokens).
     #[command(subcommand)]
     Auth(auth::AuthCommand),
@@ -466,6 +471,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Schedule(args) => schedule::run(args, json).await,
         Command::Notify(cmd) => notify::run(cmd).await,
         Command::Auth(cmd) => auth::run(cmd).await,
+        Command::Wal(cmd) => wal::run(cmd).await,
         Command::Config(cmd) => config::run(cmd),
         Command::Internal { engine, args } => {
             let helper = crate::engine::engine(&engine).and_then(|e| e.helper(&args));

@@ -4,6 +4,7 @@ use crate::engine::postgres::restore::restore_globals;
 use crate::engine::{postgres::Postgres, Engine};
 use crate::error::{usage, ExitKind};
 use crate::restore::{Fidelity, Mode, Parallel, RestoreJob, RestoreOptions};
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -22,8 +23,17 @@ pub struct RestoreArgs {
     /// given as PGPASSWORD than in the URL), mysql://USER[:PASSWORD]@HOST:PORT/DB
     /// (or mariadb://), or sqlite:///PATH (written beside PATH, renamed
     /// into place).
-    #[arg(long)]
-    pub into: String,
+    #[arg(long, required_unless_present = "pgdata")]
+    pub into: Option<String>,
+    /// Point-in-time recovery (PostgreSQL, from `backup --physical` and
+    /// `wal stream`): make a new data directory DIR from the newest base
+    /// backup before the target, set to replay the stored WAL to
+    /// --to-time, --to-lsn or --latest; start a server on it to recover.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["into", "file", "globals", "backup"])]
+    pub pgdata: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub pitr: PitrArgs,
+
     /// Restore a standard dump file instead of a backup: a local path, or a
     /// key in the configured storage (for files the old `pg_dump | gzip` or
     /// `mysqldump | gzip` pipeline left). `.sql`, `.sql.gz`, `.sql.zst`,
@@ -58,6 +68,26 @@ pub struct RestoreArgs {
     /// Directory for the --jobs spool file (default: the system temp dir).
     #[arg(long, requires = "jobs")]
     pub spool_dir: Option<std::path::PathBuf>,
+}
+
+/// Where point-in-time recovery stops (with --pgdata).
+#[derive(Debug, Args)]
+#[group(multiple = false, requires = "pgdata")]
+pub struct PitrArgs {
+    /// Recover to this moment (RFC 3339, e.g. 2026-12-04T09:30:00Z): every
+    /// transaction committed by then, none after.
+    #[arg(long, value_name = "TIME")]
+    pub to_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// Recover to this WAL position (as pg_current_wal_lsn() prints it).
+    #[arg(long, value_name = "LSN")]
+    pub to_lsn: Option<String>,
+    /// Recover everything stored.
+    #[arg(long)]
+    pub latest: bool,
+    /// Stop at the target read-only instead of opening for writes (look
+    /// first; `SELECT pg_wal_replay_resume()` then promotes).
+    #[arg(long, requires = "pgdata")]
+    pub pause: bool,
 }
 
 /// What happens to the destination name (shared by every restore form).
@@ -146,7 +176,14 @@ impl FidelityArgs {
 }
 
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
-    let into = crate::engine::destination(&args.into)?;
+    if let Some(pgdata) = &args.pgdata {
+        return run_pitr(&args, pgdata).await;
+    }
+    let into_url = args
+        .into
+        .as_deref()
+        .expect("clap requires --into without --pgdata");
+    let into = crate::engine::destination(into_url)?;
     if let Some(file) = &args.file {
         return run_file(&args, file, into.as_ref()).await;
     }
@@ -156,7 +193,7 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitKind> {
                 "--globals restores PostgreSQL roles and tablespaces: --into must be a postgres:// URL",
             ));
         }
-        return run_globals(&args, PgDestination(parse_pg_url(&args.into)?)).await;
+        return run_globals(&args, PgDestination(parse_pg_url(into_url)?)).await;
     }
     let config = args.config.load_for(args.uses())?;
     let (target, opened) = open_target(&args, &config)?;
@@ -309,6 +346,56 @@ async fn run_globals(args: &RestoreArgs, into: PgDestination) -> anyhow::Result<
 }
 
 /// The target to restore (named, or the only one) and the storages opened.
+/// `--pgdata`: point-in-time recovery into a new data directory.
+async fn run_pitr(args: &RestoreArgs, pgdata: &std::path::Path) -> anyhow::Result<ExitKind> {
+    use crate::pitr::recover::{recover, Action, Recover, RecoveryTarget};
+    let to = match (&args.pitr.to_time, &args.pitr.to_lsn, args.pitr.latest) {
+        (Some(t), _, _) => RecoveryTarget::Time(*t),
+        (_, Some(l), _) => {
+            crate::pitr::wal_names::parse_lsn(l).map_err(|e| usage(format!("--to-lsn: {e}")))?;
+            RecoveryTarget::Lsn(l.clone())
+        }
+        (_, _, true) => RecoveryTarget::Latest,
+        _ => return Err(usage("--pgdata needs --to-time, --to-lsn or --latest")),
+    };
+    let config = args.config.load_for(args.uses())?;
+    let (target, opened) = open_target(args, &config)?;
+    let target_config = config.target(&target).expect("one_target checked it");
+    if !matches!(target_config, crate::engine::TargetConfig::Postgres(_)) {
+        return Err(usage(format!(
+            "--pgdata: target {target} is not PostgreSQL"
+        )));
+    }
+    let config_path = args.config.path()?;
+    let config_path = config_path
+        .canonicalize()
+        .with_context(|| format!("resolving {}", config_path.display()))?;
+    let req = Recover {
+        storages: args.storage.of_target(&config, &opened, target_config),
+        target,
+        pgdata: pgdata.to_path_buf(),
+        to,
+        action: if args.pitr.pause {
+            Action::Pause
+        } else {
+            Action::Promote
+        },
+        identity: args.identity.path(Some(&config)),
+        config: config_path,
+        cancel: crate::signals::install(),
+    };
+    let done = recover(&req).await?;
+    crate::outln!(
+        "restored base backup {} (from {}) into {}, set to replay the stored WAL through {}; \
+         start PostgreSQL on it to recover (as the user that owns it)",
+        done.backup_id,
+        done.storage,
+        pgdata.display(),
+        done.wal_until
+    );
+    Ok(ExitKind::Success)
+}
+
 fn open_target(
     args: &RestoreArgs,
     config: &crate::config::Config,

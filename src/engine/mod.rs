@@ -22,6 +22,8 @@ pub enum Check {
     Postgres(postgres::archive::DumpKind),
     Mysql,
     Sqlite,
+    /// A pg_basebackup tar stream (point-in-time recovery).
+    PgBase,
 }
 
 /// Reads a dump's bytes as they stream past and says whether they are whole.
@@ -39,8 +41,14 @@ impl Inspector for mysql::MysqlInspector {
     fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
         mysql::MysqlInspector::finish(*self).map(|tables| postgres::archive::DumpFacts {
             tables,
-            large_objects: None,
+            ..Default::default()
         })
+    }
+}
+
+impl Inspector for crate::pitr::base_tar::BaseInspector {
+    fn finish(self: Box<Self>) -> Result<postgres::archive::DumpFacts, String> {
+        crate::pitr::base_tar::BaseInspector::finish(*self)
     }
 }
 
@@ -56,6 +64,7 @@ pub fn inspector(check: Check) -> Box<dyn Inspector> {
         Check::Postgres(kind) => Box::new(postgres::archive::DumpInspector::new(kind)),
         Check::Mysql => Box::<mysql::MysqlInspector>::default(),
         Check::Sqlite => Box::<sqlite::SqliteInspector>::default(),
+        Check::PgBase => Box::<crate::pitr::base_tar::BaseInspector>::default(),
     }
 }
 

@@ -34,6 +34,8 @@ pub struct DumpFacts {
     pub tables: Vec<TableRows>,
     /// Large objects the dump creates (PostgreSQL), for verify to compare.
     pub large_objects: Option<u64>,
+    /// A physical base backup's WAL range and cluster.
+    pub physical: Option<crate::pitr::base_tar::PhysicalFacts>,
 }
 
 /// Which pg_dump output a stream is.
@@ -193,6 +195,7 @@ impl PlainScanner {
         Ok(DumpFacts {
             tables: self.tables,
             large_objects: Some(self.large_objects),
+            physical: None,
         })
     }
 }
@@ -711,6 +714,7 @@ impl CustomScanner {
         Ok(DumpFacts {
             tables,
             large_objects: Some(self.large_objects),
+            physical: None,
         })
     }
 }

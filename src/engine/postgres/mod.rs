@@ -33,6 +33,8 @@ pub struct PostgresSource {
     pub globals: bool,
     pub role_passwords: bool,
     pub pg_dump_path: Option<PathBuf>,
+    /// A physical base backup (pg_basebackup) instead of a dump.
+    pub physical: bool,
 }
 
 impl PostgresSource {
@@ -43,12 +45,57 @@ impl PostgresSource {
             globals: t.globals,
             role_passwords: t.role_passwords,
             pg_dump_path: t.pg_dump_path.clone(),
+            physical: false,
         }
+    }
+
+    /// The whole cluster as pg_basebackup's tar stream, WAL left out (the
+    /// streamer stores it): what point-in-time recovery replays onto.
+    fn physical_plan(
+        &self,
+        found: &[PgTools],
+        server: pgtools::PgVersion,
+        server_text: String,
+    ) -> anyhow::Result<DumpPlan> {
+        let tools = pgtools::select(
+            found,
+            server,
+            &format!("the server at {}", self.conn.endpoint()),
+        )?;
+        let basebackup = tools.require("pg_basebackup")?;
+        let tool_version = pgtools::tool_version(&basebackup)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let command = self.conn.apply(
+            ChildCommand::new(basebackup)
+                .arg("--pgdata=-")
+                .arg("--format=tar")
+                .arg("--wal-method=none")
+                .arg("--checkpoint=fast")
+                .arg("--label=backstop")
+                .arg("--no-password"),
+        );
+        Ok(DumpPlan {
+            database_properties: None,
+            server_version: server_text,
+            tool: "pg_basebackup".into(),
+            tool_version,
+            format: "basebackup",
+            streams: vec![DumpStream {
+                role: "database".into(),
+                extension: "base.tar".into(),
+                command,
+                check: Some(Check::PgBase),
+            }],
+        })
     }
 
     fn plan_blocking(&self) -> anyhow::Result<DumpPlan> {
         let found = pgtools::discover();
         let (server, server_text) = self.conn.server_version(&found)?;
+        if self.physical {
+            return self.physical_plan(&found, server, server_text);
+        }
         let (pg_dump, tools): (PathBuf, Option<&PgTools>) = match &self.pg_dump_path {
             Some(path) => (path.clone(), None),
             None => {
@@ -133,6 +180,14 @@ impl PostgresSource {
             streams,
         })
     }
+}
+
+/// The base-backup source of a target (`backup --physical`).
+pub fn physical_source(t: &PostgresTarget) -> Box<dyn Source> {
+    Box::new(PostgresSource {
+        physical: true,
+        ..PostgresSource::from_config(t)
+    })
 }
 
 pub fn conn_of(t: &PostgresTarget) -> PgConn {

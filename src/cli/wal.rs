@@ -1,0 +1,144 @@
+//! `backstop wal …`: the write-ahead log of PostgreSQL targets, for
+//! point-in-time recovery (see [`crate::pitr`]).
+
+use super::restore::IdentityArg;
+use super::ConfigArg;
+use crate::engine::TargetConfig;
+use crate::error::{usage, ExitKind};
+use clap::{Args, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Debug, Subcommand)]
+pub enum WalCommand {
+    /// Stream a PostgreSQL target's WAL into its storages, in the
+    /// foreground until stopped (on Kubernetes: a Deployment with one
+    /// replica). Needs a role with REPLICATION; creates the physical
+    /// replication slot backstop_<target>.
+    Stream(StreamArgs),
+    /// PostgreSQL's restore_command: write WAL file NAME to PATH.
+    /// `restore_command = 'backstop wal fetch --config … --target … %f %p'`.
+    /// Exit 1 only when no storage holds it; 126 (recovery stops) on any
+    /// other failure.
+    Fetch(FetchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The PostgreSQL target (may be left out when the config has one).
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    /// Where pg_receivewal writes before a file is stored (at most a few
+    /// segments of 16 MiB; the open one is lost with it: a local disk, an
+    /// emptyDir). Default: $TMPDIR/backstop-wal-<target>.
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// How often completed WAL files are looked for and stored.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    pub poll: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub identity: IdentityArg,
+    /// The WAL file recovery asks for (%f).
+    pub name: String,
+    /// Where recovery wants it (%p).
+    pub path: PathBuf,
+}
+
+pub async fn run(cmd: WalCommand) -> anyhow::Result<ExitKind> {
+    match cmd {
+        WalCommand::Stream(args) => stream(args).await,
+        WalCommand::Fetch(args) => Ok(match fetch(args).await {
+            Ok(kind) => kind,
+            // A config or storage that cannot be opened is no proof the
+            // file is absent: recovery must stop, not end.
+            Err(e) => {
+                tracing::error!("wal fetch: {e:#}");
+                ExitKind::StopRecovery
+            }
+        }),
+    }
+}
+
+fn postgres_target<'a>(
+    config: &'a crate::config::Config,
+    name: &str,
+) -> anyhow::Result<&'a crate::engine::postgres::config::PostgresTarget> {
+    match config.target(name) {
+        Some(TargetConfig::Postgres(t)) => Ok(t),
+        _ => Err(usage(format!(
+            "target {name}: point-in-time recovery is for PostgreSQL targets"
+        ))),
+    }
+}
+
+async fn fetch(args: FetchArgs) -> anyhow::Result<ExitKind> {
+    let config = args.config.load_for(crate::config::Uses {
+        target: args.target.as_deref(),
+        storage: None,
+        notify: false,
+        source_credentials: false,
+    })?;
+    let target = super::one_target(&config, args.target.as_deref())?;
+    postgres_target(&config, &target)?;
+    let opened = super::open_storages(&config, None)?;
+    let storages = super::storages_of(
+        &config,
+        &opened,
+        config.target(&target).expect("one_target"),
+    );
+    let identity = args.identity.path(Some(&config));
+    Ok(crate::pitr::fetch::fetch(
+        &args.name,
+        &args.path,
+        &target,
+        &storages,
+        identity.as_deref(),
+    )
+    .await)
+}
+
+async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
+    let config = args.config.load_for(crate::config::Uses {
+        target: args.target.as_deref(),
+        storage: None,
+        notify: false,
+        source_credentials: true,
+    })?;
+    let target = super::one_target(&config, args.target.as_deref())?;
+    let pg = postgres_target(&config, &target)?;
+    let opened = super::open_storages(&config, None)?;
+    let storages = super::storages_of(
+        &config,
+        &opened,
+        config.target(&target).expect("one_target"),
+    );
+    let recipients = config
+        .encryption
+        .as_ref()
+        .map(crate::crypto::Recipients::from_config)
+        .transpose()?;
+    let spool = args
+        .spool
+        .unwrap_or_else(|| std::env::temp_dir().join(format!("backstop-wal-{target}")));
+    let streamer = crate::pitr::stream::Streamer {
+        target: target.clone(),
+        conn: crate::engine::postgres::conn_of(pg),
+        slot: crate::pitr::stream::slot_name(&target),
+        spool,
+        storages: &storages,
+        recipients,
+        poll: args.poll,
+    };
+    let cancel = crate::signals::install();
+    streamer.run(cancel).await?;
+    Ok(ExitKind::Success)
+}

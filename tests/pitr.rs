@@ -1,0 +1,515 @@
+//! Point-in-time recovery against real PostgreSQL servers of every major
+//! the matrix has from 15 (real replication: pg_receivewal on a slot,
+//! pg_basebackup, recovery with backstop as restore_command) and S3
+//! storage (SeaweedFS), which a recovering server (user postgres) reads
+//! like any client.
+//!
+//! Each test makes a throwaway cluster of its own (initdb on a free port)
+//! and removes it, and every restored data directory is started as a
+//! server on a private port to prove what it holds.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::s3::S3Server;
+
+fn bin_dir(major: &str) -> Option<PathBuf> {
+    let matrix = std::env::var("BACKSTOP_TEST_PG_MATRIX").expect(
+        "BACKSTOP_TEST_PG_MATRIX is not set: run the tests with ./scripts/test, which fetches PostgreSQL 14-18",
+    );
+    matrix.split(',').find_map(|e| {
+        let mut p = e.splitn(3, ':');
+        if p.next()? != major {
+            return None;
+        }
+        p.nth(1).map(PathBuf::from)
+    })
+}
+
+fn is_root() -> bool {
+    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        == "0"
+}
+
+/// A shell command as the user PostgreSQL runs as (postgres when we are
+/// root: initdb refuses root).
+fn as_pg(script: &str) -> std::process::Output {
+    let out = if is_root() {
+        Command::new("su").args(["postgres", "-c", script]).output()
+    } else {
+        Command::new("sh").args(["-c", script]).output()
+    }
+    .unwrap();
+    out
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A private PostgreSQL server on a data directory.
+struct Server {
+    bin: PathBuf,
+    data: PathBuf,
+    port: u16,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    fn chown_to_pg(path: &Path) {
+        if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(path)
+                .status()
+                .unwrap();
+        }
+    }
+
+    fn init(bin: &Path) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        Command::new("chmod")
+            .args(["755"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        Self::chown_to_pg(dir.path());
+        let data = dir.path().join("data");
+        let out = as_pg(&format!(
+            "{}/initdb -D {} -U postgres -A trust -E UTF8 --locale=C",
+            bin.display(),
+            data.display()
+        ));
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let s = Server {
+            bin: bin.to_path_buf(),
+            data,
+            port: free_port(),
+            _dir: Some(dir),
+        };
+        s.start().expect("the new cluster starts");
+        s
+    }
+
+    fn on(bin: &Path, data: PathBuf) -> Server {
+        // The directory holding it gets the server's log.
+        Self::chown_to_pg(data.parent().unwrap());
+        Server {
+            bin: bin.to_path_buf(),
+            data,
+            port: free_port(),
+            _dir: None,
+        }
+    }
+
+    /// Start and wait until it accepts connections (for a recovering
+    /// server: once recovery reached consistency, or ended).
+    fn start(&self) -> Result<(), String> {
+        let log = self.data.with_extension("log");
+        let out = as_pg(&format!(
+            "{}/pg_ctl -D {} -l {} -w -t 120 -o \"-p {} -k /tmp -c listen_addresses=127.0.0.1\" start",
+            self.bin.display(),
+            self.data.display(),
+            log.display(),
+            self.port
+        ));
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(std::fs::read_to_string(&log).unwrap_or_default()),
+        }
+    }
+
+    fn sql(&self, sql: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-A",
+                "-t",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    /// Wait until recovery has ended (promoted) and return the rows.
+    fn ids_after_recovery(&self) -> Vec<i64> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.sql("SELECT pg_is_in_recovery()") == "t" {
+            assert!(Instant::now() < deadline, "recovery did not end");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        self.sql("SELECT id FROM canary ORDER BY id")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = as_pg(&format!(
+            "{}/pg_ctl -D {} -m immediate stop",
+            self.bin.display(),
+            self.data.display()
+        ));
+    }
+}
+
+/// The config, the bucket and the streamer of one test.
+struct Site {
+    s3: S3Server,
+    bucket: String,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    bin: PathBuf,
+    streamer: Option<Child>,
+}
+
+impl Site {
+    fn new(server: &Server, target: &str) -> Site {
+        let s3 = support::s3::server();
+        let bucket = s3.create_bucket("pitr");
+        let dir = tempfile::tempdir().unwrap();
+        // The recovering server (user postgres) reads this config in its
+        // restore_command: world-readable, credentials inline.
+        Command::new("chmod")
+            .args(["755"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let config = dir.path().join("backstop.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[storage]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[[targets]]\nname = \"{target}\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\nretry = {{ attempts = 1 }}\n",
+                s3.endpoint, s3.key, s3.secret, server.port
+            ),
+        )
+        .unwrap();
+        Command::new("chmod")
+            .args(["644"])
+            .arg(&config)
+            .status()
+            .unwrap();
+        Site {
+            s3,
+            bucket,
+            dir,
+            config,
+            bin: server.bin.clone(),
+            streamer: None,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> support::Run {
+        let mut c = support::backstop();
+        c.args(args)
+            .arg("--config")
+            .arg(&self.config)
+            .env("BACKSTOP_PG_BIN_DIRS", &self.bin);
+        support::Run::from(c.output().unwrap())
+    }
+
+    fn start_streamer(&mut self) {
+        let spool = self.dir.path().join("spool");
+        let child = support::backstop()
+            .args(["wal", "stream", "--poll", "200ms", "--config"])
+            .arg(&self.config)
+            .arg("--spool")
+            .arg(&spool)
+            .env("BACKSTOP_PG_BIN_DIRS", &self.bin)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.path().join("stream.log")).unwrap())
+            .spawn()
+            .unwrap();
+        self.streamer = Some(child);
+    }
+
+    /// SIGKILL the streamer and its pg_receivewal at once, as a pod's
+    /// death does.
+    fn kill_streamer(&mut self) {
+        if let Some(mut c) = self.streamer.take() {
+            let _ = Command::new("pkill")
+                .args(["-KILL", "-P", &c.id().to_string()])
+                .status();
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn wal_keys(&self) -> Vec<String> {
+        self.s3
+            .keys(&self.bucket)
+            .into_iter()
+            .filter(|k| k.contains(".wal/"))
+            .collect()
+    }
+
+    /// Wait until the segment `name` is stored.
+    fn wait_stored(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self
+            .wal_keys()
+            .iter()
+            .any(|k| k.contains(&format!("/{name}.")))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "{name} was not stored; stream log:\n{}",
+                std::fs::read_to_string(self.dir.path().join("stream.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.kill_streamer();
+        self.s3.delete_bucket(&self.bucket);
+    }
+}
+
+/// Commit a row, then let the clock move on: the returned time falls
+/// between this commit and the next.
+fn commit(server: &Server, id: i64) -> chrono::DateTime<chrono::Utc> {
+    server.sql(&format!("INSERT INTO canary VALUES ({id})"));
+    std::thread::sleep(Duration::from_millis(600));
+    let at = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(600));
+    at
+}
+
+/// Complete the current segment (its own statement: a switch inside the
+/// transaction of an insert would leave the commit in the next segment)
+/// and wait until it is stored.
+fn switch_and_wait(server: &Server, site: &Site) {
+    let segment = server.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    site.wait_stored(&segment);
+}
+
+fn restore_and_read(site: &Site, bin: &Path, args: &[&str]) -> Vec<i64> {
+    let root = tempfile::tempdir().unwrap();
+    Command::new("chmod")
+        .args(["755"])
+        .arg(root.path())
+        .status()
+        .unwrap();
+    let pgdata = root.path().join("restored");
+    let mut all = vec!["restore", "--pgdata", pgdata.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let r = site.run(&all);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let restored = Server::on(bin, pgdata);
+    if let Err(log) = restored.start() {
+        panic!("the restored server did not start:\n{log}");
+    }
+    restored.ids_after_recovery()
+}
+
+fn round_trip(major: &str) {
+    let Some(bin) = bin_dir(major) else {
+        panic!("PostgreSQL {major} is not in BACKSTOP_TEST_PG_MATRIX");
+    };
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let target = format!("pitr{major}");
+    let mut site = Site::new(&primary, &target);
+    // The streamer first (its slot keeps the WAL), then the base backup.
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let t1 = commit(&primary, 1);
+    let t2 = commit(&primary, 2);
+    commit(&primary, 3);
+    switch_and_wait(&primary, &site);
+
+    // Killed mid-segment and restarted: nothing lost, nothing twice.
+    primary.sql("INSERT INTO canary VALUES (4)");
+    site.kill_streamer();
+    primary.sql("INSERT INTO canary VALUES (5)");
+    site.start_streamer();
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+    let keys = site.wal_keys();
+    let mut names: Vec<&str> = keys
+        .iter()
+        .map(|k| k.rsplit('/').next().unwrap().split('.').next().unwrap())
+        .collect();
+    let stored = names.len();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), stored, "a segment stored twice: {keys:?}");
+
+    assert_eq!(
+        restore_and_read(&site, &bin, &["--to-time", &t1.to_rfc3339()]),
+        vec![1],
+        "PostgreSQL {major} at t1"
+    );
+    assert_eq!(
+        restore_and_read(&site, &bin, &["--to-time", &t2.to_rfc3339()]),
+        vec![1, 2],
+        "at t2"
+    );
+    assert_eq!(
+        restore_and_read(&site, &bin, &["--latest"]),
+        vec![1, 2, 3, 4, 5],
+        "latest"
+    );
+    // Cleanup: the slot goes with the cluster.
+    drop(primary);
+}
+
+#[test]
+fn restores_to_a_second_on_postgresql_15() {
+    round_trip("15");
+}
+
+#[test]
+fn restores_to_a_second_on_postgresql_16() {
+    round_trip("16");
+}
+
+#[test]
+fn restores_to_a_second_on_postgresql_17() {
+    round_trip("17");
+}
+
+#[test]
+fn restores_to_a_second_on_postgresql_18() {
+    round_trip("18");
+}
+
+/// restore_command's exit codes: 1 only when the storage was read and
+/// holds no such file; 126 (recovery stops) when the storage or config
+/// cannot be read, never a "not found" that would end recovery early.
+#[test]
+fn wal_fetch_says_absent_only_when_it_knows() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    let site = Site::new(&primary, "fetch");
+    let dest = site.dir.path().join("wal");
+    let r = site.run(&[
+        "wal",
+        "fetch",
+        "000000010000000000000042",
+        dest.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "absent: {}", r.all());
+    assert!(!dest.exists());
+    let r = site.run(&["wal", "fetch", "00000002.history", dest.to_str().unwrap()]);
+    assert_eq!(r.code, 1, "no such timeline: {}", r.all());
+
+    let broken = site.dir.path().join("broken.toml");
+    let text = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace(&site.s3.endpoint, "http://127.0.0.1:9");
+    std::fs::write(&broken, text).unwrap();
+    let out = support::backstop()
+        .args(["wal", "fetch", "--config"])
+        .arg(&broken)
+        .args(["000000010000000000000042", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "storage down: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = support::backstop()
+        .args(["wal", "fetch", "--config", "/nonexistent/backstop.toml"])
+        .args(["000000010000000000000042", dest.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(126),
+        "no config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A restore refuses, before touching the directory, a target before the
+/// oldest base backup, a directory in use, and a time the stored WAL does
+/// not reach.
+#[test]
+fn point_in_time_restores_refuse_what_they_cannot_do() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let site = Site::new(&primary, "refuse");
+    let root = tempfile::tempdir().unwrap();
+    let pgdata = root.path().join("restored");
+    let r = site.run(&["restore", "--pgdata", pgdata.to_str().unwrap(), "--latest"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("no base backup is stored"), "{}", r.all());
+
+    let before = chrono::Utc::now();
+    std::thread::sleep(Duration::from_millis(300));
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = site.run(&[
+        "restore",
+        "--pgdata",
+        pgdata.to_str().unwrap(),
+        "--to-time",
+        &before.to_rfc3339(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.all().contains("before the oldest base backup"),
+        "{}",
+        r.all()
+    );
+    assert!(!pgdata.exists());
+
+    // No streamer ran: the WAL the base backup needs is not stored.
+    let r = site.run(&["restore", "--pgdata", pgdata.to_str().unwrap(), "--latest"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.all().contains("is not stored"), "{}", r.all());
+    assert!(!pgdata.exists());
+
+    std::fs::create_dir_all(pgdata.join("base")).unwrap();
+    let r = site.run(&["restore", "--pgdata", pgdata.to_str().unwrap(), "--latest"]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(r.all().contains("not empty"), "{}", r.all());
+
+    let r = site.run(&["restore", "--pgdata", pgdata.to_str().unwrap()]);
+    assert_eq!(r.code, 2, "{}", r.all());
+    assert!(
+        r.all().contains("--to-time, --to-lsn or --latest"),
+        "{}",
+        r.all()
+    );
+}
