@@ -108,11 +108,14 @@ pub fn check(
 ) -> anyhow::Result<Option<Missing>> {
     // information_schema names the grantee as 'user'@'host'.
     let grantee = "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')";
+    // A database-level grant names a LIKE pattern (`shop\_%`, or the name
+    // with its `_` escaped): the database matches it, not equals it.
     let sql = format!(
         "SELECT '*', '*', PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = {grantee} \
-         UNION ALL SELECT TABLE_SCHEMA, '*', PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {grantee} AND TABLE_SCHEMA IN ({}, 'mysql') \
+         UNION ALL SELECT {db}, '*', PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {grantee} AND {db} LIKE TABLE_SCHEMA \
+         UNION ALL SELECT 'mysql', '*', PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = {grantee} AND 'mysql' LIKE TABLE_SCHEMA \
          UNION ALL SELECT TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE = {grantee} AND TABLE_SCHEMA = 'mysql' AND TABLE_NAME = 'proc';",
-        literal(db)
+        db = literal(db)
     );
     let rows = tools::query(tools, conn, &sql)?;
     let grants: Vec<(String, String, String)> = rows
