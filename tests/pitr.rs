@@ -513,3 +513,54 @@ fn point_in_time_restores_refuse_what_they_cannot_do() {
         r.all()
     );
 }
+
+/// The weekly proof: a canary row, a restore to the second after it into
+/// a scratch directory, a temporary server paused there (never promoted),
+/// the canary checked, everything removed; and a clear failure when the
+/// WAL is not being stored.
+#[test]
+fn verify_pitr_proves_a_paused_restore_and_fails_without_the_streamer() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    let mut site = Site::new(&primary, "proof");
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let scratches = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("backstop-pitr-verify-")
+            })
+            .count()
+    };
+    let before = scratches();
+    let r = site.run(&["verify", "--pitr"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(
+        r.all().contains(
+            "paused there: the canary row from before is present, the one from after is not"
+        ),
+        "{}",
+        r.all()
+    );
+    assert_eq!(scratches(), before, "the scratch cluster was removed");
+    assert_eq!(
+        primary.sql("SELECT count(*) FROM backstop_pitr_canary"),
+        "2",
+        "two canary rows, nothing else touched"
+    );
+
+    site.kill_streamer();
+    let r = site.run(&["verify", "--pitr", "--pitr-timeout", "3s"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("is `backstop wal stream` running"),
+        "{}",
+        r.all()
+    );
+}

@@ -11,6 +11,7 @@
 pub mod archive;
 pub mod base_tar;
 pub mod fetch;
+pub mod prove;
 pub mod recover;
 pub mod stream;
 pub mod wal_names;

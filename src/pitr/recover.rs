@@ -52,6 +52,8 @@ pub struct Recover<'a> {
 
 pub struct Recovered {
     pub backup_id: String,
+    /// The base backup's server version (its major must replay it).
+    pub server_version: String,
     pub storage: String,
     /// The last stored WAL segment recovery may replay.
     pub wal_until: String,
@@ -220,13 +222,15 @@ pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
     let mut last_error = None;
     for s in &req.storages {
         let listing = list_target(s.storage.as_ref(), &s.layout, &req.target).await?;
-        let base = match choose_base(&listing.backups, &req.to) {
+        let mut base = match choose_base(&listing.backups, &req.to) {
             Ok(b) => b.clone(),
             Err(e) => {
                 last_error = Some(e);
                 continue;
             }
         };
+        base.manifest
+            .unseal(req.identity.as_deref(), &base.manifest_key)?;
         let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &req.target);
         let until = prove_wal(&archive, &base, &req.to).await?;
         check_system(&archive, &base, req.identity.as_deref()).await?;
@@ -234,6 +238,7 @@ pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
         unpack(s, &base, req).await?;
         return Ok(Recovered {
             backup_id: base.manifest.id.0.clone(),
+            server_version: base.manifest.server_version.clone(),
             storage: s.name.clone(),
             wal_until: until.name(),
         });
