@@ -30,6 +30,9 @@ pub struct PruneReport {
     pub damaged: Vec<String>,
     /// Backup ids deleted (or that would be, in a dry run).
     pub deleted: Vec<String>,
+    /// WAL segments older than the oldest base backup kept, deleted (or
+    /// that would be): no kept base backup can replay them.
+    pub wal_deleted: Vec<String>,
     pub errors: Vec<String>,
 }
 
@@ -60,6 +63,12 @@ impl PruneReport {
         for d in &self.damaged {
             out.push_str(&format!("  keep   damaged {d}\n"));
         }
+        if let (Some(first), Some(last)) = (self.wal_deleted.first(), self.wal_deleted.last()) {
+            out.push_str(&format!(
+                "  delete WAL {first} … {last}  ({} segments before the oldest base backup kept)\n",
+                self.wal_deleted.len()
+            ));
+        }
         for e in &self.errors {
             out.push_str(&format!("  ERROR {e}\n"));
         }
@@ -81,15 +90,24 @@ pub struct PruneRequest<'a> {
 
 pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> {
     let listing = list_target(req.storage, req.layout, req.target).await?;
-    let candidates: Vec<Candidate> = listing
-        .backups
-        .iter()
-        .map(|b| Candidate {
-            id: b.manifest.id.0.clone(),
-            time: b.manifest.started_at,
-        })
-        .collect();
-    let decisions = plan(&candidates, req.policy, req.now);
+    // Base backups (point-in-time recovery) and dumps are kept by the
+    // policy each on their own: a nightly dump never pushes the week's
+    // base backup out of a daily slot, or the other way round.
+    let is_base = |b: &crate::catalog::Backup| b.manifest.format == "basebackup";
+    let mut decisions = Vec::new();
+    for bases in [false, true] {
+        let candidates: Vec<Candidate> = listing
+            .backups
+            .iter()
+            .filter(|b| is_base(b) == bases)
+            .map(|b| Candidate {
+                id: b.manifest.id.0.clone(),
+                time: b.manifest.started_at,
+            })
+            .collect();
+        decisions.extend(plan(&candidates, req.policy, req.now));
+    }
+    decisions.sort_by(|a, b| a.id.cmp(&b.id));
     let grace_cutoff =
         req.now - chrono::Duration::from_std(req.orphan_grace).unwrap_or(chrono::Duration::MAX);
     // Manifests whose objects are all gone (an interrupted delete) are
@@ -127,6 +145,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
             .map(|d| format!("{}  ({})", d.manifest_key, d.why))
             .collect(),
         deleted: Vec::new(),
+        wal_deleted: Vec::new(),
         errors: Vec::new(),
     };
     for d in report.decisions.iter().filter(|d| !d.keep) {
@@ -161,6 +180,8 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
             report.deleted.push(d.id.clone());
         }
     }
+    let decisions = report.decisions.clone();
+    prune_wal(&req, &listing, &decisions, &mut report).await;
     if !req.dry_run {
         for upload in &stale {
             if let Err(e) = req.storage.remove_stale(upload).await {
@@ -179,4 +200,48 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
         }
     }
     Ok(report)
+}
+
+/// Delete the WAL no kept base backup needs: segments of earlier timelines,
+/// and of the oldest kept base's timeline before its start. History files
+/// stay (they are tiny and name every timeline's parent). Without a kept
+/// base backup nothing is deleted.
+async fn prune_wal(
+    req: &PruneRequest<'_>,
+    listing: &crate::catalog::Listing,
+    decisions: &[Decision],
+    report: &mut PruneReport,
+) {
+    use crate::pitr::wal_names::{Segment, WalFile};
+    let kept_start = listing
+        .backups
+        .iter()
+        .filter(|b| decisions.iter().any(|d| d.keep && d.id == b.manifest.id.0))
+        .filter_map(|b| b.manifest.objects.first()?.physical.as_ref())
+        .filter_map(|p| Segment::of_lsn(p.timeline, &p.start_lsn).ok())
+        .min_by_key(|s| (s.timeline, s.number));
+    let Some(oldest) = kept_start else { return };
+    let archive = crate::pitr::archive::WalArchive::new(req.storage, req.layout, req.target);
+    let stored = match archive.stored().await {
+        Ok(s) => s,
+        Err(e) => {
+            report.errors.push(format!("listing WAL: {e:#}"));
+            return;
+        }
+    };
+    for w in stored {
+        let WalFile::Segment(s) = w.file else {
+            continue;
+        };
+        if (s.timeline, s.number) >= (oldest.timeline, oldest.number) {
+            continue;
+        }
+        if !req.dry_run {
+            if let Err(e) = req.storage.delete(&w.key).await {
+                report.errors.push(format!("deleting WAL {}: {e:#}", w.key));
+                continue;
+            }
+        }
+        report.wal_deleted.push(s.name());
+    }
 }

@@ -564,3 +564,72 @@ fn verify_pitr_proves_a_paused_restore_and_fails_without_the_streamer() {
         r.all()
     );
 }
+
+/// Retention: base backups are kept by the policy on their own, and the
+/// WAL older than the oldest kept base backup goes with the bases that
+/// needed it; what is kept still restores.
+#[test]
+fn prune_deletes_only_the_wal_no_kept_base_backup_needs() {
+    let bin = bin_dir("16").expect("PostgreSQL 16 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let mut site = Site::new(&primary, "prune");
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    commit(&primary, 1);
+    switch_and_wait(&primary, &site);
+    // A nightly dump beside the base backups: kept on its own.
+    let r = site.run(&["backup"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    commit(&primary, 2);
+    switch_and_wait(&primary, &site);
+    let listed: serde_json::Value =
+        serde_json::from_str(&site.run(&["list", "--json"]).stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 3);
+    let newest_base = listed
+        .iter()
+        .rev()
+        .find(|b| b["format"] == "basebackup")
+        .unwrap();
+    let start = newest_base["objects"][0]["physical"]["start_lsn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let start_segment = primary.sql(&format!("SELECT pg_walfile_name('{start}'::pg_lsn)"));
+    let before: Vec<String> = site.wal_keys();
+    assert!(before
+        .iter()
+        .any(|k| k.contains("/000000010000000000000002.")));
+
+    let r = site.run(&["prune", "--keep-last", "1"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    let listed: serde_json::Value =
+        serde_json::from_str(&site.run(&["list", "--json"]).stdout).unwrap();
+    let formats: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["format"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        formats,
+        vec!["custom", "basebackup"],
+        "the newest dump and the newest base"
+    );
+    let after = site.wal_keys();
+    let name = |k: &String| k.rsplit('/').next().unwrap()[..24].to_string();
+    for k in &before {
+        let kept = after.contains(k);
+        assert_eq!(
+            kept,
+            name(k) >= start_segment,
+            "{k}: the kept base starts at {start_segment}"
+        );
+    }
+    site.kill_streamer();
+    assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
+}
