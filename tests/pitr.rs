@@ -371,6 +371,20 @@ fn round_trip(major: &str) {
     names.dedup();
     assert_eq!(names.len(), stored, "a segment stored twice: {keys:?}");
 
+    // status shows the restorable window, from the listings alone.
+    let r = site.run(&["status", "--json"]);
+    let rows: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
+    let window = &rows[0]["pitr"];
+    let from: chrono::DateTime<chrono::Utc> = window["from"].as_str().unwrap().parse().unwrap();
+    let to: chrono::DateTime<chrono::Utc> = window["to"].as_str().unwrap().parse().unwrap();
+    assert!(
+        from < t1 && t2 < to,
+        "the window {from} … {to} holds t1 and t2: {}",
+        r.stdout
+    );
+    assert!(window["gap_before"].is_null(), "{}", r.stdout);
+    assert!(site.run(&["status"]).stdout.contains("point in time:"));
+
     assert_eq!(
         restore_and_read(&site, &bin, &["--to-time", &t1.to_rfc3339()]),
         vec![1],

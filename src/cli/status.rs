@@ -62,6 +62,10 @@ struct Row {
     stored_bytes: Option<u64>,
     /// The newest backup attempt, when it is damaged (and why).
     damaged_newest: Option<String>,
+    /// Point-in-time recovery: the moments restorable (targets with base
+    /// backups).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pitr: Option<crate::pitr::window::Window>,
     /// A stale target whose alert is due in this run.
     #[serde(skip)]
     alert: bool,
@@ -116,6 +120,9 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
         let damaged_newest = listing
             .damaged_newest()
             .map(|d| format!("{} ({})", d.id, d.why));
+        let archive =
+            crate::pitr::archive::WalArchive::new(s.storage.as_ref(), &s.layout, t.name());
+        let pitr = crate::pitr::window::window(&archive, &listing.backups).await?;
         let fresh = age.is_some_and(|a| a <= max_age) && damaged_newest.is_none();
         rows.push(Row {
             alert: !fresh
@@ -131,6 +138,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
             finished_at: newest.map(|b| b.manifest.finished_at.to_rfc3339()),
             age_seconds: age.map(|a| a.num_seconds()),
             stored_bytes: newest.map(|b| b.manifest.stored_bytes()),
+            pitr,
         });
     }
     if args.json {
@@ -164,6 +172,22 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                     if r.fresh { "ok" } else { "STALE" }
                 ),
                 (None, None) => crate::outln!("{label:<20} {:<7} no complete backup", "STALE"),
+            }
+            if let Some(w) = &r.pitr {
+                let behind = (now - w.to).to_std().unwrap_or_default();
+                crate::outln!(
+                    "{:<20} {:<7} point in time: {} … {} (WAL stored {} ago, {} segments){}",
+                    "",
+                    "",
+                    w.from.format("%Y-%m-%d %H:%M:%S UTC"),
+                    w.to.format("%Y-%m-%d %H:%M:%S UTC"),
+                    humantime::format_duration(std::time::Duration::from_secs(behind.as_secs())),
+                    w.wal_segments,
+                    match &w.gap_before {
+                        Some(g) => format!("; GAP: WAL from {g} on is after missing segments"),
+                        None => String::new(),
+                    }
+                );
             }
         }
     }

@@ -15,3 +15,4 @@ pub mod prove;
 pub mod recover;
 pub mod stream;
 pub mod wal_names;
+pub mod window;

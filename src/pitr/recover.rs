@@ -121,34 +121,13 @@ async fn prove_wal(
     let p = physical(base).expect("chosen bases are physical");
     let start = Segment::of_lsn(p.timeline, &p.start_lsn)?;
     let end = Segment::of_lsn(p.timeline, &p.end_lsn)?;
-    let stored = archive.stored().await?;
-    let mut segments: Vec<(Segment, DateTime<Utc>)> = Vec::new();
-    let listed = archive.storage.list(&archive.prefix).await?;
-    for w in &stored {
-        if let WalFile::Segment(s) = w.file {
-            if s.timeline == p.timeline && s.number >= start.number {
-                let at = listed
-                    .iter()
-                    .find(|o| o.key == w.key)
-                    .map(|o| o.modified)
-                    .unwrap_or_default();
-                segments.push((s, at));
-            }
+    let run = super::window::contiguous_run(archive, start).await?;
+    if let (Some((l, _)), Some(gap)) = (run.last, run.gap_before) {
+        if l.number >= end.number {
+            tracing::warn!(after = %l.name(), next = %gap.name(), "WAL gap after the base backup's end: recovery can reach only up to it");
         }
     }
-    segments.sort();
-    segments.dedup_by_key(|(s, _)| *s);
-    let mut last: Option<(Segment, DateTime<Utc>)> = None;
-    for (s, at) in &segments {
-        let expected = last.map(|(l, _)| l.next()).unwrap_or(start);
-        if *s != expected {
-            if last.is_some_and(|(l, _)| l.number >= end.number) {
-                tracing::warn!(after = %last.unwrap().0.name(), next = %s.name(), "WAL gap after the base backup's end: recovery can reach only up to it");
-            }
-            break;
-        }
-        last = Some((*s, *at));
-    }
+    let last = run.last;
     let Some((last, stored_at)) = last else {
         bail!(
             "the WAL the base backup {} starts from ({}) is not stored: it cannot be restored",
