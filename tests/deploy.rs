@@ -545,3 +545,61 @@ fn the_grafana_dashboard_shows_only_metrics_backstop_exports() {
         assert!(used.contains(family), "no panel shows {family}");
     }
 }
+
+#[test]
+fn the_wal_streamer_is_one_restricted_replica_that_never_overlaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
+            relative(dir.path(), &root.join("deploy/kubernetes/base")),
+            relative(dir.path(), &root.join("deploy/kubernetes/components/pitr"))
+        ),
+    )
+    .unwrap();
+    let docs = render(dir.path().to_str().unwrap());
+    let deployments = kind(&docs, "Deployment");
+    assert_eq!(deployments.len(), 1);
+    let d = deployments[0];
+    assert_eq!(d["spec"]["replicas"], 1, "one streamer per target");
+    assert_eq!(
+        d["spec"]["strategy"]["type"], "Recreate",
+        "an update never runs two streamers at once"
+    );
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    let c = &pod["containers"][0];
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(s).collect();
+    assert_eq!(&args[..2], ["wal", "stream"]);
+    let spool = args
+        .iter()
+        .position(|a| *a == "--spool")
+        .map(|i| args[i + 1]);
+    let mounted: Vec<&str> = c["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|m| s(&m["mountPath"]))
+        .collect();
+    assert!(
+        spool.is_some_and(|p| mounted.contains(&p)),
+        "the spool is a mounted volume: {args:?} {mounted:?}"
+    );
+    let base = kind(&docs, "CronJob")
+        .into_iter()
+        .find(|j| j["metadata"]["name"] == "backstop-base-backup")
+        .expect("the weekly base backup");
+    let bargs: Vec<&str> = base["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+        ["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(s)
+        .collect();
+    assert!(bargs.contains(&"--physical"), "{bargs:?}");
+}
