@@ -647,3 +647,64 @@ fn prune_deletes_only_the_wal_no_kept_base_backup_needs() {
     site.kill_streamer();
     assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
 }
+
+/// A stored segment whose bytes no longer match the hash in its name:
+/// `wal verify` names it, and a restore that would replay it refuses
+/// before the data directory exists.
+#[test]
+fn a_damaged_segment_is_named_by_wal_verify_and_refused_by_restore() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let mut site = Site::new(&primary, "damage");
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    commit(&primary, 1);
+    switch_and_wait(&primary, &site);
+    commit(&primary, 2);
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+    let r = site.run(&["wal", "verify"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert!(r.stdout.contains("all sound"), "{}", r.stdout);
+
+    // The newest segment, rewritten with one byte changed (still valid zstd).
+    let mut keys: Vec<String> = site
+        .wal_keys()
+        .into_iter()
+        .filter(|k| !k.contains("history"))
+        .collect();
+    keys.sort();
+    let victim = keys.last().unwrap().clone();
+    let mut raw = zstd::decode_all(&site.s3.get(&site.bucket, &victim)[..]).unwrap();
+    let at = raw.len() / 2;
+    raw[at] ^= 0x40;
+    let damaged = zstd::encode_all(&raw[..], 3).unwrap();
+    let storage = site.s3.storage(&site.bucket);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use backstop::storage::Storage;
+        storage.delete(&victim).await.unwrap();
+        backstop::storage::put_bytes(&storage, &victim, damaged.into())
+            .await
+            .unwrap();
+    });
+
+    let r = site.run(&["wal", "verify"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.stdout.contains("PROBLEM") && r.stdout.contains(&victim) && r.stdout.contains("damaged"),
+        "{}",
+        r.stdout
+    );
+    let root = tempfile::tempdir().unwrap();
+    let pgdata = root.path().join("restored");
+    let r = site.run(&["restore", "--pgdata", pgdata.to_str().unwrap(), "--latest"]);
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(
+        r.all().contains("not sound, nothing was restored"),
+        "{}",
+        r.all()
+    );
+    assert!(!pgdata.exists(), "the data directory was never made");
+}

@@ -20,6 +20,20 @@ pub enum WalCommand {
     /// Exit 1 only when no storage holds it; 126 (recovery stops) on any
     /// other failure.
     Fetch(FetchArgs),
+    /// Read back every stored WAL file of a target and check it: hashes,
+    /// one cluster, no gaps within a timeline, a history file for every
+    /// later timeline. Exit 1 naming each problem.
+    Verify(VerifyWalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyWalArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    #[arg(long, short = 't')]
+    pub target: Option<String>,
+    #[command(flatten)]
+    pub identity: IdentityArg,
 }
 
 #[derive(Debug, Args)]
@@ -56,6 +70,7 @@ pub struct FetchArgs {
 pub async fn run(cmd: WalCommand) -> anyhow::Result<ExitKind> {
     match cmd {
         WalCommand::Stream(args) => stream(args).await,
+        WalCommand::Verify(args) => verify(args).await,
         WalCommand::Fetch(args) => Ok(match fetch(args).await {
             Ok(kind) => kind,
             // A config or storage that cannot be opened is no proof the
@@ -141,4 +156,47 @@ async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
     let cancel = crate::signals::install();
     streamer.run(cancel).await?;
     Ok(ExitKind::Success)
+}
+
+async fn verify(args: VerifyWalArgs) -> anyhow::Result<ExitKind> {
+    let config = args.config.load_for(crate::config::Uses {
+        target: args.target.as_deref(),
+        storage: None,
+        notify: false,
+        source_credentials: false,
+    })?;
+    let target = super::one_target(&config, args.target.as_deref())?;
+    postgres_target(&config, &target)?;
+    let opened = super::open_storages(&config, None)?;
+    let storages = super::storages_of(
+        &config,
+        &opened,
+        config.target(&target).expect("one_target"),
+    );
+    let identity = args.identity.path(Some(&config));
+    let mut sound = true;
+    for s in storages {
+        let archive = crate::pitr::archive::WalArchive::new(s.storage.as_ref(), &s.layout, &target);
+        let report = crate::pitr::check::check(&archive, identity.as_deref(), None, None).await?;
+        crate::outln!(
+            "{target} in {}: {} segments on timeline(s) {:?}{}",
+            s.name,
+            report.segments,
+            report.timelines,
+            if report.problems.is_empty() {
+                ", all sound"
+            } else {
+                ""
+            }
+        );
+        for p in &report.problems {
+            crate::outln!("  PROBLEM {p}");
+        }
+        sound &= report.problems.is_empty();
+    }
+    Ok(if sound {
+        ExitKind::Success
+    } else {
+        ExitKind::Failed
+    })
 }

@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod base_tar;
+pub mod check;
 pub mod fetch;
 pub mod prove;
 pub mod recover;

@@ -11,7 +11,7 @@
 //! target it never reached, so a restore never silently stops short.
 
 use super::archive::WalArchive;
-use super::wal_names::{parse_lsn, Segment, WalFile};
+use super::wal_names::{parse_lsn, Segment};
 use crate::catalog::{list_target, Backup};
 use crate::cli::OpenStorage;
 use crate::error::usage;
@@ -158,35 +158,6 @@ async fn prove_wal(
     Ok(last)
 }
 
-/// The cluster the WAL belongs to must be the backup's: the system
-/// identifier in the long header of the base's first segment.
-async fn check_system(
-    archive: &WalArchive<'_>,
-    base: &Backup,
-    identity: Option<&Path>,
-) -> anyhow::Result<()> {
-    let p = physical(base).expect("physical");
-    let first = Segment::of_lsn(p.timeline, &p.start_lsn)?;
-    let raw = archive
-        .get(WalFile::Segment(first), identity)
-        .await?
-        .with_context(|| format!("{} is listed but could not be read", first.name()))?;
-    // XLogLongPageHeaderData: the system identifier follows the 24-byte
-    // short header.
-    let id = raw
-        .get(24..32)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")));
-    if id.map(|i| i.to_string()).as_deref() != Some(p.system_identifier.as_str()) {
-        bail!(
-            "the stored WAL {} belongs to another cluster (system identifier {:?}, the base backup's is {}): refusing to replay it",
-            first.name(),
-            id,
-            p.system_identifier
-        );
-    }
-    Ok(())
-}
-
 pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
     if req.pgdata.exists()
         && std::fs::read_dir(&req.pgdata)
@@ -212,7 +183,26 @@ pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
             .unseal(req.identity.as_deref(), &base.manifest_key)?;
         let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &req.target);
         let until = prove_wal(&archive, &base, &req.to).await?;
-        check_system(&archive, &base, req.identity.as_deref()).await?;
+        // Every segment recovery will replay, read back and hashed, and of
+        // the backup's cluster, before anything is unpacked: a damaged or
+        // foreign segment is refused here, not in the middle of recovery.
+        let p = physical(&base).expect("chosen bases are physical");
+        let system: u64 = p.system_identifier.parse().unwrap_or_default();
+        let first = Segment::of_lsn(p.timeline, &p.start_lsn)?;
+        let checked = super::check::check(
+            &archive,
+            req.identity.as_deref(),
+            Some((first, until)),
+            Some(system),
+        )
+        .await?;
+        if !checked.problems.is_empty() {
+            bail!(
+                "the stored WAL base backup {} needs is not sound, nothing was restored: {}",
+                base.manifest.id,
+                checked.problems.join("; ")
+            );
+        }
         tracing::info!(target_name = %req.target, backup = %base.manifest.id, wal_until = %until.name(), "restoring base backup, then WAL");
         unpack(s, &base, req).await?;
         return Ok(Recovered {
