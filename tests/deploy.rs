@@ -360,18 +360,7 @@ fn the_network_policy_selects_every_backstop_pod_and_lets_nothing_in() {
 
 #[test]
 fn the_sharded_component_runs_n_indexed_pods_each_with_its_shard() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
-            relative(dir.path(), &root.join("deploy/kubernetes/base")),
-            relative(dir.path(), &root.join("deploy/kubernetes/components/sharded"))
-        ),
-    )
-    .unwrap();
-    let docs = render(dir.path().to_str().unwrap());
+    let docs = render_with("sharded");
     let job = kind(&docs, "CronJob")[0];
     let jspec = &job["spec"]["jobTemplate"]["spec"];
     assert_eq!(jspec["completionMode"], "Indexed");
@@ -405,9 +394,9 @@ fn relative(dir: &std::path::Path, target: &std::path::Path) -> String {
     )
 }
 
-/// The base with the alerting component, as a site with the Prometheus
-/// Operator would deploy it.
-fn render_with_alerting() -> Vec<Value> {
+/// The base with one optional component, as a site adding it would
+/// deploy it (kustomize takes relative paths only).
+fn render_with(component: &str) -> Vec<Value> {
     let dir = tempfile::tempdir().unwrap();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     std::fs::write(
@@ -415,7 +404,7 @@ fn render_with_alerting() -> Vec<Value> {
         format!(
             "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
             relative(dir.path(), &root.join("deploy/kubernetes/base")),
-            relative(dir.path(), &root.join("deploy/kubernetes/components/alerting"))
+            relative(dir.path(), &root.join("deploy/kubernetes/components").join(component))
         ),
     )
     .unwrap();
@@ -445,7 +434,7 @@ fn exported_metrics() -> String {
 
 #[test]
 fn the_alert_rules_fire_on_the_series_that_should_fire_them() {
-    let docs = render_with_alerting();
+    let docs = render_with("alerting");
     let rules = kind(&docs, "PrometheusRule");
     assert_eq!(rules.len(), 1);
     let groups = &rules[0]["spec"]["groups"];
@@ -508,7 +497,7 @@ fn the_alert_rules_fire_on_the_series_that_should_fire_them() {
 
 #[test]
 fn the_grafana_dashboard_shows_only_metrics_backstop_exports() {
-    let docs = render_with_alerting();
+    let docs = render_with("alerting");
     let cm = kind(&docs, "ConfigMap")
         .into_iter()
         .find(|c| c["metadata"]["name"] == "backstop-dashboard")
@@ -548,18 +537,7 @@ fn the_grafana_dashboard_shows_only_metrics_backstop_exports() {
 
 #[test]
 fn the_wal_streamer_is_one_restricted_replica_that_never_overlaps() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    std::fs::write(
-        dir.path().join("kustomization.yaml"),
-        format!(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\ncomponents:\n  - {}\n",
-            relative(dir.path(), &root.join("deploy/kubernetes/base")),
-            relative(dir.path(), &root.join("deploy/kubernetes/components/pitr"))
-        ),
-    )
-    .unwrap();
-    let docs = render(dir.path().to_str().unwrap());
+    let docs = render_with("pitr");
     let deployments = kind(&docs, "Deployment");
     assert_eq!(deployments.len(), 1);
     let d = deployments[0];

@@ -337,18 +337,23 @@ fn restore_and_read(site: &Site, bin: &Path, args: &[&str]) -> Vec<i64> {
     restored.ids_after_recovery()
 }
 
-fn round_trip(major: &str) {
-    let Some(bin) = bin_dir(major) else {
-        panic!("PostgreSQL {major} is not in BACKSTOP_TEST_PG_MATRIX");
-    };
+/// A new cluster of `major` with a `canary` table, its WAL streaming to a
+/// new bucket, and a first base backup (the streamer first: its slot keeps
+/// the WAL the base backup starts from).
+fn streaming(major: &str, target: &str) -> (PathBuf, Server, Site) {
+    let bin = bin_dir(major)
+        .unwrap_or_else(|| panic!("PostgreSQL {major} is not in BACKSTOP_TEST_PG_MATRIX"));
     let primary = Server::init(&bin);
     primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
-    let target = format!("pitr{major}");
-    let mut site = Site::new(&primary, &target);
-    // The streamer first (its slot keeps the WAL), then the base backup.
+    let mut site = Site::new(&primary, target);
     site.start_streamer();
     let r = site.run(&["backup", "--physical"]);
     assert_eq!(r.code, 0, "{}", r.all());
+    (bin, primary, site)
+}
+
+fn round_trip(major: &str) {
+    let (bin, primary, mut site) = streaming(major, &format!("pitr{major}"));
     let t1 = commit(&primary, 1);
     let t2 = commit(&primary, 2);
     commit(&primary, 3);
@@ -534,12 +539,7 @@ fn point_in_time_restores_refuse_what_they_cannot_do() {
 /// WAL is not being stored.
 #[test]
 fn verify_pitr_proves_a_paused_restore_and_fails_without_the_streamer() {
-    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
-    let primary = Server::init(&bin);
-    let mut site = Site::new(&primary, "proof");
-    site.start_streamer();
-    let r = site.run(&["backup", "--physical"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (_bin, primary, mut site) = streaming("17", "proof");
     let scratches = || {
         std::fs::read_dir(std::env::temp_dir())
             .unwrap()
@@ -584,13 +584,7 @@ fn verify_pitr_proves_a_paused_restore_and_fails_without_the_streamer() {
 /// needed it; what is kept still restores.
 #[test]
 fn prune_deletes_only_the_wal_no_kept_base_backup_needs() {
-    let bin = bin_dir("16").expect("PostgreSQL 16 in the matrix");
-    let primary = Server::init(&bin);
-    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
-    let mut site = Site::new(&primary, "prune");
-    site.start_streamer();
-    let r = site.run(&["backup", "--physical"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (bin, primary, mut site) = streaming("16", "prune");
     commit(&primary, 1);
     switch_and_wait(&primary, &site);
     // A nightly dump beside the base backups: kept on its own.
@@ -653,13 +647,7 @@ fn prune_deletes_only_the_wal_no_kept_base_backup_needs() {
 /// before the data directory exists.
 #[test]
 fn a_damaged_segment_is_named_by_wal_verify_and_refused_by_restore() {
-    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
-    let primary = Server::init(&bin);
-    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
-    let mut site = Site::new(&primary, "damage");
-    site.start_streamer();
-    let r = site.run(&["backup", "--physical"]);
-    assert_eq!(r.code, 0, "{}", r.all());
+    let (_bin, primary, mut site) = streaming("17", "damage");
     commit(&primary, 1);
     switch_and_wait(&primary, &site);
     commit(&primary, 2);
@@ -707,4 +695,38 @@ fn a_damaged_segment_is_named_by_wal_verify_and_refused_by_restore() {
         r.all()
     );
     assert!(!pgdata.exists(), "the data directory was never made");
+}
+
+/// Regression: pg_receivewal failing for a reason that does not pass (a
+/// role without REPLICATION) was restarted every 5 s forever; now the
+/// streamer stops at once, naming it.
+#[test]
+fn a_streamer_without_replication_privilege_stops_instead_of_retrying() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE ROLE reader LOGIN");
+    primary.sql("SELECT pg_create_physical_replication_slot('backstop_norepl', true)");
+    let site = Site::new(&primary, "norepl");
+    let text = std::fs::read_to_string(&site.config)
+        .unwrap()
+        .replace("user = \"postgres\"", "user = \"reader\"");
+    std::fs::write(&site.config, text).unwrap();
+    let started = Instant::now();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_backstop"))
+        .args(["wal", "stream", "--config"])
+        .arg(&site.config)
+        .arg("--spool")
+        .arg(site.dir.path().join("spool"))
+        .env("BACKSTOP_PG_BIN_DIRS", &site.bin)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not retried"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "it stopped, it did not keep retrying"
+    );
 }

@@ -95,48 +95,67 @@ fn postgres_target<'a>(
     }
 }
 
+/// A `wal` command's config, its PostgreSQL target and the storages it
+/// writes to (opened). `source_credentials`: only the streamer connects.
+struct WalTarget {
+    config: crate::config::Config,
+    target: String,
+    opened: Vec<super::OpenStorage>,
+}
+
+impl WalTarget {
+    fn open(
+        config: &ConfigArg,
+        target: Option<&str>,
+        source_credentials: bool,
+    ) -> anyhow::Result<WalTarget> {
+        let config = config.load_for(crate::config::Uses {
+            target,
+            storage: None,
+            notify: false,
+            source_credentials,
+        })?;
+        let target = super::one_target(&config, target)?;
+        postgres_target(&config, &target)?;
+        let opened = super::open_storages(&config, None)?;
+        Ok(WalTarget {
+            config,
+            target,
+            opened,
+        })
+    }
+
+    fn storages(&self) -> Vec<&super::OpenStorage> {
+        let t = self
+            .config
+            .target(&self.target)
+            .expect("one_target checked it");
+        super::storages_of(&self.config, &self.opened, t)
+    }
+
+    fn pg(&self) -> &crate::engine::postgres::config::PostgresTarget {
+        postgres_target(&self.config, &self.target).expect("checked at open")
+    }
+}
+
 async fn fetch(args: FetchArgs) -> anyhow::Result<ExitKind> {
-    let config = args.config.load_for(crate::config::Uses {
-        target: args.target.as_deref(),
-        storage: None,
-        notify: false,
-        source_credentials: false,
-    })?;
-    let target = super::one_target(&config, args.target.as_deref())?;
-    postgres_target(&config, &target)?;
-    let opened = super::open_storages(&config, None)?;
-    let storages = super::storages_of(
-        &config,
-        &opened,
-        config.target(&target).expect("one_target"),
-    );
-    let identity = args.identity.path(Some(&config));
+    let w = WalTarget::open(&args.config, args.target.as_deref(), false)?;
+    let identity = args.identity.path(Some(&w.config));
     Ok(crate::pitr::fetch::fetch(
         &args.name,
         &args.path,
-        &target,
-        &storages,
+        &w.target,
+        &w.storages(),
         identity.as_deref(),
     )
     .await)
 }
 
 async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
-    let config = args.config.load_for(crate::config::Uses {
-        target: args.target.as_deref(),
-        storage: None,
-        notify: false,
-        source_credentials: true,
-    })?;
-    let target = super::one_target(&config, args.target.as_deref())?;
-    let pg = postgres_target(&config, &target)?;
-    let opened = super::open_storages(&config, None)?;
-    let storages = super::storages_of(
-        &config,
-        &opened,
-        config.target(&target).expect("one_target"),
-    );
-    let recipients = config
+    let w = WalTarget::open(&args.config, args.target.as_deref(), true)?;
+    let target = w.target.clone();
+    let recipients = w
+        .config
         .encryption
         .as_ref()
         .map(crate::crypto::Recipients::from_config)
@@ -144,10 +163,11 @@ async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
     let spool = args
         .spool
         .unwrap_or_else(|| std::env::temp_dir().join(format!("backstop-wal-{target}")));
+    let storages = w.storages();
     let streamer = crate::pitr::stream::Streamer {
-        target: target.clone(),
-        conn: crate::engine::postgres::conn_of(pg),
+        conn: crate::engine::postgres::conn_of(w.pg()),
         slot: crate::pitr::stream::slot_name(&target),
+        target,
         spool,
         storages: &storages,
         recipients,
@@ -159,21 +179,10 @@ async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
 }
 
 async fn verify(args: VerifyWalArgs) -> anyhow::Result<ExitKind> {
-    let config = args.config.load_for(crate::config::Uses {
-        target: args.target.as_deref(),
-        storage: None,
-        notify: false,
-        source_credentials: false,
-    })?;
-    let target = super::one_target(&config, args.target.as_deref())?;
-    postgres_target(&config, &target)?;
-    let opened = super::open_storages(&config, None)?;
-    let storages = super::storages_of(
-        &config,
-        &opened,
-        config.target(&target).expect("one_target"),
-    );
-    let identity = args.identity.path(Some(&config));
+    let w = WalTarget::open(&args.config, args.target.as_deref(), false)?;
+    let (config, target) = (&w.config, &w.target);
+    let storages = w.storages();
+    let identity = args.identity.path(Some(config));
     let mut sound = true;
     for s in storages {
         let archive = crate::pitr::archive::WalArchive::new(s.storage.as_ref(), &s.layout, &target);

@@ -21,6 +21,9 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
+/// (storage index, timeline) → the last segment number stored there.
+type Newest = std::collections::HashMap<(usize, u32), Option<u64>>;
+
 pub struct Streamer<'a> {
     pub target: String,
     pub conn: PgConn,
@@ -71,8 +74,10 @@ impl Streamer<'_> {
 
     /// Store the completed WAL files in the spool, history files first,
     /// then segments in order; delete each once every storage has it.
-    /// Returns how many were stored.
-    pub async fn drain(&self) -> anyhow::Result<usize> {
+    /// Returns how many were stored. `newest` remembers, per storage and
+    /// timeline, the last segment stored there (listed once, then kept up
+    /// to date), for the gap check.
+    async fn drain(&self, newest: &mut Newest) -> anyhow::Result<usize> {
         let mut files: Vec<(WalFile, PathBuf)> = std::fs::read_dir(&self.spool)
             .with_context(|| format!("reading the spool {}", self.spool.display()))?
             .filter_map(|e| e.ok())
@@ -90,12 +95,16 @@ impl Streamer<'_> {
         for (file, path) in files {
             let raw =
                 std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-            for s in self.storages {
+            for (at, s) in self.storages.iter().enumerate() {
                 let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &self.target);
                 if let WalFile::Segment(seg) = file {
-                    self.note_gap(&archive, seg).await;
+                    self.note_gap(&archive, at, seg, newest).await;
                 }
                 let put = archive.put(file, &raw, self.recipients.as_ref()).await?;
+                if let WalFile::Segment(seg) = file {
+                    let last = newest.entry((at, seg.timeline)).or_insert(Some(seg.number));
+                    *last = (*last).max(Some(seg.number));
+                }
                 tracing::info!(
                     target_name = %self.target,
                     storage = %s.name,
@@ -114,27 +123,33 @@ impl Streamer<'_> {
     /// server recycled WAL before it was streamed) is a gap: restores
     /// cannot cross it. It is logged as an error; `wal verify` and restore
     /// find it from the listing.
-    async fn note_gap(&self, archive: &WalArchive<'_>, seg: Segment) {
-        if seg.number == 0 {
-            return;
+    async fn note_gap(
+        &self,
+        archive: &WalArchive<'_>,
+        storage: usize,
+        seg: Segment,
+        newest: &mut Newest,
+    ) {
+        if !newest.contains_key(&(storage, seg.timeline)) {
+            let Ok(stored) = archive.stored().await else {
+                return;
+            };
+            let last = stored
+                .iter()
+                .filter_map(|w| match w.file {
+                    WalFile::Segment(s) if s.timeline == seg.timeline && s.number < seg.number => {
+                        Some(s.number)
+                    }
+                    _ => None,
+                })
+                .max();
+            newest.insert((storage, seg.timeline), last);
         }
-        let Ok(stored) = archive.stored().await else {
-            return;
-        };
-        let newest = stored
-            .iter()
-            .filter_map(|w| match w.file {
-                WalFile::Segment(s) if s.timeline == seg.timeline && s.number < seg.number => {
-                    Some(s)
-                }
-                _ => None,
-            })
-            .max();
-        if let Some(newest) = newest {
-            if newest.number + 1 < seg.number {
+        if let Some(Some(last)) = newest.get(&(storage, seg.timeline)) {
+            if last + 1 < seg.number {
                 tracing::error!(
                     target_name = %self.target,
-                    after = %newest.name(),
+                    after = %Segment { number: *last, ..seg }.name(),
                     before = %seg.name(),
                     "WAL gap: segments between these were never stored; no point in between can be restored. Take a new base backup (backstop backup --physical)"
                 );
@@ -158,7 +173,8 @@ impl Streamer<'_> {
         let receivewal = tools.require("pg_receivewal")?;
         let psql = pgtools::newest_psql(&found)?;
         self.ensure_slot(&psql)?;
-        self.drain().await?;
+        let mut newest = Newest::new();
+        self.drain(&mut newest).await?;
         while !cancel.is_cancelled() {
             let cmd = self.conn.apply(
                 ChildCommand::new(&receivewal)
@@ -181,7 +197,7 @@ impl Streamer<'_> {
                     }
                     _ = tokio::time::sleep(self.poll) => {}
                 }
-                if let Err(e) = self.drain().await {
+                if let Err(e) = self.drain(&mut newest).await {
                     running.kill();
                     let _ = running.wait();
                     return Err(e);
@@ -190,7 +206,7 @@ impl Streamer<'_> {
                     break Some(running.wait()?);
                 }
             };
-            self.drain().await?;
+            self.drain(&mut newest).await?;
             let Some(finished) = finished else { break };
             let why = finished.describe_with_last_line();
             if finished
@@ -203,6 +219,11 @@ impl Streamer<'_> {
                      the stored WAL ends before it. Take a new base backup (backstop backup --physical)",
                     self.slot
                 );
+            }
+            // A wrong password or a role without REPLICATION does not pass
+            // by waiting: stop, saying so (the Deployment shows it failing).
+            if let Some(cause) = crate::retry::permanent_cause(&finished.stderr_tail.join("\n")) {
+                bail!("pg_receivewal cannot stream ({why}): {cause}; not retried");
             }
             tracing::warn!(target_name = %self.target, "pg_receivewal stopped ({why}); restarting in 5s");
             tokio::select! {
