@@ -185,7 +185,7 @@ async fn verify(args: VerifyWalArgs) -> anyhow::Result<ExitKind> {
     let identity = args.identity.path(Some(config));
     let mut sound = true;
     for s in storages {
-        let archive = crate::pitr::archive::WalArchive::new(s.storage.as_ref(), &s.layout, &target);
+        let archive = crate::pitr::archive::WalArchive::new(s.storage.as_ref(), &s.layout, target);
         let report = crate::pitr::check::check(&archive, identity.as_deref(), None, None).await?;
         crate::outln!(
             "{target} in {}: {} segments on timeline(s) {:?}{}",

@@ -130,7 +130,9 @@ impl Streamer<'_> {
         seg: Segment,
         newest: &mut Newest,
     ) {
-        if !newest.contains_key(&(storage, seg.timeline)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) =
+            newest.entry((storage, seg.timeline))
+        {
             let Ok(stored) = archive.stored().await else {
                 return;
             };
@@ -143,7 +145,7 @@ impl Streamer<'_> {
                     _ => None,
                 })
                 .max();
-            newest.insert((storage, seg.timeline), last);
+            slot.insert(last);
         }
         if let Some(Some(last)) = newest.get(&(storage, seg.timeline)) {
             if last + 1 < seg.number {
