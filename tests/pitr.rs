@@ -429,6 +429,31 @@ fn restores_to_a_second_on_postgresql_18() {
     round_trip("18");
 }
 
+/// Regression (CI, PostgreSQL 15): the streamer was killed just after a
+/// segment completed, while pg_receivewal zero-filled the next `.partial`;
+/// every restart refused the short file ("has 10436608 bytes, should be 0
+/// or 16777216") and no WAL was stored again.
+#[test]
+fn a_streamer_killed_while_zero_filling_a_segment_resumes() {
+    let (bin, primary, mut site) = streaming("17", "zerofill");
+    commit(&primary, 1);
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+    let current = primary.sql("SELECT pg_walfile_name(pg_current_wal_lsn())");
+    let partial = site
+        .dir
+        .path()
+        .join("spool")
+        .join(format!("{current}.partial"));
+    std::fs::write(&partial, vec![0u8; 10_436_608]).unwrap();
+    primary.sql("INSERT INTO canary VALUES (2)");
+    site.start_streamer();
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+    assert!(!partial.exists(), "the unwritten .partial was replaced");
+    assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
+}
+
 /// restore_command's exit codes: 1 only when the storage was read and
 /// holds no such file; 126 (recovery stops) when the storage or config
 /// cannot be read, never a "not found" that would end recovery early.

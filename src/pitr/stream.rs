@@ -40,6 +40,34 @@ pub fn slot_name(target: &str) -> String {
     format!("backstop_{}", target.replace('-', "_"))
 }
 
+/// pg_receivewal fills a new `.partial` segment with zeros before it
+/// writes any WAL to it, and refuses to start when it finds one of any
+/// size but empty or whole. A streamer killed while zero-filling (right
+/// after a segment completes) leaves such a file: it holds no WAL, so it
+/// goes; pg_receivewal then starts that segment again from its beginning,
+/// which the slot kept. A `.partial` with any byte of WAL is kept.
+fn discard_unwritten_partials(spool: &Path, target: &str) -> anyhow::Result<()> {
+    for entry in std::fs::read_dir(spool)
+        .with_context(|| format!("reading the spool {}", spool.display()))?
+    {
+        let path = entry?.path();
+        let is_partial = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".partial"))
+            .is_some_and(|n| Segment::parse(n).is_some());
+        if !is_partial {
+            continue;
+        }
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        if bytes.iter().all(|b| *b == 0) {
+            std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            tracing::info!(target_name = %target, file = %path.display(), bytes = bytes.len(), "removed a .partial segment that holds no WAL yet (a streamer stopped while zero-filling it)");
+        }
+    }
+    Ok(())
+}
+
 impl Streamer<'_> {
     /// Create the slot unless it exists, reserving WAL from now on (a slot
     /// made by pg_receivewal --create-slot reserves nothing until the first
@@ -178,6 +206,7 @@ impl Streamer<'_> {
         let mut newest = Newest::new();
         self.drain(&mut newest).await?;
         while !cancel.is_cancelled() {
+            discard_unwritten_partials(&self.spool, &self.target)?;
             let cmd = self.conn.apply(
                 ChildCommand::new(&receivewal)
                     .arg("--directory")
@@ -234,5 +263,39 @@ impl Streamer<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::discard_unwritten_partials;
+
+    #[test]
+    fn only_partials_without_wal_are_discarded() {
+        let spool = tempfile::tempdir().unwrap();
+        let p = |n: &str| spool.path().join(n);
+        // Cut short while zero-filling: the restart refused it.
+        std::fs::write(p("000000010000000000000004.partial"), vec![0u8; 10_436_608]).unwrap();
+        // WAL written into it: the only copy of those bytes.
+        let mut written = vec![0u8; 16 << 20];
+        written[0] = 0x10;
+        std::fs::write(p("000000010000000000000005.partial"), &written).unwrap();
+        // Not a segment's .partial, and a completed segment of zeros.
+        std::fs::write(p("notes.partial"), [0u8; 4]).unwrap();
+        std::fs::write(p("000000010000000000000003"), vec![0u8; 64]).unwrap();
+        discard_unwritten_partials(spool.path(), "t").unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(spool.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "000000010000000000000003",
+                "000000010000000000000005.partial",
+                "notes.partial"
+            ]
+        );
     }
 }
