@@ -197,6 +197,12 @@ struct Site {
 
 impl Site {
     fn new(server: &Server, target: &str) -> Site {
+        Site::reached_at(server, target, None, "")
+    }
+
+    /// A site whose storage is reached at `endpoint` (a proxy in front of
+    /// the S3 server), with `extra` appended to the config.
+    fn reached_at(server: &Server, target: &str, endpoint: Option<&str>, extra: &str) -> Site {
         let s3 = support::s3::server();
         let bucket = s3.create_bucket("pitr");
         let dir = tempfile::tempdir().unwrap();
@@ -211,8 +217,8 @@ impl Site {
         std::fs::write(
             &config,
             format!(
-                "[storage]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[[targets]]\nname = \"{target}\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\nretry = {{ attempts = 1 }}\n",
-                s3.endpoint, s3.key, s3.secret, server.port
+                "[storage]\ntype = \"s3\"\nbucket = \"{bucket}\"\nendpoint = \"{}\"\npath_style = true\naccess_key_id = \"{}\"\nsecret_access_key = \"{}\"\n\n[[targets]]\nname = \"{target}\"\ntype = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"postgres\"\ndatabase = \"postgres\"\nretry = {{ attempts = 1 }}\n{extra}",
+                endpoint.unwrap_or(&s3.endpoint), s3.key, s3.secret, server.port
             ),
         )
         .unwrap();
@@ -451,6 +457,59 @@ fn a_streamer_killed_while_zero_filling_a_segment_resumes() {
     switch_and_wait(&primary, &site);
     site.kill_streamer();
     assert!(!partial.exists(), "the unwritten .partial was replaced");
+    assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
+}
+
+/// Regression: a storage that failed for longer than one request's
+/// retries ended the streamer (and the Deployment's pod restarted it into
+/// a crash loop). Now pg_receivewal stops, so the slot keeps the WAL on
+/// the server, storing is retried with backoff, and streaming resumes with
+/// nothing lost; the failures show in the streamer's metrics.
+#[test]
+fn a_storage_outage_while_streaming_is_retried_and_loses_nothing() {
+    use std::sync::atomic::Ordering;
+    use support::faulty_proxy::FaultyProxy;
+    let bin = bin_dir("16").expect("PostgreSQL 16 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let upstream = support::s3::server().endpoint.clone();
+    // No faults until the outage begins.
+    let proxy = runtime.block_on(FaultyProxy::start(&upstream, "PUT && .wal/", 0));
+    let metrics = tempfile::tempdir().unwrap();
+    let textfile = metrics.path().join("backstop.prom");
+    let mut site = Site::reached_at(
+        &primary,
+        "outage",
+        Some(&proxy.url),
+        &format!("\n[metrics]\ntextfile = \"{}\"\n", textfile.display()),
+    );
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    commit(&primary, 1);
+    switch_and_wait(&primary, &site);
+
+    // Every try of the next two stores fails (6 requests each).
+    proxy.state.failures_left.store(12, Ordering::SeqCst);
+    commit(&primary, 2);
+    switch_and_wait(&primary, &site);
+    assert!(proxy.state.failed.load(Ordering::SeqCst) >= 12);
+    let log = std::fs::read_to_string(site.dir.path().join("stream.log")).unwrap();
+    assert!(log.contains("storing WAL failed"), "{log}");
+    let figures = std::fs::read_to_string(metrics.path().join("backstop-wal.prom")).unwrap();
+    let failures: u64 = figures
+        .lines()
+        .find_map(|l| l.strip_prefix("backstop_wal_store_failures_total{target=\"outage\"} "))
+        .expect("the failures are counted")
+        .parse()
+        .unwrap();
+    assert!(failures >= 1, "{figures}");
+    assert!(
+        figures.contains("backstop_wal_gap{target=\"outage\"} 0"),
+        "{figures}"
+    );
+    site.kill_streamer();
     assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
 }
 

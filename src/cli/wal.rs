@@ -96,7 +96,8 @@ fn postgres_target<'a>(
 }
 
 /// A `wal` command's config, its PostgreSQL target and the storages it
-/// writes to (opened). `source_credentials`: only the streamer connects.
+/// writes to (opened). `streams`: only the streamer connects to the
+/// server and publishes metrics.
 struct WalTarget {
     config: crate::config::Config,
     target: String,
@@ -104,16 +105,12 @@ struct WalTarget {
 }
 
 impl WalTarget {
-    fn open(
-        config: &ConfigArg,
-        target: Option<&str>,
-        source_credentials: bool,
-    ) -> anyhow::Result<WalTarget> {
+    fn open(config: &ConfigArg, target: Option<&str>, streams: bool) -> anyhow::Result<WalTarget> {
         let config = config.load_for(crate::config::Uses {
             target,
             storage: None,
-            notify: false,
-            source_credentials,
+            notify: streams,
+            source_credentials: streams,
         })?;
         let target = super::one_target(&config, target)?;
         postgres_target(&config, &target)?;
@@ -172,6 +169,7 @@ async fn stream(args: StreamArgs) -> anyhow::Result<ExitKind> {
         storages: &storages,
         recipients,
         poll: args.poll,
+        metrics: w.config.metrics.clone(),
     };
     let cancel = crate::signals::install();
     streamer.run(cancel).await?;

@@ -315,6 +315,82 @@ pub fn render_verify(report: &RunReport) -> String {
     out
 }
 
+/// What a running WAL streamer reports about one target.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WalMetrics {
+    pub target: String,
+    /// When the streamer last reported: it is alive.
+    pub updated_timestamp: f64,
+    /// When a WAL file was last stored in every storage.
+    pub last_stored_timestamp: Option<f64>,
+    /// WAL the server has written that no storage holds yet: the data a
+    /// lost server would take with it now.
+    pub unstored_bytes: Option<u64>,
+    /// A segment was missing before one stored (a restore cannot cross
+    /// it), or the server invalidated the slot.
+    pub gap: bool,
+    pub receiver_restarts: u64,
+    pub store_failures: u64,
+}
+
+/// A WAL streamer's figures: its own textfile (`NAME-wal.prom`) or
+/// Pushgateway group (job `JOB-wal`), rewritten while it runs.
+pub async fn publish_wal(config: &MetricsConfig, wal: &WalMetrics) -> anyhow::Result<()> {
+    let body = render_wal(wal);
+    deliver(config, "-wal", |_| body.clone()).await
+}
+
+pub fn render_wal(m: &WalMetrics) -> String {
+    let families: [(&str, &str, &str, Option<String>); 6] = [
+        (
+            "backstop_wal_updated_timestamp_seconds",
+            "gauge",
+            "When the WAL streamer last reported (it reports every 30 s while it runs).",
+            Some(m.updated_timestamp.to_string()),
+        ),
+        (
+            "backstop_wal_last_stored_timestamp_seconds",
+            "gauge",
+            "When a WAL file was last stored in every storage.",
+            m.last_stored_timestamp.map(|v| v.to_string()),
+        ),
+        (
+            "backstop_wal_unstored_bytes",
+            "gauge",
+            "WAL the server has written that is not in every storage yet.",
+            m.unstored_bytes.map(|v| v.to_string()),
+        ),
+        (
+            "backstop_wal_gap",
+            "gauge",
+            "1 if WAL is missing (a segment never stored, or the slot lost WAL): no restore crosses it until the next base backup.",
+            Some(if m.gap { "1" } else { "0" }.to_string()),
+        ),
+        (
+            "backstop_wal_receiver_restarts_total",
+            "counter",
+            "Times pg_receivewal stopped and was restarted since the streamer started.",
+            Some(m.receiver_restarts.to_string()),
+        ),
+        (
+            "backstop_wal_store_failures_total",
+            "counter",
+            "Times storing WAL failed (and was retried) since the streamer started.",
+            Some(m.store_failures.to_string()),
+        ),
+    ];
+    let mut out = String::new();
+    for (name, kind, help, value) in families {
+        if let Some(v) = value {
+            out.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{target=\"{}\"}} {v}\n",
+                label(&m.target)
+            ));
+        }
+    }
+    out
+}
+
 /// When each storage's self-refreshed credential expires.
 fn render_expiries(expiries: &[(String, f64)]) -> String {
     if expiries.is_empty() {

@@ -19,6 +19,19 @@ pub struct WalArchive<'a> {
     pub prefix: String,
 }
 
+/// Different bytes under a name already stored: two writers, which no
+/// retry resolves.
+#[derive(Debug)]
+pub struct Conflict(pub String);
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Conflict {}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Put {
     Stored,
@@ -80,14 +93,15 @@ impl<'a> WalArchive<'a> {
         let sha256 = hex::encode(Sha256::digest(raw));
         let existing = self.copies_of(file).await?;
         if let Some(other) = existing.iter().find(|w| w.sha256 != sha256) {
-            bail!(
+            return Err(Conflict(format!(
                 "{} is stored already with different contents ({} holds SHA-256 {}, this one is {sha256}): \
                  two streamers, or two servers that both think they are this target's primary. \
                  Nothing was overwritten; stop one of them",
                 file.name(),
                 other.key,
                 other.sha256
-            );
+            ))
+            .into());
         }
         if !existing.is_empty() {
             return Ok(Put::AlreadyStored);

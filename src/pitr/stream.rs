@@ -33,6 +33,8 @@ pub struct Streamer<'a> {
     pub recipients: Option<Recipients>,
     /// How often the spool is looked at for completed files.
     pub poll: Duration,
+    /// Where the streamer's figures go (every 30 s).
+    pub metrics: Option<crate::config::notify::MetricsConfig>,
 }
 
 /// A slot name PostgreSQL accepts (lower-case letters, digits, `_`).
@@ -105,7 +107,7 @@ impl Streamer<'_> {
     /// Returns how many were stored. `newest` remembers, per storage and
     /// timeline, the last segment stored there (listed once, then kept up
     /// to date), for the gap check.
-    async fn drain(&self, newest: &mut Newest) -> anyhow::Result<usize> {
+    async fn drain(&self, state: &mut State) -> anyhow::Result<usize> {
         let mut files: Vec<(WalFile, PathBuf)> = std::fs::read_dir(&self.spool)
             .with_context(|| format!("reading the spool {}", self.spool.display()))?
             .filter_map(|e| e.ok())
@@ -126,11 +128,14 @@ impl Streamer<'_> {
             for (at, s) in self.storages.iter().enumerate() {
                 let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &self.target);
                 if let WalFile::Segment(seg) = file {
-                    self.note_gap(&archive, at, seg, newest).await;
+                    state.gap |= self.note_gap(&archive, at, seg, &mut state.newest).await;
                 }
                 let put = archive.put(file, &raw, self.recipients.as_ref()).await?;
                 if let WalFile::Segment(seg) = file {
-                    let last = newest.entry((at, seg.timeline)).or_insert(Some(seg.number));
+                    let last = state
+                        .newest
+                        .entry((at, seg.timeline))
+                        .or_insert(Some(seg.number));
                     *last = (*last).max(Some(seg.number));
                 }
                 tracing::info!(
@@ -142,6 +147,10 @@ impl Streamer<'_> {
                 );
             }
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+            if let WalFile::Segment(seg) = file {
+                state.stored_through = Some(seg);
+            }
+            state.last_stored_at = Some(chrono::Utc::now());
             stored += 1;
         }
         Ok(stored)
@@ -157,12 +166,12 @@ impl Streamer<'_> {
         storage: usize,
         seg: Segment,
         newest: &mut Newest,
-    ) {
+    ) -> bool {
         if let std::collections::hash_map::Entry::Vacant(slot) =
             newest.entry((storage, seg.timeline))
         {
             let Ok(stored) = archive.stored().await else {
-                return;
+                return false;
             };
             let last = stored
                 .iter()
@@ -183,13 +192,18 @@ impl Streamer<'_> {
                     before = %seg.name(),
                     "WAL gap: segments between these were never stored; no point in between can be restored. Take a new base backup (backstop backup --physical)"
                 );
+                return true;
             }
         }
+        false
     }
 
     /// Run until cancelled: pg_receivewal restarted whenever it stops, the
     /// spool drained every `poll`. A gap the server reports (WAL removed
-    /// before it was streamed) ends the run with an error.
+    /// before it was streamed), a refused login or two writers end the run
+    /// with an error; a storage that fails is retried with backoff while
+    /// pg_receivewal is stopped, so the slot keeps the WAL on the server
+    /// rather than on our disk alone.
     pub async fn run(&self, cancel: CancellationToken) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.spool)
             .with_context(|| format!("creating the spool {}", self.spool.display()))?;
@@ -202,13 +216,31 @@ impl Streamer<'_> {
         )?;
         let receivewal = tools.require("pg_receivewal")?;
         let psql = pgtools::newest_psql(&found)?;
+        self.check_segment_size(&psql)?;
         self.ensure_slot(&psql)?;
-        let mut newest = Newest::new();
-        self.drain(&mut newest).await?;
+        let mut state = State {
+            stored_through: self.newest_stored().await,
+            ..State::default()
+        };
+        let result = self
+            .supervise(&receivewal, &psql, &mut state, &cancel)
+            .await;
+        self.report(&psql, &mut state).await;
+        result
+    }
+
+    async fn supervise(
+        &self,
+        receivewal: &Path,
+        psql: &Path,
+        state: &mut State,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        self.store_spool(psql, state, cancel).await?;
         while !cancel.is_cancelled() {
             discard_unwritten_partials(&self.spool, &self.target)?;
             let cmd = self.conn.apply(
-                ChildCommand::new(&receivewal)
+                ChildCommand::new(receivewal)
                     .arg("--directory")
                     .arg(&self.spool)
                     .arg("--slot")
@@ -219,32 +251,42 @@ impl Streamer<'_> {
             );
             let mut running = cmd.spawn(Stdio::null(), Stdio::null(), &self.target)?;
             tracing::info!(target_name = %self.target, slot = %self.slot, spool = %self.spool.display(), "streaming WAL");
-            let finished = loop {
+            let stopped = loop {
                 tokio::select! {
-                    _ = cancel.cancelled() => {
-                        running.kill();
-                        let _ = running.wait();
-                        break None;
-                    }
+                    _ = cancel.cancelled() => break Stopped::Cancelled,
                     _ = tokio::time::sleep(self.poll) => {}
                 }
-                if let Err(e) = self.drain(&mut newest).await {
-                    running.kill();
-                    let _ = running.wait();
-                    return Err(e);
+                if let Err(e) = self.drain(state).await {
+                    break Stopped::StoreFailed(e);
+                }
+                if state.report_due() {
+                    self.report(psql, state).await;
                 }
                 if running.child.try_wait()?.is_some() {
-                    break Some(running.wait()?);
+                    break Stopped::Exited;
                 }
             };
-            self.drain(&mut newest).await?;
-            let Some(finished) = finished else { break };
+            let finished = match stopped {
+                Stopped::Exited => Some(running.wait()?),
+                Stopped::Cancelled | Stopped::StoreFailed(_) => {
+                    running.kill();
+                    let _ = running.wait();
+                    None
+                }
+            };
+            if let Stopped::StoreFailed(e) = stopped {
+                self.store_failed(psql, state, e).await?;
+            }
+            // What pg_receivewal completed before it stopped, stored.
+            self.store_spool(psql, state, cancel).await?;
+            let Some(finished) = finished else { continue };
             let why = finished.describe_with_last_line();
             if finished
                 .stderr_tail
                 .iter()
                 .any(|l| l.contains("has already been removed"))
             {
+                state.gap = true;
                 bail!(
                     "WAL gap: the server removed WAL the slot {} should have kept ({why}); \
                      the stored WAL ends before it. Take a new base backup (backstop backup --physical)",
@@ -256,13 +298,149 @@ impl Streamer<'_> {
             if let Some(cause) = crate::retry::permanent_cause(&finished.stderr_tail.join("\n")) {
                 bail!("pg_receivewal cannot stream ({why}): {cause}; not retried");
             }
+            state.receiver_restarts += 1;
             tracing::warn!(target_name = %self.target, "pg_receivewal stopped ({why}); restarting in 5s");
             tokio::select! {
                 _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                _ = tokio::time::sleep(RECEIVER_RESTART) => {}
             }
         }
         Ok(())
+    }
+
+    /// Store what the spool holds, retrying with backoff (5 s doubling to
+    /// 5 min) until it is stored or the run is cancelled. Two writers
+    /// (different bytes under a stored name) are not retried.
+    async fn store_spool(
+        &self,
+        psql: &Path,
+        state: &mut State,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let mut wait = STORE_RETRY_FIRST;
+        loop {
+            let e = match self.drain(state).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            self.store_failed(psql, state, e).await?;
+            tracing::warn!(target_name = %self.target, "WAL is stored again in {}; pg_receivewal waits (the slot keeps the WAL on the server)", humantime::format_duration(wait));
+            tokio::select! {
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            wait = (wait * 2).min(STORE_RETRY_MAX);
+        }
+    }
+
+    async fn store_failed(
+        &self,
+        psql: &Path,
+        state: &mut State,
+        e: anyhow::Error,
+    ) -> anyhow::Result<()> {
+        if e.downcast_ref::<super::archive::Conflict>().is_some() {
+            return Err(e);
+        }
+        state.store_failures += 1;
+        tracing::error!(target_name = %self.target, "storing WAL failed: {e:#}");
+        self.report(psql, state).await;
+        Ok(())
+    }
+
+    /// backstop names and counts segments of 16 MiB, PostgreSQL's default
+    /// (initdb --wal-segsize changes it).
+    fn check_segment_size(&self, psql: &Path) -> anyhow::Result<()> {
+        let size = self
+            .conn
+            .query(psql, "SELECT current_setting('wal_segment_size');")
+            .context("reading wal_segment_size")?;
+        if size.trim() != "16MB" {
+            bail!(
+                "the server at {} uses WAL segments of {}: backstop streams only the default 16MB",
+                self.conn.endpoint(),
+                size.trim()
+            );
+        }
+        Ok(())
+    }
+
+    /// The newest segment the first storage holds (any timeline), for the
+    /// unstored-bytes figure before this run stores one.
+    async fn newest_stored(&self) -> Option<Segment> {
+        let s = self.storages.first()?;
+        let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &self.target);
+        let stored = archive.stored().await.ok()?;
+        stored
+            .iter()
+            .filter_map(|w| match w.file {
+                WalFile::Segment(seg) => Some(seg),
+                WalFile::History(_) => None,
+            })
+            .max_by_key(|s| s.number)
+    }
+
+    /// Publish the figures (when [metrics] is set), with how far the
+    /// server's WAL is ahead of the stored WAL.
+    async fn report(&self, psql: &Path, state: &mut State) {
+        state.reported_at = Some(std::time::Instant::now());
+        let Some(config) = &self.metrics else { return };
+        let current = self
+            .conn
+            .query(psql, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn;")
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let stored_end = state
+            .stored_through
+            .map(|s| (s.number + 1) * super::wal_names::SEGMENT_BYTES);
+        let metrics = crate::notify::metrics::WalMetrics {
+            target: self.target.clone(),
+            updated_timestamp: now_seconds(chrono::Utc::now()),
+            last_stored_timestamp: state.last_stored_at.map(now_seconds),
+            unstored_bytes: current.map(|c| c.saturating_sub(stored_end.unwrap_or(0))),
+            gap: state.gap,
+            receiver_restarts: state.receiver_restarts,
+            store_failures: state.store_failures,
+        };
+        if let Err(e) = crate::notify::metrics::publish_wal(config, &metrics).await {
+            tracing::warn!(target_name = %self.target, "publishing WAL metrics: {e:#}");
+        }
+    }
+}
+
+fn now_seconds(t: chrono::DateTime<chrono::Utc>) -> f64 {
+    t.timestamp_millis() as f64 / 1000.0
+}
+
+const RECEIVER_RESTART: Duration = Duration::from_secs(5);
+const STORE_RETRY_FIRST: Duration = Duration::from_secs(5);
+const STORE_RETRY_MAX: Duration = Duration::from_secs(300);
+const REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// Why the streaming loop ended.
+enum Stopped {
+    Cancelled,
+    Exited,
+    StoreFailed(anyhow::Error),
+}
+
+/// What the streamer knows about its progress, for the metrics.
+#[derive(Default)]
+struct State {
+    /// (storage index, timeline) → the last segment number stored there.
+    newest: Newest,
+    /// The newest segment every storage holds.
+    stored_through: Option<Segment>,
+    last_stored_at: Option<chrono::DateTime<chrono::Utc>>,
+    gap: bool,
+    receiver_restarts: u64,
+    store_failures: u64,
+    reported_at: Option<std::time::Instant>,
+}
+
+impl State {
+    fn report_due(&self) -> bool {
+        self.reported_at.is_none_or(|t| t.elapsed() >= REPORT_EVERY)
     }
 }
 

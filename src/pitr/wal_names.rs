@@ -12,6 +12,8 @@ use anyhow::bail;
 
 /// Segments per "xlogid" for 16 MiB segments (0x100000000 / 16 MiB).
 const SEGMENTS_PER_ID: u64 = 0x100;
+/// The segment size these names count in (PostgreSQL's default).
+pub const SEGMENT_BYTES: u64 = 16 << 20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Segment {
