@@ -237,6 +237,19 @@ impl Site {
         }
     }
 
+    /// The target is now `server` (a restored server promoted to primary).
+    fn point_at(&self, server: &Server) {
+        let config = std::fs::read_to_string(&self.config).unwrap();
+        let config: String = config
+            .lines()
+            .map(|l| match l.starts_with("port = ") {
+                true => format!("port = {}\n", server.port),
+                false => format!("{l}\n"),
+            })
+            .collect();
+        std::fs::write(&self.config, config).unwrap();
+    }
+
     fn run(&self, args: &[&str]) -> support::Run {
         let mut c = support::backstop();
         c.args(args)
@@ -325,6 +338,13 @@ fn switch_and_wait(server: &Server, site: &Site) {
 }
 
 fn restore_and_read(site: &Site, bin: &Path, args: &[&str]) -> Vec<i64> {
+    let (restored, _root) = restore_to(site, bin, args);
+    restored.ids_after_recovery()
+}
+
+/// Restore with `args` and start the result (a server dropped before its
+/// directory).
+fn restore_to(site: &Site, bin: &Path, args: &[&str]) -> (Server, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
     Command::new("chmod")
         .args(["755"])
@@ -340,7 +360,7 @@ fn restore_and_read(site: &Site, bin: &Path, args: &[&str]) -> Vec<i64> {
     if let Err(log) = restored.start() {
         panic!("the restored server did not start:\n{log}");
     }
-    restored.ids_after_recovery()
+    (restored, root)
 }
 
 /// A new cluster of `major` with a `canary` table, its WAL streaming to a
@@ -511,6 +531,35 @@ fn a_storage_outage_while_streaming_is_retried_and_loses_nothing() {
     );
     site.kill_streamer();
     assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 2]);
+}
+
+/// After a point-in-time restore the restored server is the primary, on a
+/// new timeline: its WAL streams into the same target beside the old
+/// timeline's, with the history file, and a restore of the latest goes
+/// from the timeline-1 base backup across the switch.
+#[test]
+fn a_restored_server_streams_a_new_timeline_that_restores_across_the_switch() {
+    let (bin, primary, mut site) = streaming("17", "timeline");
+    let t1 = commit(&primary, 1);
+    commit(&primary, 2);
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+    drop(primary);
+    let (restored, _root) = restore_to(&site, &bin, &["--to-time", &t1.to_rfc3339()]);
+    assert_eq!(restored.ids_after_recovery(), vec![1]);
+    site.point_at(&restored);
+    site.start_streamer();
+    restored.sql("INSERT INTO canary VALUES (10)");
+    switch_and_wait(&restored, &site);
+    site.kill_streamer();
+    let keys = site.wal_keys();
+    assert!(
+        keys.iter().any(|k| k.contains("00000002.history")),
+        "{keys:?}"
+    );
+    let r = site.run(&["wal", "verify"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 10]);
 }
 
 /// restore_command's exit codes: 1 only when the storage was read and
