@@ -562,6 +562,77 @@ fn a_restored_server_streams_a_new_timeline_that_restores_across_the_switch() {
     assert_eq!(restore_and_read(&site, &bin, &["--latest"]), vec![1, 10]);
 }
 
+/// The server invalidated the slot while the streamer was down (it held
+/// more than max_slot_wal_keep_size): PostgreSQL 17 then streams from
+/// "now" as if nothing were missing. The streamer makes the slot again and
+/// reports the gap (log, metric, `wal verify`), and a new base backup
+/// closes it: restores from it are whole and the metric clears.
+#[test]
+fn a_slot_the_server_invalidated_is_a_gap_that_a_new_base_backup_closes() {
+    let bin = bin_dir("17").expect("PostgreSQL 17 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let metrics = tempfile::tempdir().unwrap();
+    let textfile = metrics.path().join("backstop.prom");
+    let mut site = Site::reached_at(
+        &primary,
+        "slotlost",
+        None,
+        &format!("\n[metrics]\ntextfile = \"{}\"\n", textfile.display()),
+    );
+    site.start_streamer();
+    assert_eq!(site.run(&["backup", "--physical"]).code, 0);
+    commit(&primary, 1);
+    switch_and_wait(&primary, &site);
+    site.kill_streamer();
+
+    primary.sql("ALTER SYSTEM SET max_slot_wal_keep_size = '32MB'");
+    primary.sql("SELECT pg_reload_conf()");
+    for i in 2..8 {
+        primary.sql(&format!("INSERT INTO canary VALUES ({i})"));
+        primary.sql("SELECT pg_switch_wal()");
+    }
+    primary.sql("CHECKPOINT");
+    let status =
+        "SELECT wal_status FROM pg_replication_slots WHERE slot_name = 'backstop_slotlost'";
+    assert_eq!(primary.sql(status), "lost");
+
+    site.start_streamer();
+    primary.sql("INSERT INTO canary VALUES (20)");
+    switch_and_wait(&primary, &site);
+    assert_eq!(primary.sql(status), "reserved", "the slot is made again");
+    let log = std::fs::read_to_string(site.dir.path().join("stream.log")).unwrap();
+    assert!(log.contains("invalidated the replication slot"), "{log}");
+    let gap = |value: u8| {
+        let want = format!("backstop_wal_gap{{target=\"slotlost\"}} {value}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let figures = std::fs::read_to_string(metrics.path().join("backstop-wal.prom"))
+                .unwrap_or_default();
+            if figures.contains(&want) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "no `{want}` in:\n{figures}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    gap(1);
+    let r = site.run(&["wal", "verify"]);
+    assert_eq!(r.code, 1, "the gap is named: {}", r.all());
+
+    // A new base backup: from it on, restores are whole.
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    primary.sql("INSERT INTO canary VALUES (21)");
+    switch_and_wait(&primary, &site);
+    gap(0);
+    site.kill_streamer();
+    assert_eq!(
+        restore_and_read(&site, &bin, &["--latest"]),
+        vec![1, 2, 3, 4, 5, 6, 7, 20, 21]
+    );
+}
+
 /// restore_command's exit codes: 1 only when the storage was read and
 /// holds no such file; 126 (recovery stops) when the storage or config
 /// cannot be read, never a "not found" that would end recovery early.

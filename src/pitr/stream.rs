@@ -42,13 +42,20 @@ pub fn slot_name(target: &str) -> String {
     format!("backstop_{}", target.replace('-', "_"))
 }
 
+/// Remove the `.partial` segments of the spool whose bytes `discard`.
+///
 /// pg_receivewal fills a new `.partial` segment with zeros before it
 /// writes any WAL to it, and refuses to start when it finds one of any
 /// size but empty or whole. A streamer killed while zero-filling (right
 /// after a segment completes) leaves such a file: it holds no WAL, so it
 /// goes; pg_receivewal then starts that segment again from its beginning,
-/// which the slot kept. A `.partial` with any byte of WAL is kept.
-fn discard_unwritten_partials(spool: &Path, target: &str) -> anyhow::Result<()> {
+/// which the slot kept. A `.partial` with any byte of WAL is kept, unless
+/// the server lost the rest of its segment.
+fn discard_partials(
+    spool: &Path,
+    target: &str,
+    discard: impl Fn(&[u8]) -> bool,
+) -> anyhow::Result<()> {
     for entry in std::fs::read_dir(spool)
         .with_context(|| format!("reading the spool {}", spool.display()))?
     {
@@ -62,9 +69,9 @@ fn discard_unwritten_partials(spool: &Path, target: &str) -> anyhow::Result<()> 
             continue;
         }
         let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
-        if bytes.iter().all(|b| *b == 0) {
+        if discard(&bytes) {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            tracing::info!(target_name = %target, file = %path.display(), bytes = bytes.len(), "removed a .partial segment that holds no WAL yet (a streamer stopped while zero-filling it)");
+            tracing::info!(target_name = %target, file = %path.display(), bytes = bytes.len(), "removed a .partial segment that cannot be completed");
         }
     }
     Ok(())
@@ -73,31 +80,46 @@ fn discard_unwritten_partials(spool: &Path, target: &str) -> anyhow::Result<()> 
 impl Streamer<'_> {
     /// Create the slot unless it exists, reserving WAL from now on (a slot
     /// made by pg_receivewal --create-slot reserves nothing until the first
-    /// connection).
-    fn ensure_slot(&self, psql: &Path) -> anyhow::Result<()> {
+    /// connection). A slot the server invalidated (it held more WAL than
+    /// `max_slot_wal_keep_size`) keeps nothing and still streams from "now"
+    /// (PostgreSQL 17 does, silently): it is dropped and made again, and
+    /// the WAL it lost is a gap. Returns whether it was lost.
+    fn ensure_slot(&self, psql: &Path) -> anyhow::Result<bool> {
         let lit = crate::sql::literal(&self.slot);
         let found = self
             .conn
             .query(
                 psql,
-                &format!("SELECT slot_type FROM pg_replication_slots WHERE slot_name = {lit};"),
+                &format!("SELECT slot_type || ' ' || coalesce(wal_status, '') FROM pg_replication_slots WHERE slot_name = {lit};"),
             )
             .context("looking for the replication slot")?;
+        let create = || {
+            self.conn
+                .query(
+                    psql,
+                    &format!("SELECT pg_create_physical_replication_slot({lit}, true);"),
+                )
+                .with_context(|| format!("creating the replication slot {}", self.slot))
+        };
         match found.trim() {
-            "physical" => Ok(()),
-            "" => {
+            "physical lost" => {
+                tracing::error!(target_name = %self.target, slot = %self.slot, "WAL gap: the server invalidated the replication slot (it held more WAL than max_slot_wal_keep_size) and removed WAL that was never stored; the slot is made again. Take a new base backup (backstop backup --physical)");
                 self.conn
-                    .query(
-                        psql,
-                        &format!("SELECT pg_create_physical_replication_slot({lit}, true);"),
-                    )
-                    .with_context(|| format!("creating the replication slot {}", self.slot))?;
-                tracing::info!(target_name = %self.target, slot = %self.slot, "replication slot created: the server keeps WAL until it is stored");
-                Ok(())
+                    .query(psql, &format!("SELECT pg_drop_replication_slot({lit});"))
+                    .with_context(|| format!("dropping the invalidated slot {}", self.slot))?;
+                create()?;
+                Ok(true)
             }
+            "" => {
+                create()?;
+                tracing::info!(target_name = %self.target, slot = %self.slot, "replication slot created: the server keeps WAL until it is stored");
+                Ok(false)
+            }
+            other if other.starts_with("physical") => Ok(false),
             other => bail!(
-                "replication slot {} exists but is {other}, not physical",
-                self.slot
+                "replication slot {} exists but is {}, not physical",
+                self.slot,
+                other.split(' ').next().unwrap_or(other)
             ),
         }
     }
@@ -128,7 +150,9 @@ impl Streamer<'_> {
             for (at, s) in self.storages.iter().enumerate() {
                 let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &self.target);
                 if let WalFile::Segment(seg) = file {
-                    state.gap |= self.note_gap(&archive, at, seg, &mut state.newest).await;
+                    if self.note_gap(&archive, at, seg, &mut state.newest).await {
+                        state.gap = Some(Gap { resumes: Some(seg) });
+                    }
                 }
                 let put = archive.put(file, &raw, self.recipients.as_ref()).await?;
                 if let WalFile::Segment(seg) = file {
@@ -149,6 +173,9 @@ impl Streamer<'_> {
             std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
             if let WalFile::Segment(seg) = file {
                 state.stored_through = Some(seg);
+                if let Some(gap @ Gap { resumes: None }) = &mut state.gap {
+                    gap.resumes = Some(seg);
+                }
             }
             state.last_stored_at = Some(chrono::Utc::now());
             stored += 1;
@@ -217,7 +244,6 @@ impl Streamer<'_> {
         let receivewal = tools.require("pg_receivewal")?;
         let psql = pgtools::newest_psql(&found)?;
         self.check_segment_size(&psql)?;
-        self.ensure_slot(&psql)?;
         let mut state = State {
             stored_through: self.newest_stored().await,
             ..State::default()
@@ -238,7 +264,15 @@ impl Streamer<'_> {
     ) -> anyhow::Result<()> {
         self.store_spool(psql, state, cancel).await?;
         while !cancel.is_cancelled() {
-            discard_unwritten_partials(&self.spool, &self.target)?;
+            if self.ensure_slot(psql)? {
+                state.gap = Some(Gap { resumes: None });
+                // What the spool holds of the lost WAL cannot be
+                // completed: pg_receivewal would ask the server for it.
+                discard_partials(&self.spool, &self.target, |_| true)?;
+            }
+            discard_partials(&self.spool, &self.target, |bytes| {
+                bytes.iter().all(|b| *b == 0)
+            })?;
             let cmd = self.conn.apply(
                 ChildCommand::new(receivewal)
                     .arg("--directory")
@@ -256,10 +290,13 @@ impl Streamer<'_> {
                     _ = cancel.cancelled() => break Stopped::Cancelled,
                     _ = tokio::time::sleep(self.poll) => {}
                 }
-                if let Err(e) = self.drain(state).await {
-                    break Stopped::StoreFailed(e);
-                }
-                if state.report_due() {
+                let stored = match self.drain(state).await {
+                    Ok(n) => n,
+                    Err(e) => break Stopped::StoreFailed(e),
+                };
+                // While WAL is missing, every stored segment may follow a
+                // new base backup that closes the gap: look at once.
+                if state.report_due() || (stored > 0 && state.gap.is_some()) {
                     self.report(psql, state).await;
                 }
                 if running.child.try_wait()?.is_some() {
@@ -286,12 +323,10 @@ impl Streamer<'_> {
                 .iter()
                 .any(|l| l.contains("has already been removed"))
             {
-                state.gap = true;
-                bail!(
-                    "WAL gap: the server removed WAL the slot {} should have kept ({why}); \
-                     the stored WAL ends before it. Take a new base backup (backstop backup --physical)",
-                    self.slot
-                );
+                // The slot was invalidated while pg_receivewal streamed:
+                // the next round makes it again.
+                state.gap = Some(Gap { resumes: None });
+                tracing::error!(target_name = %self.target, slot = %self.slot, "WAL gap: the server removed WAL the slot should have kept ({why}). Take a new base backup (backstop backup --physical)");
             }
             // A wrong password or a role without REPLICATION does not pass
             // by waiting: stop, saying so (the Deployment shows it failing).
@@ -380,11 +415,39 @@ impl Streamer<'_> {
             .max_by_key(|s| s.number)
     }
 
+    /// Whether the first storage holds a base backup that starts at or
+    /// after `segment`, so that no restore from it needs WAL before.
+    async fn based_since(&self, segment: Segment) -> bool {
+        let Some(s) = self.storages.first() else {
+            return false;
+        };
+        let Ok(listing) =
+            crate::catalog::list_target(s.storage.as_ref(), &s.layout, &self.target).await
+        else {
+            return false;
+        };
+        listing
+            .backups
+            .iter()
+            .filter_map(|b| b.manifest.objects.first()?.physical.as_ref())
+            .filter_map(|p| Segment::of_lsn(p.timeline, &p.start_lsn).ok())
+            .any(|start| start.timeline >= segment.timeline && start.number >= segment.number)
+    }
+
     /// Publish the figures (when [metrics] is set), with how far the
     /// server's WAL is ahead of the stored WAL.
     async fn report(&self, psql: &Path, state: &mut State) {
         state.reported_at = Some(std::time::Instant::now());
         let Some(config) = &self.metrics else { return };
+        if let Some(Gap {
+            resumes: Some(resumes),
+        }) = state.gap
+        {
+            if self.based_since(resumes).await {
+                tracing::info!(target_name = %self.target, "a base backup taken after the WAL gap: restores from it on are whole");
+                state.gap = None;
+            }
+        }
         let current = self
             .conn
             .query(psql, "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn;")
@@ -398,7 +461,7 @@ impl Streamer<'_> {
             updated_timestamp: now_seconds(chrono::Utc::now()),
             last_stored_timestamp: state.last_stored_at.map(now_seconds),
             unstored_bytes: current.map(|c| c.saturating_sub(stored_end.unwrap_or(0))),
-            gap: state.gap,
+            gap: state.gap.is_some(),
             receiver_restarts: state.receiver_restarts,
             store_failures: state.store_failures,
         };
@@ -424,6 +487,13 @@ enum Stopped {
     StoreFailed(anyhow::Error),
 }
 
+/// WAL the stored WAL lacks.
+#[derive(Clone, Copy)]
+struct Gap {
+    /// The first segment stored after it (None: none yet).
+    resumes: Option<Segment>,
+}
+
 /// What the streamer knows about its progress, for the metrics.
 #[derive(Default)]
 struct State {
@@ -432,7 +502,8 @@ struct State {
     /// The newest segment every storage holds.
     stored_through: Option<Segment>,
     last_stored_at: Option<chrono::DateTime<chrono::Utc>>,
-    gap: bool,
+    /// WAL is missing and no base backup since makes up for it.
+    gap: Option<Gap>,
     receiver_restarts: u64,
     store_failures: u64,
     reported_at: Option<std::time::Instant>,
@@ -446,7 +517,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::discard_unwritten_partials;
+    use super::discard_partials;
 
     #[test]
     fn only_partials_without_wal_are_discarded() {
@@ -461,7 +532,7 @@ mod tests {
         // Not a segment's .partial, and a completed segment of zeros.
         std::fs::write(p("notes.partial"), [0u8; 4]).unwrap();
         std::fs::write(p("000000010000000000000003"), vec![0u8; 64]).unwrap();
-        discard_unwritten_partials(spool.path(), "t").unwrap();
+        discard_partials(spool.path(), "t", |b| b.iter().all(|b| *b == 0)).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(spool.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
