@@ -633,6 +633,109 @@ fn a_slot_the_server_invalidated_is_a_gap_that_a_new_base_backup_closes() {
     );
 }
 
+/// Encrypted WAL in two storages (S3 and a local directory): each holds
+/// every file as age ciphertext. Regression: a segment lost from the first
+/// storage made a restore to a time after it refuse, though the second
+/// storage holds it all; now the restore proves the second's WAL whole
+/// and uses it (`wal fetch` reads the storages in order).
+#[test]
+fn encrypted_wal_in_two_storages_restores_when_one_lost_a_segment() {
+    let bin = bin_dir("18").expect("PostgreSQL 18 in the matrix");
+    let primary = Server::init(&bin);
+    primary.sql("CREATE TABLE canary (id bigint PRIMARY KEY)");
+    let keys = tempfile::tempdir().unwrap();
+    let offsite = tempfile::tempdir().unwrap();
+    for dir in [keys.path(), offsite.path()] {
+        Command::new("chmod").arg("755").arg(dir).status().unwrap();
+    }
+    let id = age::x25519::Identity::generate();
+    let identity = keys.path().join("age-key.txt");
+    let secret = age::secrecy::ExposeSecret::expose_secret(&id.to_string()).to_string();
+    std::fs::write(&identity, format!("{secret}\n")).unwrap();
+    // restore_command runs as the server's user: it must read the key.
+    Command::new("chmod")
+        .arg("644")
+        .arg(&identity)
+        .status()
+        .unwrap();
+    let mut site = Site::reached_at(
+        &primary,
+        "sealed",
+        None,
+        &format!(
+            "\n[encryption]\nrecipients = [\"{}\"]\n\n[storages.offsite]\ntype = \"local\"\npath = \"{}\"\n",
+            id.to_public(),
+            offsite.path().display()
+        ),
+    );
+    site.start_streamer();
+    let r = site.run(&["backup", "--physical"]);
+    assert_eq!(r.code, 0, "{}", r.all());
+    commit(&primary, 1);
+    let first = primary.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    site.wait_stored(&first);
+    let t2 = commit(&primary, 2);
+    // Recovery to t2 stops at the first commit after it.
+    commit(&primary, 3);
+    let last = primary.sql("SELECT pg_walfile_name(pg_switch_wal())");
+    site.wait_stored(&last);
+    // The local copy is written after the S3 one: wait for it too.
+    let local_wal = || -> Vec<String> {
+        let out = Command::new("find")
+            .arg(offsite.path())
+            .args(["-path", "*.wal/*", "-type", "f"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !local_wal().iter().any(|f| f.contains(&last)) {
+        assert!(Instant::now() < deadline, "{last} never reached offsite");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    site.kill_streamer();
+    let s3_wal = site.wal_keys();
+    assert!(
+        s3_wal.iter().all(|k| k.ends_with(".zst.age")),
+        "every stored WAL file is encrypted: {s3_wal:?}"
+    );
+    assert!(local_wal().iter().all(|f| f.ends_with(".zst.age")));
+    let r = site.run(&["wal", "verify", "--identity", identity.to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.all());
+
+    // The first storage loses the segment holding row 1: a gap there.
+    let victim = s3_wal.iter().find(|k| k.contains(&first)).unwrap().clone();
+    let storage = site.s3.storage(&site.bucket);
+    tokio::runtime::Runtime::new().unwrap().block_on(async {
+        use backstop::storage::Storage;
+        storage.delete(&victim).await.unwrap();
+    });
+    // The local storage keeps its files private to the user who wrote
+    // them; restore_command runs as the server's user.
+    Command::new("chmod")
+        .args(["-R", "a+rX"])
+        .arg(offsite.path())
+        .status()
+        .unwrap();
+    assert_eq!(
+        restore_and_read(
+            &site,
+            &bin,
+            &[
+                "--to-time",
+                &t2.to_rfc3339(),
+                "--identity",
+                identity.to_str().unwrap()
+            ]
+        ),
+        vec![1, 2]
+    );
+}
+
 /// restore_command's exit codes: 1 only when the storage was read and
 /// holds no such file; 126 (recovery stops) when the storage or config
 /// cannot be read, never a "not found" that would end recovery early.

@@ -181,28 +181,16 @@ pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
         };
         base.manifest
             .unseal(req.identity.as_deref(), &base.manifest_key)?;
-        let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &req.target);
-        let until = prove_wal(&archive, &base, &req.to).await?;
-        // Every segment recovery will replay, read back and hashed, and of
-        // the backup's cluster, before anything is unpacked: a damaged or
-        // foreign segment is refused here, not in the middle of recovery.
-        let p = physical(&base).expect("chosen bases are physical");
-        let system: u64 = p.system_identifier.parse().unwrap_or_default();
-        let first = Segment::of_lsn(p.timeline, &p.start_lsn)?;
-        let checked = super::check::check(
-            &archive,
-            req.identity.as_deref(),
-            Some((first, until)),
-            Some(system),
-        )
-        .await?;
-        if !checked.problems.is_empty() {
-            bail!(
-                "the stored WAL base backup {} needs is not sound, nothing was restored: {}",
-                base.manifest.id,
-                checked.problems.join("; ")
-            );
-        }
+        // A storage whose WAL is short or damaged gives way to the next
+        // (wal fetch reads them in the same order).
+        let until = match sound_wal(s, &base, req).await {
+            Ok(until) => until,
+            Err(e) => {
+                tracing::warn!(target_name = %req.target, storage = %s.name, "{e:#}");
+                last_error = Some(e.context(format!("in storage {}", s.name)));
+                continue;
+            }
+        };
         tracing::info!(target_name = %req.target, backup = %base.manifest.id, wal_until = %until.name(), "restoring base backup, then WAL");
         unpack(s, &base, req).await?;
         return Ok(Recovered {
@@ -213,6 +201,34 @@ pub async fn recover(req: &Recover<'_>) -> anyhow::Result<Recovered> {
         });
     }
     Err(last_error.unwrap_or_else(|| anyhow::anyhow!("target {} has no storage", req.target)))
+}
+
+/// The WAL `base` needs to reach `req.to`, proven in one storage: stored
+/// without a gap past the target, and every segment recovery will replay
+/// read back, hashed, and of the backup's cluster, before anything is
+/// unpacked (a damaged or foreign segment is refused here, not in the
+/// middle of recovery). Returns the last segment needed.
+async fn sound_wal(s: &OpenStorage, base: &Backup, req: &Recover<'_>) -> anyhow::Result<Segment> {
+    let archive = WalArchive::new(s.storage.as_ref(), &s.layout, &req.target);
+    let until = prove_wal(&archive, base, &req.to).await?;
+    let p = physical(base).expect("chosen bases are physical");
+    let system: u64 = p.system_identifier.parse().unwrap_or_default();
+    let first = Segment::of_lsn(p.timeline, &p.start_lsn)?;
+    let checked = super::check::check(
+        &archive,
+        req.identity.as_deref(),
+        Some((first, until)),
+        Some(system),
+    )
+    .await?;
+    if !checked.problems.is_empty() {
+        bail!(
+            "the stored WAL base backup {} needs is not sound, nothing was restored: {}",
+            base.manifest.id,
+            checked.problems.join("; ")
+        );
+    }
+    Ok(until)
 }
 
 /// Unpack beside the final name, configure recovery, rename into place.
