@@ -159,13 +159,7 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
             continue;
         }
         let mut failed = false;
-        for key in backup
-            .manifest
-            .objects
-            .iter()
-            .map(|o| &o.key)
-            .chain([&backup.manifest_key])
-        {
+        for key in backup.keys_before_manifest().chain([&backup.manifest_key]) {
             match req.storage.delete(key).await {
                 Ok(()) => {}
                 Err(e) => {

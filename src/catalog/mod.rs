@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 
 mod sealed;
+pub mod verified;
 
 pub const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// Beside a manifest: a read (restore, verify) found this copy's bytes do
@@ -231,6 +232,25 @@ impl Manifest {
 pub struct Backup {
     pub manifest_key: String,
     pub manifest: Manifest,
+    /// What `verify` found of it in this storage, oldest first.
+    pub verifications: Vec<verified::Verification>,
+}
+
+impl Backup {
+    /// The newest verify that passed.
+    pub fn last_proven(&self) -> Option<&verified::Verification> {
+        self.verifications.iter().rev().find(|v| v.passed)
+    }
+
+    /// Keys that go with the backup when it is deleted, before its
+    /// manifest: its objects and its verify records.
+    pub fn keys_before_manifest(&self) -> impl Iterator<Item = &String> {
+        self.manifest
+            .objects
+            .iter()
+            .map(|o| &o.key)
+            .chain(self.verifications.iter().map(|v| &v.key))
+    }
 }
 
 /// A manifest-named file whose backup is not complete: objects missing or
@@ -256,6 +276,15 @@ pub struct Listing {
 }
 
 impl Listing {
+    /// The backup most recently proven by a verify that passed, and that
+    /// verify.
+    pub fn last_proven(&self) -> Option<(&Backup, &verified::Verification)> {
+        self.backups
+            .iter()
+            .filter_map(|b| Some((b, b.last_proven()?)))
+            .max_by_key(|(_, v)| v.at)
+    }
+
     /// The newest backup attempt that left a manifest, when it is damaged:
     /// it must be judged, not silently replaced by an older complete one.
     pub fn damaged_newest(&self) -> Option<&Damaged> {
@@ -292,6 +321,11 @@ pub async fn list_target(
         .filter(|o| o.key.ends_with(DAMAGE_SUFFIX))
         .map(|o| (BackupId::of_key(&o.key), o.key.as_str()))
         .collect();
+    let mut verifications: std::collections::HashMap<&str, Vec<verified::Verification>> =
+        std::collections::HashMap::new();
+    for (stem, v) in objects.iter().filter_map(|o| verified::parse_key(&o.key)) {
+        verifications.entry(stem).or_default().push(v);
+    }
     for meta in objects.iter().filter(|o| o.key.ends_with(MANIFEST_SUFFIX)) {
         let id = BackupId::of_key(&meta.key);
         claimed_ids.insert(id.clone());
@@ -312,6 +346,12 @@ pub async fn list_target(
                     Ok(()) => listing.backups.push(Backup {
                         manifest_key: meta.key.clone(),
                         manifest,
+                        verifications: {
+                            let stem = &meta.key[..meta.key.len() - MANIFEST_SUFFIX.len()];
+                            let mut v = verifications.remove(stem).unwrap_or_default();
+                            v.sort_by_key(|v| v.at);
+                            v
+                        },
                     }),
                     Err(why) => listing
                         .damaged

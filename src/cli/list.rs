@@ -35,6 +35,8 @@ struct Row<'a> {
     stored_bytes: u64,
     manifest_key: &'a str,
     objects: &'a [crate::catalog::ObjectRecord],
+    /// Every verify of it in this storage, oldest first.
+    verifications: &'a [crate::catalog::verified::Verification],
 }
 
 pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
@@ -87,6 +89,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 stored_bytes: b.manifest.stored_bytes(),
                 manifest_key: &b.manifest_key,
                 objects: &b.manifest.objects,
+                verifications: &b.verifications,
             })
         })
         .collect();
@@ -104,7 +107,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
             false => String::new(),
         };
         crate::outln!(
-            "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {}",
+            "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {:<10}  {}",
             "TARGET",
             storage_col("STORAGE"),
             "ID",
@@ -113,11 +116,18 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
             "CODEC",
             "STORED",
             "RAW",
+            "VERIFIED",
             "DATABASE"
         );
         for r in &rows {
+            // The newest verify: its day, or that it failed.
+            let verified = match r.verifications.last() {
+                Some(v) if v.passed => v.at.format("%Y-%m-%d").to_string(),
+                Some(_) => "FAILED".to_string(),
+                None => "-".to_string(),
+            };
             crate::outln!(
-                "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {}",
+                "{:<12} {}{:<34} {:<20} {:<7} {:<6} {:>10} {:>10}  {:<10}  {}",
                 r.target,
                 storage_col(r.storage),
                 r.id,
@@ -126,6 +136,7 @@ pub async fn run(args: ListArgs) -> anyhow::Result<ExitKind> {
                 r.compression,
                 human_bytes(r.stored_bytes),
                 human_bytes(r.raw_bytes),
+                verified,
                 r.database
             );
         }

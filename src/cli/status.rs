@@ -62,6 +62,8 @@ struct Row {
     stored_bytes: Option<u64>,
     /// The newest backup attempt, when it is damaged (and why).
     damaged_newest: Option<String>,
+    /// The backup a verify last proved restorable, and when.
+    proven: Option<Proven>,
     /// Point-in-time recovery: the moments restorable (targets with base
     /// backups).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,6 +74,13 @@ struct Row {
     /// A target that was stale and has a fresh backup since the last run.
     #[serde(skip)]
     recovered: bool,
+}
+
+#[derive(Serialize)]
+struct Proven {
+    backup: String,
+    verified_at: String,
+    age_seconds: i64,
 }
 
 /// From the storage listing alone: the newest complete backup of each
@@ -138,6 +147,11 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
             finished_at: newest.map(|b| b.manifest.finished_at.to_rfc3339()),
             age_seconds: age.map(|a| a.num_seconds()),
             stored_bytes: newest.map(|b| b.manifest.stored_bytes()),
+            proven: listing.last_proven().map(|(b, v)| Proven {
+                backup: b.manifest.id.0.clone(),
+                verified_at: v.at.to_rfc3339(),
+                age_seconds: (now - v.at).num_seconds(),
+            }),
             pitr,
         });
     }
@@ -172,6 +186,23 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<ExitKind> {
                     if r.fresh { "ok" } else { "STALE" }
                 ),
                 (None, None) => crate::outln!("{label:<20} {:<7} no complete backup", "STALE"),
+            }
+            if r.newest.is_some() {
+                crate::outln!(
+                    "{:<20} {:<7} {}",
+                    "",
+                    "",
+                    match &r.proven {
+                        Some(p) => format!(
+                            "proven: {} restored and checked {} ago",
+                            p.backup,
+                            humantime::format_duration(std::time::Duration::from_secs(
+                                p.age_seconds.max(0) as u64
+                            ))
+                        ),
+                        None => "proven: never (no verify has passed; `backstop verify`)".into(),
+                    }
+                );
             }
             if let Some(w) = &r.pitr {
                 let behind = (now - w.to).to_std().unwrap_or_default();

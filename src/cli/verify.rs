@@ -105,12 +105,15 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
             async |from, backup_id| {
                 let v = VerifyRequest {
                     target: t.name(),
-                    backup_id,
+                    backup_id: backup_id.clone(),
                     identity: identity.clone(),
                     keep: args.keep,
                     cancel: &cancel,
                 };
-                scratch.verify(from.storage.as_ref(), &from.layout, v).await
+                let clock = Instant::now();
+                let result = scratch.verify(from.storage.as_ref(), &from.layout, v).await;
+                record(from, t.name(), &backup_id, &result, clock, &cancel).await;
+                result
             },
         )
         .await;
@@ -185,6 +188,102 @@ pub async fn run(args: VerifyArgs, json: bool) -> anyhow::Result<ExitKind> {
     })
 }
 
+/// Keep what this verify found beside the backup in the storage it read
+/// (see [`crate::catalog::verified`]). Not when it was interrupted, when
+/// the copy proved damaged (that copy is marked instead) or on a usage
+/// error (a missing identity proves nothing about the backup). Best
+/// effort: the verify's own outcome stands either way.
+async fn record(
+    from: &super::OpenStorage,
+    target: &str,
+    backup_id: &str,
+    result: &anyhow::Result<(crate::restore::RestoreOutcome, crate::report::VerifySummary)>,
+    clock: Instant,
+    cancel: &tokio_util::sync::CancellationToken,
+) {
+    use crate::catalog::verified::{write, VerifyRecord};
+    if cancel.is_cancelled() {
+        return;
+    }
+    if let Err(e) = result {
+        if crate::error::has::<crate::error::DamagedCopy>(e)
+            || crate::error::has::<crate::error::UsageError>(e)
+        {
+            return;
+        }
+    }
+    let backup = match crate::restore::choose_backup(
+        from.storage.as_ref(),
+        &from.layout,
+        target,
+        Some(backup_id),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(
+                target_name = target,
+                backup = backup_id,
+                "the verify result is not recorded: {e:#}"
+            );
+            return;
+        }
+    };
+    let sealed = !backup.manifest.encryption_recipients.is_empty();
+    let summary = result.as_ref().ok().map(|(_, s)| s).filter(|_| !sealed);
+    let record = VerifyRecord {
+        backup: backup_id.to_string(),
+        verified_at: Utc::now(),
+        passed: result.is_ok(),
+        duration_seconds: clock.elapsed().as_secs_f64(),
+        tables: summary.map(|s| s.tables),
+        rows: summary.map(|s| s.rows),
+        tables_compared: summary.map(|s| s.tables_compared),
+        why: result.as_ref().err().map(|e| match sealed {
+            true => "the restored copy failed its checks (the verify run's log says how)".into(),
+            false => format!("{e:#}"),
+        }),
+        tool_version: crate::TOOL_VERSION.to_string(),
+        host: hostname(),
+    };
+    match write(from.storage.as_ref(), &backup.manifest_key, &record).await {
+        Ok(key) => {
+            tracing::info!(target_name = target, key = %key, "verify result recorded beside the backup")
+        }
+        Err(e) => tracing::warn!(
+            target_name = target,
+            "the verify result is not recorded: {e:#}"
+        ),
+    }
+}
+
+/// When a verify last passed for each target of the run, in any of its
+/// storages (from the records beside the backups).
+async fn last_proven(config: &crate::config::Config, run: &RunReport) -> Vec<(String, f64)> {
+    let Ok(opened) = super::open_storages(config, None) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in &run.targets {
+        let Some(target) = config.target(&t.target) else {
+            continue;
+        };
+        let mut newest = None;
+        for s in super::storages_of(config, &opened, target) {
+            if let Ok(listing) =
+                crate::catalog::list_target(s.storage.as_ref(), &s.layout, &t.target).await
+            {
+                newest = newest.max(listing.last_proven().map(|(_, v)| v.at));
+            }
+        }
+        if let Some(at) = newest {
+            out.push((t.target.clone(), at.timestamp_millis() as f64 / 1000.0));
+        }
+    }
+    out
+}
+
 /// What every verify does with its report: notify, metrics, the summary.
 async fn finish(
     config: &crate::config::Config,
@@ -194,7 +293,8 @@ async fn finish(
 ) {
     crate::notify::notify_all(notifiers, crate::notify::Event::Finished(run)).await;
     if let Some(m) = &config.metrics {
-        if let Err(e) = crate::notify::metrics::publish_verify(m, run).await {
+        let proven = last_proven(config, run).await;
+        if let Err(e) = crate::notify::metrics::publish_verify(m, run, &proven).await {
             tracing::error!("publishing verify metrics failed: {e:#}");
         }
     }

@@ -273,8 +273,19 @@ pub async fn publish(
 /// A verify run's result per target, beside the backup metrics: its own
 /// textfile (`NAME-verify.prom` next to `NAME.prom`) or Pushgateway group
 /// (job `JOB-verify`), so neither run overwrites the other's figures.
-pub async fn publish_verify(config: &MetricsConfig, report: &RunReport) -> anyhow::Result<()> {
-    let body = render_verify(report);
+pub async fn publish_verify(
+    config: &MetricsConfig,
+    report: &RunReport,
+    proven: &[(String, f64)],
+) -> anyhow::Result<()> {
+    let mut body = render_verify(report);
+    if !proven.is_empty() {
+        let name = "backstop_last_proven_timestamp_seconds";
+        body.push_str(&format!("# HELP {name} When a verify last restored one of the target's backups and its checks passed (recorded beside the backup).\n# TYPE {name} gauge\n"));
+        for (target, at) in proven {
+            body.push_str(&format!("{name}{{target=\"{}\"}} {at}\n", label(target)));
+        }
+    }
     deliver(config, "-verify", |_| body.clone()).await
 }
 
