@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod fetch;
 pub mod fsutil;
+pub mod history;
 pub mod http;
 pub mod keys;
 pub mod lock;

@@ -88,11 +88,15 @@ pub struct PruneRequest<'a> {
     pub dry_run: bool,
 }
 
-pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> {
-    let listing = list_target(req.storage, req.layout, req.target).await?;
-    // Base backups (point-in-time recovery) and dumps are kept by the
-    // policy each on their own: a nightly dump never pushes the week's
-    // base backup out of a daily slot, or the other way round.
+/// The retention plan for one storage's listing of a target, by id. Base
+/// backups (point-in-time recovery) and dumps are kept by the policy each
+/// on their own: a nightly dump never pushes the week's base backup out of
+/// a daily slot, or the other way round.
+pub fn plan_listing(
+    listing: &crate::catalog::Listing,
+    policy: &Policy,
+    now: DateTime<Utc>,
+) -> Vec<Decision> {
     let is_base = |b: &crate::catalog::Backup| b.manifest.format == "basebackup";
     let mut decisions = Vec::new();
     for bases in [false, true] {
@@ -105,9 +109,15 @@ pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> 
                 time: b.manifest.started_at,
             })
             .collect();
-        decisions.extend(plan(&candidates, req.policy, req.now));
+        decisions.extend(plan(&candidates, policy, now));
     }
     decisions.sort_by(|a, b| a.id.cmp(&b.id));
+    decisions
+}
+
+pub async fn prune_target(req: PruneRequest<'_>) -> anyhow::Result<PruneReport> {
+    let listing = list_target(req.storage, req.layout, req.target).await?;
+    let decisions = plan_listing(&listing, req.policy, req.now);
     let grace_cutoff =
         req.now - chrono::Duration::from_std(req.orphan_grace).unwrap_or(chrono::Duration::MAX);
     // Manifests whose objects are all gone (an interrupted delete) are

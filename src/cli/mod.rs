@@ -11,6 +11,7 @@ pub mod list;
 pub mod notify;
 pub mod out;
 pub mod prune;
+pub mod report;
 pub mod restore;
 pub mod schedule;
 pub mod status;
@@ -76,6 +77,9 @@ pub enum Command {
     Schedule(schedule::ScheduleArgs),
     /// Newest complete backup per target; exit 1 when one is too old.
     Status(status::StatusArgs),
+    /// The backup history as one self-contained HTML page with plots (or
+    /// JSON): sizes, durations, verifies, copies, the retention plan, gaps.
+    Report(report::ReportArgs),
     /// Notifications.
     #[command(subcommand)]
     Notify(notify::NotifyCommand),
@@ -468,6 +472,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitKind> {
         Command::Copy(args) => copy::run(args).await,
         Command::Verify(args) => verify::run(args, json).await,
         Command::Status(args) => status::run(args).await,
+        Command::Report(args) => report::run(args).await,
         Command::Schedule(args) => schedule::run(args, json).await,
         Command::Notify(cmd) => notify::run(cmd).await,
         Command::Auth(cmd) => auth::run(cmd).await,

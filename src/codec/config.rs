@@ -10,6 +10,17 @@ pub enum Algorithm {
     None,
 }
 
+impl Algorithm {
+    /// The word the config and manifests use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Algorithm::Zstd => "zstd",
+            Algorithm::Gzip => "gzip",
+            Algorithm::None => "none",
+        }
+    }
+}
+
 /// A fixed level, or `"auto"` (zstd): adapted while streaming.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
