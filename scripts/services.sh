@@ -120,7 +120,7 @@ stop_weed() {
 
 # Python test helpers: aiosmtpd is the real SMTP server of the mail tests.
 ensure_test_tools() {
-  apt_install openssl curl rclone age openssh-client zstd chromium
+  apt_install openssl curl rclone age openssh-client zstd chromium fonts-dejavu-core
   python3 -c 'import aiosmtpd' 2>/dev/null || pip_install aiosmtpd
 }
 
