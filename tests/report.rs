@@ -5,24 +5,8 @@
 
 mod support;
 
-use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use support::*;
-
-fn sqlite_db(ws: &Workspace, name: &str, rows: u32) -> PathBuf {
-    let path = ws.path(name);
-    let c = Connection::open(&path).unwrap();
-    c.execute_batch("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT);")
-        .unwrap();
-    for i in 0..rows {
-        c.execute(
-            "INSERT INTO notes (body) VALUES (?1)",
-            [format!("note {i}")],
-        )
-        .unwrap();
-    }
-    path
-}
 
 fn target(name: &str, db: &Path) -> String {
     format!(
@@ -42,9 +26,9 @@ fn row_attr(html: &str, id: &str, name: &str) -> Option<String> {
 #[test]
 fn the_pages_numbers_are_the_manifests_and_an_empty_or_damaged_storage_is_said() {
     let ws = Workspace::new();
-    let app = sqlite_db(&ws, "app.db", 300);
-    let lone = sqlite_db(&ws, "lone.db", 5);
-    let idle = sqlite_db(&ws, "idle.db", 1);
+    let app = sqlite_notes(&ws, "app.db", 300);
+    let lone = sqlite_notes(&ws, "lone.db", 5);
+    let idle = sqlite_notes(&ws, "idle.db", 1);
     let targets = format!(
         "{}{}{}",
         target("app", &app),
@@ -254,7 +238,7 @@ fn the_page_loads_in_chromium_with_no_console_error_and_no_request() {
         panic!("chromium is not installed (scripts/services.sh ensure_test_tools installs it)");
     }
     let ws = Workspace::new();
-    let app = sqlite_db(&ws, "app.db", 50);
+    let app = sqlite_notes(&ws, "app.db", 50);
     let cfg = ws.config(&target("app", &app));
     for _ in 0..2 {
         assert_eq!(run(&["backup"], &cfg).code, 0);

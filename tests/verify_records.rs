@@ -5,27 +5,7 @@
 
 mod support;
 
-use rusqlite::Connection;
 use support::*;
-
-fn sqlite_db(ws: &Workspace, rows: u32) -> std::path::PathBuf {
-    let path = ws.path("app.db");
-    let c = Connection::open(&path).unwrap();
-    c.execute_batch(
-        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); CREATE TABLE tags (name TEXT);",
-    )
-    .unwrap();
-    for i in 0..rows {
-        c.execute(
-            "INSERT INTO notes (body) VALUES (?1)",
-            [format!("note {i}")],
-        )
-        .unwrap();
-    }
-    c.execute("INSERT INTO tags VALUES ('a'), ('b')", [])
-        .unwrap();
-    path
-}
 
 fn config(ws: &Workspace, db: &std::path::Path, extra: &str) -> std::path::PathBuf {
     ws.config(&format!(
@@ -51,7 +31,7 @@ fn list(cfg: &std::path::Path) -> Vec<serde_json::Value> {
 #[test]
 fn a_verify_is_recorded_beside_its_backup_shown_and_pruned_with_it() {
     let ws = Workspace::new();
-    let db = sqlite_db(&ws, 250);
+    let db = sqlite_notes(&ws, "app.db", 250);
     std::fs::create_dir_all(ws.path("metrics")).unwrap();
     let cfg = config(&ws, &db, "");
     assert_eq!(run(&["backup"], &cfg).code, 0);
@@ -171,7 +151,7 @@ fn a_verify_is_recorded_beside_its_backup_shown_and_pruned_with_it() {
 #[test]
 fn the_record_of_an_encrypted_backup_holds_no_counts() {
     let ws = Workspace::new();
-    let db = sqlite_db(&ws, 40);
+    let db = sqlite_notes(&ws, "app.db", 40);
     std::fs::create_dir_all(ws.path("metrics")).unwrap();
     let id = age::x25519::Identity::generate();
     let key = ws.path("age-key.txt");

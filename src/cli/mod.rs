@@ -198,17 +198,7 @@ impl StorageArg {
 /// The storages a command works on: the one named, or all, in config order.
 pub fn open_storages(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<OpenStorage>> {
     if let Some(name) = only {
-        if !config.storages.contains_key(name) {
-            return Err(usage(format!(
-                "--storage: no storage named `{name}` (configured: {})",
-                config
-                    .storages
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        storage_named(config, "--storage", name)?;
     }
     config
         .storages
@@ -222,6 +212,22 @@ pub fn open_storages(config: &Config, only: Option<&str>) -> anyhow::Result<Vec<
             })
         })
         .collect()
+}
+
+/// A usage error unless the config has a storage `name` (given by `flag`).
+pub fn storage_named(config: &Config, flag: &str, name: &str) -> anyhow::Result<()> {
+    if config.storages.contains_key(name) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "{flag}: no storage named `{name}` (configured: {})",
+        config
+            .storages
+            .keys()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    )))
 }
 
 /// Of the opened storages, those a target's backups go to.

@@ -68,17 +68,7 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<ExitKind> {
         source_credentials: false,
     })?;
     if let Some(out) = &args.output {
-        if !config.storages.contains_key(out) {
-            return Err(usage(format!(
-                "--output: no storage named `{out}` (configured: {})",
-                config
-                    .storages
-                    .keys()
-                    .cloned()
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
+        super::storage_named(&config, "--output", out)?;
     }
     let targets = select_targets(&config, &args.target)?;
     let opened = super::open_storages(&config, None)?;

@@ -255,16 +255,9 @@ async fn gather_target(
                 "storage {}: backup {} is damaged: {}",
                 s.name, d.id, d.why
             ));
-            let entry = entries
-                .entry(d.id.0.clone())
-                .or_insert_with(|| BackupEntry {
-                    id: d.id.0.clone(),
-                    kind: "dump",
-                    started_at: d.time.unwrap_or(DateTime::UNIX_EPOCH),
-                    figures: None,
-                    copies: BTreeMap::new(),
-                    verifications: Vec::new(),
-                });
+            let entry = entries.entry(d.id.0.clone()).or_insert_with(|| {
+                BackupEntry::new(&d.id.0, "dump", d.time.unwrap_or(DateTime::UNIX_EPOCH))
+            });
             entry.copies.insert(
                 s.name.to_string(),
                 CopyState::Damaged { why: d.why.clone() },
@@ -371,19 +364,26 @@ fn entry_for<'a>(
     entries: &'a mut BTreeMap<String, BackupEntry>,
     b: &Backup,
 ) -> &'a mut BackupEntry {
+    let kind = match b.manifest.format.as_str() {
+        "basebackup" => "base",
+        _ => "dump",
+    };
     entries
         .entry(b.manifest.id.0.clone())
-        .or_insert_with(|| BackupEntry {
-            id: b.manifest.id.0.clone(),
-            kind: match b.manifest.format.as_str() {
-                "basebackup" => "base",
-                _ => "dump",
-            },
-            started_at: b.manifest.started_at,
+        .or_insert_with(|| BackupEntry::new(&b.manifest.id.0, kind, b.manifest.started_at))
+}
+
+impl BackupEntry {
+    fn new(id: &str, kind: &'static str, started_at: DateTime<Utc>) -> BackupEntry {
+        BackupEntry {
+            id: id.to_string(),
+            kind,
+            started_at,
             figures: None,
             copies: BTreeMap::new(),
             verifications: Vec::new(),
-        })
+        }
+    }
 }
 
 fn moment(id: &str, at: DateTime<Utc>, now: DateTime<Utc>) -> Moment {

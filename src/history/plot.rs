@@ -171,7 +171,7 @@ fn scale_for(unit: Unit, max: f64) -> (f64, &'static str) {
 /// A step of 1, 2 or 5 times a power of ten, at least `raw` (whole for
 /// counts).
 fn nice_step(raw: f64, whole: bool) -> f64 {
-    if raw.is_nan() || raw <= 0.0 || !raw.is_finite() {
+    if !raw.is_finite() || raw <= 0.0 {
         return 1.0;
     }
     let mag = 10f64.powf(raw.log10().floor());

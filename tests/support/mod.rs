@@ -336,3 +336,25 @@ pub fn init_local(url: &str, ws: &Workspace, out: &Path) -> Run {
             .unwrap(),
     )
 }
+
+/// An SQLite database `name` in the workspace: `notes` with `rows` rows
+/// and `tags` with two.
+#[allow(dead_code)]
+pub fn sqlite_notes(ws: &Workspace, name: &str, rows: u32) -> PathBuf {
+    let path = ws.path(name);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    c.execute_batch(
+        "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT); CREATE TABLE tags (name TEXT);",
+    )
+    .unwrap();
+    for i in 0..rows {
+        c.execute(
+            "INSERT INTO notes (body) VALUES (?1)",
+            [format!("note {i}")],
+        )
+        .unwrap();
+    }
+    c.execute("INSERT INTO tags VALUES ('a'), ('b')", [])
+        .unwrap();
+    path
+}
